@@ -1,0 +1,4 @@
+//! Mirrors the kernel crate's `transport` module, minus the socket glue.
+
+#[path = "../../../transport/proto/mod.rs"]
+pub mod proto;
