@@ -48,6 +48,16 @@ install_rust() {
 		{ log "rustup: adding rust-src"; rustup component add rust-src >/dev/null; }
 	rustup component list --installed 2>/dev/null | grep -q '^clippy' ||
 		rustup component add clippy >/dev/null
+	# The fuzz targets need nightly (cargo-fuzz uses -Zsanitizer); this
+	# machine kind ships it, and it cannot be fetched from here.
+	if ! rustup toolchain list | grep -q '^nightly'; then
+		echo "deps: the nightly Rust toolchain is missing (needed by cargo fuzz)" >&2
+		exit 1
+	fi
+	if ! cargo fuzz --version >/dev/null 2>&1; then
+		log "cargo: installing cargo-fuzz"
+		cargo install -q cargo-fuzz --locked
+	fi
 	if ! bindgen --version 2>/dev/null | grep -q "$BINDGEN_VERSION"; then
 		log "cargo: installing bindgen-cli $BINDGEN_VERSION"
 		cargo install -q bindgen-cli --version "$BINDGEN_VERSION" --locked

@@ -1,3 +1,122 @@
 //! Source and target protocol state machines (pure core, sans-IO).
-/// placeholder
-pub fn _x() -> u32 { crate::log::_y() }
+//!
+//! The kernel glue (and the userspace simulator) feed events in and poll
+//! actions out; nothing here blocks, allocates or touches a socket or a
+//! bio. See `Documentation/wire-protocol.rst`, section "State machines".
+//!
+//! - [`source`]: host writes into the rollback ring, the send cursor, ACK /
+//!   NAK / LOCK_GRANTED / LOCK_REJECTED handling, handshake and resume.
+//! - [`target`]: frame checks, commit log, stream locks, flush epochs, ack
+//!   batching, handshake.
+//! - [`hot`]: the source's hot-region LRU.
+//! - [`inflight`]: the source's in-flight write table (overlap, completion).
+
+pub mod hot;
+pub mod inflight;
+pub mod source;
+pub mod target;
+
+use crate::log::record::{encode_frame, Crc32c, EncodeError, Header, Hello, Kind, HELLO_LEN};
+
+/// Replication mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Send a region's writes right after its LOCK, without waiting for the
+    /// grant (the default).
+    Speculative,
+    /// Prior art: a region's writes are sent only after LOCK_GRANTED.
+    LockSync,
+}
+
+/// When a host write completes on the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// Once the local device completed it.
+    Async,
+    /// Once the local device completed it and the target applied it.
+    Sync,
+}
+
+/// HELLO flag (source): the source runs in lock-sync mode, so the target
+/// answers every LOCK with LOCK_GRANTED.
+pub const HELLO_FLAG_LOCK_SYNC: u32 = 1 << 0;
+/// HELLO flag (source): sync completion, so the target acknowledges every
+/// applied record at once instead of batching.
+pub const HELLO_FLAG_SYNC_COMPLETION: u32 = 1 << 1;
+/// HELLO_REPLY flag bits 8..16 (target): the refusal reason, a
+/// [`Refusal`] code; zero means accepted.
+pub const HELLO_FLAG_REFUSED_MASK: u32 = 0xff << 8;
+const REFUSED_SHIFT: u32 = 8;
+
+/// Why a handshake was refused (shown in `dmsetup status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Protocol versions differ.
+    Version,
+    /// Device sizes differ.
+    DeviceSize,
+    /// Region sizes differ.
+    RegionSize,
+    /// The target is still applying another generation's records.
+    Busy,
+    /// The reply's generation is not ours.
+    Generation,
+    /// The two sides' seqs cannot be reconciled (needs a full resync).
+    Diverged,
+    /// The peer's HELLO MAC is wrong.
+    Auth,
+    /// Unexpected handshake message.
+    Protocol,
+}
+
+impl Refusal {
+    /// Wire code (non-zero).
+    pub fn code(self) -> u32 {
+        match self {
+            Refusal::Version => 1,
+            Refusal::DeviceSize => 2,
+            Refusal::RegionSize => 3,
+            Refusal::Busy => 4,
+            Refusal::Generation => 5,
+            Refusal::Diverged => 6,
+            Refusal::Auth => 7,
+            Refusal::Protocol => 8,
+        }
+    }
+
+    /// Decodes the refusal bits of a HELLO_REPLY's flags (unknown codes
+    /// map to `Protocol`).
+    pub fn from_flags(flags: u32) -> Refusal {
+        match (flags & HELLO_FLAG_REFUSED_MASK) >> REFUSED_SHIFT {
+            1 => Refusal::Version,
+            2 => Refusal::DeviceSize,
+            3 => Refusal::RegionSize,
+            4 => Refusal::Busy,
+            5 => Refusal::Generation,
+            6 => Refusal::Diverged,
+            7 => Refusal::Auth,
+            _ => Refusal::Protocol,
+        }
+    }
+
+    /// The HELLO_REPLY flag bits carrying this refusal.
+    pub fn to_flags(self) -> u32 {
+        (self.code() << REFUSED_SHIFT) & HELLO_FLAG_REFUSED_MASK
+    }
+}
+
+/// Largest control frame either machine emits (HELLO / HELLO_REPLY).
+pub const MAX_CONTROL_FRAME: usize = crate::log::record::HEADER_LEN + HELLO_LEN;
+
+/// Encodes a HELLO (`reply == false`) or HELLO_REPLY frame into `out`
+/// (at least [`MAX_CONTROL_FRAME`] bytes); returns its length.
+pub fn encode_hello(
+    c: &impl Crc32c,
+    h: &Hello,
+    reply: bool,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut hdr = Header::new(if reply { Kind::HelloReply } else { Kind::Hello });
+    hdr.len = HELLO_LEN as u32;
+    encode_frame(c, &hdr, &h.to_bytes(), out)
+}

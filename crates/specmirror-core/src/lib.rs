@@ -9,3 +9,6 @@
 pub mod log;
 
 pub mod transport;
+
+#[path = "../../../transport/table.rs"]
+pub mod table;

@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# dm-specmirror. The two commands:
+#   make check   everything: deps, core tests, simulator, module, VM selftests
+#   make demo    two "hosts" (network namespaces) in a VM, data through a mirror
+#
+# Kbuild (next to this file) describes the module to the kernel's build,
+# which reads it in preference to this Makefile.
+
+SHELL := /bin/bash
+REPO := $(CURDIR)
+SEEDS ?= 2000
+FUZZ_SECONDS ?= 20
+# KDIR: a Rust-enabled 6.12+ build tree. Default: the cached debug build
+# (built on first use by scripts/build-kernel.sh, ~12 minutes).
+KDIR ?=
+kdir = $${KDIR:-$$(scripts/build-kernel.sh debug)}
+KMAKE = $(MAKE) -C "$$kdir" M=$(REPO) LLVM=-19
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
+
+.PHONY: all module clippy deps kernel kernel-release test-core sim sim-report \
+	fuzz-smoke selftests check demo clean help
+
+all: module
+
+help:
+	@echo "make check        deps, core tests, simulator, module, clippy, VM selftests"
+	@echo "make demo         replication demo in a VM between two network namespaces"
+	@echo "make module       build dm-specmirror.ko against KDIR (default: cached debug kernel)"
+	@echo "make CLIPPY=1     module build with clippy"
+	@echo "make test-core    userspace tests of the pure core (cargo test)"
+	@echo "make sim SEEDS=N  run the deterministic simulator over N seeds"
+	@echo "make sim-report   simulated throughput/lag per mode and RTT"
+	@echo "make kernel       build the debug (test) kernel into the cache"
+	@echo "make kernel-release  build the release (benchmark) kernel"
+
+deps:
+	scripts/deps.sh
+
+kernel:
+	scripts/build-kernel.sh debug
+
+kernel-release:
+	scripts/build-kernel.sh release
+
+module:
+	@kdir=$(kdir) && $(KMAKE) modules
+
+clippy:
+	@kdir=$(kdir) && $(KMAKE) CLIPPY=1 modules
+
+test-core:
+	cargo test --workspace --quiet
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	RUSTFLAGS="-D missing_docs -D unreachable_pub -D rust_2018_idioms" \
+		cargo build -p specmirror-core --quiet --target-dir target/kernel-lints
+
+sim:
+	cargo run --release --quiet -p specmirror-sim -- run --seeds $(SEEDS)
+
+sim-report:
+	cargo run --release --quiet -p specmirror-sim -- report
+
+fuzz-smoke:
+	scripts/fuzz-smoke.sh $(FUZZ_SECONDS)
+
+selftests: module
+	@kdir=$(kdir) && scripts/install-selftests.sh "$$kdir" && \
+		scripts/vm.sh scripts/run-selftests.sh
+
+check:
+	@scripts/check.sh
+
+demo:
+	@scripts/deps.sh && kdir=$(kdir) && $(KMAKE) modules && \
+		scripts/vm.sh scripts/demo.sh
+
+clean:
+	rm -f dm/bindings_generated.rs *.ko *.o dm/*.o *.mod *.mod.c modules.order Module.symvers
+	find . -name '.*.cmd' -not -path './target/*' -delete
+	cargo clean

@@ -1,0 +1,384 @@
+//! Commit log: flush-epoch ordering, overlap ordering, failure/reissue,
+//! drop_from, reads waiting on pending writes, and a randomized executor
+//! checking the ordering rules and the final image against sequential
+//! application.
+
+mod common;
+
+use common::{payload, VecPages};
+use proptest::prelude::*;
+use specmirror_core::log::commit::{CommitError, CommitLog, IssueView};
+use specmirror_core::log::record::{Header, Kind, FLAG_PREFLUSH, HEADER_LEN};
+
+fn rec(seq: u64, kind: Kind, sector: u64, count: u32) -> Header {
+    let mut h = Header::new(kind);
+    h.seq = seq;
+    h.sector = sector;
+    h.count = count;
+    if kind == Kind::Write {
+        h.len = count * 512;
+    }
+    h
+}
+
+fn push(log: &mut CommitLog<VecPages>, h: Header) {
+    let p = payload(h.seq, h.len as usize);
+    log.push(&h, &p).unwrap();
+}
+
+fn issue_all(log: &mut CommitLog<VecPages>) -> Vec<u64> {
+    std::iter::from_fn(|| log.next_to_issue())
+        .map(|v| v.seq)
+        .collect()
+}
+
+fn gather(log: &CommitLog<VecPages>, v: &IssueView) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (pg, off, len) in v.chunks() {
+        out.extend_from_slice(&log.pages().0[pg][off..off + len]);
+    }
+    out
+}
+
+#[test]
+fn flush_is_a_barrier_both_ways() {
+    let mut log = CommitLog::new(VecPages::new(4), 1);
+    push(&mut log, rec(1, Kind::Write, 0, 1));
+    push(&mut log, rec(2, Kind::Write, 8, 1));
+    push(&mut log, rec(3, Kind::Flush, 0, 0));
+    push(&mut log, rec(4, Kind::Write, 16, 1));
+    assert_eq!(issue_all(&mut log), vec![1, 2]);
+    assert!(log.complete(2, true));
+    assert_eq!(issue_all(&mut log), Vec::<u64>::new(), "flush waits for 1");
+    assert_eq!(log.applied_upto(), 0, "2 done but 1 is not");
+    assert!(log.complete(1, true));
+    assert_eq!(log.applied_upto(), 2);
+    assert_eq!(issue_all(&mut log), vec![3]);
+    assert_eq!(
+        issue_all(&mut log),
+        Vec::<u64>::new(),
+        "nothing passes the flush"
+    );
+    assert!(log.complete(3, true));
+    assert_eq!(issue_all(&mut log), vec![4]);
+    assert!(!log.complete(3, true), "not issued any more");
+    assert!(log.complete(4, true));
+    assert!(log.is_empty());
+    assert_eq!(log.free_bytes(), log.capacity_bytes());
+    assert_eq!(log.applied_upto(), 4);
+}
+
+#[test]
+fn preflush_write_is_a_barrier() {
+    let mut log = CommitLog::new(VecPages::new(4), 1);
+    push(&mut log, rec(1, Kind::Write, 0, 1));
+    let mut h = rec(2, Kind::Write, 8, 1);
+    h.flags = FLAG_PREFLUSH;
+    push(&mut log, h);
+    push(&mut log, rec(3, Kind::Discard, 100, 8));
+    assert_eq!(issue_all(&mut log), vec![1]);
+    log.complete(1, true);
+    assert_eq!(issue_all(&mut log), vec![2]);
+    log.complete(2, true);
+    assert_eq!(issue_all(&mut log), vec![3]);
+}
+
+#[test]
+fn overlapping_writes_keep_stream_order() {
+    let mut log = CommitLog::new(VecPages::new(4), 1);
+    push(&mut log, rec(1, Kind::Write, 0, 8));
+    push(&mut log, rec(2, Kind::Write, 4, 8));
+    push(&mut log, rec(3, Kind::Write, 100, 8));
+    push(&mut log, rec(4, Kind::WriteZeroes, 11, 1)); // overlaps 2 only
+    assert_eq!(issue_all(&mut log), vec![1, 3]);
+    assert!(log.pending_in_range(10, 2));
+    assert!(!log.pending_in_range(12, 88));
+    log.complete(1, true);
+    assert_eq!(issue_all(&mut log), vec![2]);
+    log.complete(2, true);
+    assert_eq!(issue_all(&mut log), vec![4]);
+}
+
+#[test]
+fn locks_pass_in_order_without_blocking_data() {
+    let mut log = CommitLog::new(VecPages::new(4), 1);
+    push(&mut log, rec(1, Kind::Write, 0, 1));
+    push(&mut log, rec(2, Kind::Unlock, 0, 0));
+    push(&mut log, rec(3, Kind::Lock, 5, 0));
+    push(&mut log, rec(4, Kind::Write, 5 * 2048, 1));
+    assert_eq!(issue_all(&mut log), vec![1, 4]);
+    log.complete(1, true);
+    assert_eq!(issue_all(&mut log), vec![2]);
+    log.complete(2, true);
+    assert_eq!(issue_all(&mut log), vec![3]);
+    log.complete(3, true);
+    log.complete(4, true);
+    assert_eq!(log.applied_upto(), 4);
+}
+
+#[test]
+fn failures_are_reissued() {
+    let mut log = CommitLog::new(VecPages::new(4), 1);
+    push(&mut log, rec(1, Kind::Write, 0, 1));
+    push(&mut log, rec(2, Kind::Write, 0, 1));
+    assert_eq!(issue_all(&mut log), vec![1]);
+    log.complete(1, false);
+    assert_eq!(
+        issue_all(&mut log),
+        Vec::<u64>::new(),
+        "failed 1 still blocks 2"
+    );
+    assert_eq!(log.applied_upto(), 0);
+    assert_eq!(log.reissue_failed(), 1);
+    assert_eq!(issue_all(&mut log), vec![1]);
+    log.complete(1, true);
+    assert_eq!(issue_all(&mut log), vec![2]);
+}
+
+#[test]
+fn push_errors_and_capacity() {
+    let mut log = CommitLog::new(VecPages::new(1), 5);
+    let h = rec(5, Kind::Write, 0, 1);
+    assert_eq!(log.push(&h, &[0; 100]), Err(CommitError::BadLength));
+    assert_eq!(
+        log.push(&rec(6, Kind::Flush, 0, 0), &[]),
+        Err(CommitError::Gap)
+    );
+    assert_eq!(
+        log.push(&rec(4, Kind::Flush, 0, 0), &[]),
+        Err(CommitError::Duplicate)
+    );
+    assert_eq!(
+        log.push(&rec(5, Kind::Ack, 0, 0), &[]),
+        Err(CommitError::BadKind)
+    );
+    assert_eq!(
+        log.push(&rec(5, Kind::Write, 0, 8), &[0; 4096]),
+        Err(CommitError::TooLarge)
+    );
+    push(&mut log, rec(5, Kind::Write, 0, 7));
+    assert_eq!(log.free_bytes(), 4096 - HEADER_LEN - 3584);
+    assert_eq!(
+        log.push(&rec(6, Kind::Write, 0, 1), &[0; 512]),
+        Err(CommitError::Full)
+    );
+    assert!(!log.can_push(512));
+    let v = log.next_to_issue().unwrap();
+    assert_eq!(gather(&log, &v), payload(5, 3584));
+    let mut buf = vec![0; 4096];
+    assert_eq!(log.read_payload(5, &mut buf), Some(3584));
+    assert_eq!(&buf[..3584], &payload(5, 3584)[..]);
+    log.complete(5, true);
+    assert_eq!(log.free_bytes(), 4096);
+    push(&mut log, rec(6, Kind::Write, 0, 7)); // wraps
+    let v = log.next_to_issue().unwrap();
+    assert_eq!(gather(&log, &v), payload(6, 3584));
+}
+
+#[test]
+fn drop_from_keeps_issued_records() {
+    let mut log = CommitLog::new(VecPages::new(4), 1);
+    for s in 1..=6 {
+        push(&mut log, rec(s, Kind::Write, s * 8, 1));
+    }
+    log.set_max_inflight(3);
+    assert_eq!(issue_all(&mut log), vec![1, 2, 3]);
+    assert_eq!(log.drop_from(2), 4, "2 and 3 are in flight");
+    assert_eq!(log.len_records(), 3);
+    assert_eq!(log.next_seq(), 4);
+    assert_eq!(log.used_bytes(), 3 * (HEADER_LEN + 512));
+    push(&mut log, rec(4, Kind::Write, 0, 1));
+    assert_eq!(log.drop_from(10), 5);
+    for s in 1..=3 {
+        log.complete(s, true);
+    }
+    assert_eq!(issue_all(&mut log), vec![4]);
+    log.complete(4, true);
+    assert!(log.is_empty());
+    assert_eq!(log.used_bytes(), 0);
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Rec {
+        kind: u8,
+        sector: u64,
+        count: u32,
+        preflush: bool,
+    },
+    Issue,
+    Complete {
+        pick: usize,
+        ok: bool,
+    },
+    Reissue,
+}
+
+fn arb_ev() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        4 => (0u8..10, 0u64..64, 1u32..8, prop::bool::weighted(0.05))
+            .prop_map(|(kind, sector, count, preflush)| Ev::Rec { kind, sector, count, preflush }),
+        3 => Just(Ev::Issue),
+        3 => (any::<usize>(), prop::bool::weighted(0.9)).prop_map(|(pick, ok)| Ev::Complete { pick, ok }),
+        1 => Just(Ev::Reissue),
+    ]
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum St {
+    Pending,
+    Issued,
+    Done,
+    Failed,
+}
+
+fn is_barrier(h: &Header) -> bool {
+    h.kind == Kind::Flush || h.flags & FLAG_PREFLUSH != 0
+}
+
+fn overlap(a: &Header, b: &Header) -> bool {
+    a.kind.is_data()
+        && b.kind.is_data()
+        && a.sector < b.sector + u64::from(b.count)
+        && b.sector < a.sector + u64::from(a.count)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn executor_respects_ordering_and_reaches_sequential_image(
+        evs in prop::collection::vec(arb_ev(), 1..300), inflight in 1usize..8,
+    ) {
+        let mut log = CommitLog::new(VecPages::new(3), 1);
+        log.set_max_inflight(inflight);
+        let mut recs: Vec<(Header, St)> = Vec::new(); // index = seq - 1
+        let mut disk = vec![0u64; 72]; // sector -> seq that last wrote it
+        let mut want = vec![0u64; 72];
+        let mut last_applied = 0;
+        let drain_tail = (0..2000).map(|i| if i % 2 == 0 { Ev::Issue } else { Ev::Complete { pick: 0, ok: true } });
+        for ev in evs.into_iter().chain(drain_tail) {
+            match ev {
+                Ev::Rec { kind, sector, count, preflush } => {
+                    let kind = match kind {
+                        0..=5 => Kind::Write,
+                        6 => Kind::Discard,
+                        7 => Kind::Flush,
+                        8 => Kind::Lock,
+                        _ => Kind::Unlock,
+                    };
+                    let seq = log.next_seq();
+                    let mut h = rec(seq, kind, sector, count);
+                    if !kind.is_data() {
+                        h.count = 0;
+                        h.sector = sector;
+                    }
+                    if preflush && kind == Kind::Write {
+                        h.flags = FLAG_PREFLUSH;
+                    }
+                    let p = payload(seq, h.len as usize);
+                    match log.push(&h, &p) {
+                        Ok(()) => {
+                            recs.push((h, St::Pending));
+                            if kind.is_data() {
+                                for s in sector..sector + u64::from(count) {
+                                    want[s as usize] = seq;
+                                }
+                            }
+                        }
+                        Err(e) => prop_assert_eq!(e, CommitError::Full),
+                    }
+                }
+                Ev::Issue => {
+                    if let Some(v) = log.next_to_issue() {
+                        let i = (v.seq - 1) as usize;
+                        prop_assert_eq!(recs[i].1, St::Pending);
+                        prop_assert_eq!(v.header, recs[i].0);
+                        prop_assert_eq!(gather(&log, &v), payload(v.seq, v.header.len as usize));
+                        let h = recs[i].0;
+                        for (e, st) in &recs[..i] {
+                            if is_barrier(&h) || !h.kind.is_data() {
+                                prop_assert_eq!(*st, St::Done, "{:?} issued before earlier finished", h.kind);
+                            }
+                            if *st != St::Done {
+                                prop_assert!(!is_barrier(e), "issued past unfinished barrier");
+                                prop_assert!(!overlap(e, &h), "overlapping write issued early");
+                            }
+                        }
+                        recs[i].1 = St::Issued;
+                        prop_assert!(log.in_flight() <= inflight);
+                    }
+                }
+                Ev::Complete { pick, ok } => {
+                    let issued: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].1 == St::Issued).collect();
+                    if !issued.is_empty() {
+                        let i = issued[pick % issued.len()];
+                        prop_assert!(log.complete(i as u64 + 1, ok));
+                        if ok {
+                            recs[i].1 = St::Done;
+                            let h = recs[i].0;
+                            if h.kind.is_data() {
+                                for s in h.sector..h.sector + u64::from(h.count) {
+                                    disk[s as usize] = h.seq;
+                                }
+                            }
+                        } else {
+                            recs[i].1 = St::Failed;
+                        }
+                    } else {
+                        prop_assert!(!log.complete(recs.len() as u64 + 1, true));
+                    }
+                }
+                Ev::Reissue => {
+                    let n = recs.iter().filter(|r| r.1 == St::Failed).count();
+                    prop_assert_eq!(log.reissue_failed(), n);
+                    for r in recs.iter_mut().filter(|r| r.1 == St::Failed) {
+                        r.1 = St::Pending;
+                    }
+                }
+            }
+            let applied = recs.iter().take_while(|r| r.1 == St::Done).count() as u64;
+            prop_assert_eq!(log.applied_upto(), applied);
+            prop_assert!(applied >= last_applied);
+            last_applied = applied;
+            let held = &recs[applied as usize..];
+            prop_assert_eq!(log.len_records(), held.len());
+            let bytes: usize = held.iter().map(|r| r.0.frame_len()).sum();
+            prop_assert_eq!(log.used_bytes(), bytes);
+            prop_assert_eq!(log.free_bytes(), log.capacity_bytes() - bytes);
+            // Reads wait exactly while an unapplied data record covers them.
+            let probe = (applied * 7) % 64;
+            let busy = held.iter().any(|r| r.1 != St::Done && r.0.kind.is_data()
+                && r.0.sector < probe + 4 && probe < r.0.sector + u64::from(r.0.count));
+            prop_assert_eq!(log.pending_in_range(probe, 4), busy);
+        }
+        // Failed records may remain only if never reissued; reissue, drain.
+        log.reissue_failed();
+        for r in recs.iter_mut().filter(|r| r.1 == St::Failed) { r.1 = St::Pending; }
+        while let Some(v) = log.next_to_issue() {
+            let h = v.header;
+            log.complete(v.seq, true);
+            if h.kind.is_data() {
+                for s in h.sector..h.sector + u64::from(h.count) { disk[s as usize] = h.seq; }
+            }
+        }
+        prop_assert!(log.is_empty());
+        prop_assert_eq!(disk, want, "final image differs from sequential application");
+    }
+}
+
+#[test]
+fn seqs_near_u64_max_never_overflow() {
+    let mut log = CommitLog::new(VecPages::new(1), u64::MAX - 1);
+    push(&mut log, rec(u64::MAX - 1, Kind::Flush, 0, 0));
+    assert_eq!(
+        log.push(&rec(u64::MAX, Kind::Flush, 0, 0), &[]),
+        Err(CommitError::Full)
+    );
+    assert_eq!(log.drop_from(u64::MAX), u64::MAX);
+    let v = log.next_to_issue().unwrap();
+    assert!(log.complete(v.seq, true));
+    assert!(!log.complete(u64::MAX, true));
+    assert_eq!(log.applied_upto(), u64::MAX - 1);
+    assert!(!log.pending_in_range(u64::MAX - 1, u64::MAX));
+}

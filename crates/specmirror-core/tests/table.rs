@@ -1,0 +1,193 @@
+//! Table-line parsing: every accepted form and every class of malformed line.
+use specmirror_core::table::*;
+
+fn words(s: &str) -> Vec<&[u8]> {
+    s.split_whitespace().map(str::as_bytes).collect()
+}
+
+fn parse_str(s: &str) -> Result<TableConfig, TableError> {
+    parse(words(s)).map(|p| p.config)
+}
+
+fn table_of(s: &str) -> String {
+    let p = parse(words(s)).expect("valid line");
+    let mut out = String::new();
+    p.config.write_table(&mut out, std::str::from_utf8(p.data_dev).unwrap()).unwrap();
+    out
+}
+
+#[test]
+fn minimal_lines_take_defaults() {
+    let c = parse_str("source /dev/loop0 10.0.0.2:7789").unwrap();
+    assert_eq!(c.role, Role::Source);
+    assert_eq!(c.endpoint, Endpoint { addr: Addr::V4([10, 0, 0, 2]), port: 7789 });
+    assert_eq!(c.region_sectors, 2048);
+    assert_eq!(c.ring_mb, 64);
+    assert_eq!(c.mode, Mode::Speculative);
+    assert_eq!(c.completion, Completion::Async);
+    assert_eq!(c.hot_regions, 64);
+    assert!(c.secret.is_none());
+    let t = parse_str("target 253:1 0.0.0.0:7789").unwrap();
+    assert_eq!(t.role, Role::Target);
+}
+
+#[test]
+fn every_option_is_parsed() {
+    let c = parse_str(
+        "source /dev/sdb [fd00::1]:7000 12 region_size 4096 ring_mb 8 mode lock-sync completion sync hot_regions 128 secret s3cr3t!",
+    )
+    .unwrap();
+    assert_eq!(c.region_sectors, 4096);
+    assert_eq!(c.ring_mb, 8);
+    assert_eq!(c.mode, Mode::LockSync);
+    assert_eq!(c.completion, Completion::Sync);
+    assert_eq!(c.hot_regions, 128);
+    assert_eq!(c.secret.unwrap().as_bytes(), b"s3cr3t!");
+    let mut v6 = [0u8; 16];
+    v6[0] = 0xfd;
+    v6[15] = 1;
+    assert_eq!(c.endpoint.addr, Addr::V6(v6));
+    let t = parse_str("target /dev/sdb [::]:7000 6 region_size 1024 ring_mb 16 secret abc").unwrap();
+    assert_eq!(t.region_sectors, 1024);
+}
+
+#[test]
+fn table_status_recreates_the_line() {
+    for line in [
+        "source /dev/loop0 10.0.0.2:7789",
+        "target 7:1 0.0.0.0:7789 2 ring_mb 4",
+        "source 7:0 [fd00::1]:7000 12 region_size 4096 ring_mb 8 mode lock-sync completion sync hot_regions 128 secret k",
+        "source 7:0 [::ffff:10.0.0.1]:1 2 mode speculative",
+        "target 7:0 [1:0:0:2:0:0:0:3]:65535",
+    ] {
+        let out = table_of(line);
+        assert_eq!(parse_str(&out).unwrap(), parse_str(line).unwrap(), "{line} -> {out}");
+    }
+    assert_eq!(table_of("source 7:0 [fd00:0:0:0:0:0:0:1]:7000"), "source 7:0 [fd00::1]:7000");
+    assert_eq!(table_of("source 7:0 [1:0:0:2:0:0:0:3]:9"), "source 7:0 [1:0:0:2::3]:9");
+}
+
+#[test]
+fn ima_never_shows_the_secret() {
+    let c = parse_str("source 7:0 10.0.0.2:1 2 secret hunter2").unwrap();
+    let mut out = String::new();
+    c.write_ima(&mut out, "7:0").unwrap();
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(out.ends_with(';') && out.contains("auth=hmac"), "{out}");
+    assert_eq!(format!("{:?}", c.secret), "Some(Secret(..))");
+}
+
+#[test]
+fn malformed_lines_are_rejected_precisely() {
+    use TableError::*;
+    let cases: &[(&str, TableError)] = &[
+        ("", TooFewArgs),
+        ("source", TooFewArgs),
+        ("source /dev/x", TooFewArgs),
+        ("mirror /dev/x 1.2.3.4:5", BadRole),
+        ("Source /dev/x 1.2.3.4:5", BadRole),
+        ("source /dev/x 1.2.3.4", BadAddress),
+        ("source /dev/x 1.2.3:5", BadAddress),
+        ("source /dev/x 1.2.3.4.5:5", BadAddress),
+        ("source /dev/x 256.1.1.1:5", BadAddress),
+        ("source /dev/x 1.2.3.-4:5", BadAddress),
+        ("source /dev/x 1.2.3.0004:5", BadAddress),
+        ("source /dev/x host.example:5", BadAddress),
+        ("source /dev/x fd00::1:5", BadAddress),
+        ("source /dev/x [fd00::1:5", BadAddress),
+        ("source /dev/x [fd00:::1]:5", BadAddress),
+        ("source /dev/x [1::2::3]:5", BadAddress),
+        ("source /dev/x [1:2:3:4:5:6:7:8:9]:5", BadAddress),
+        ("source /dev/x [1:2:3:4:5:6:7]:5", BadAddress),
+        ("source /dev/x [1:2:3:4::5:6:7:8]:5", BadAddress),
+        ("source /dev/x [12345::]:5", BadAddress),
+        ("source /dev/x [g::]:5", BadAddress),
+        ("source /dev/x [fe80::1%eth0]:5", BadAddress),
+        ("source /dev/x [::1]5", BadAddress),
+        ("source /dev/x 1.2.3.4:", BadPort),
+        ("source /dev/x 1.2.3.4:0", BadPort),
+        ("source /dev/x 1.2.3.4:65536", BadPort),
+        ("source /dev/x 1.2.3.4:-1", BadPort),
+        ("source /dev/x 1.2.3.4:99999999999", BadPort),
+        ("source /dev/x 0.0.0.0:5", UnspecifiedPeer),
+        ("source /dev/x [::]:5", UnspecifiedPeer),
+        ("source /dev/x 1.2.3.4:5 x", BadOptCount),
+        ("source /dev/x 1.2.3.4:5 -2 a b", BadOptCount),
+        ("source /dev/x 1.2.3.4:5 2", OptCountMismatch),
+        ("source /dev/x 1.2.3.4:5 2 ring_mb", OptCountMismatch),
+        ("source /dev/x 1.2.3.4:5 4294967298 ring_mb 4", BadOptCount),
+        ("source /dev/x 1.2.3.4:5 3 ring_mb 4 x", OddOptArgs),
+        ("source /dev/x 1.2.3.4:5 2 foo 1", UnknownKey),
+        ("source /dev/x 1.2.3.4:5 2 RING_MB 1", UnknownKey),
+        ("source /dev/x 1.2.3.4:5 4 ring_mb 1 ring_mb 2", DuplicateKey),
+        ("target /dev/x 1.2.3.4:5 2 mode speculative", SourceOnlyKey),
+        ("target /dev/x 1.2.3.4:5 2 completion sync", SourceOnlyKey),
+        ("target /dev/x 1.2.3.4:5 2 hot_regions 8", SourceOnlyKey),
+        ("source /dev/x 1.2.3.4:5 2 region_size 1000", BadRegionSize),
+        ("source /dev/x 1.2.3.4:5 2 region_size 4", BadRegionSize),
+        ("source /dev/x 1.2.3.4:5 2 region_size 0", BadRegionSize),
+        ("source /dev/x 1.2.3.4:5 2 region_size 4194304", BadRegionSize),
+        ("source /dev/x 1.2.3.4:5 2 region_size 0x800", BadRegionSize),
+        ("source /dev/x 1.2.3.4:5 2 region_size 99999999999999999999", BadRegionSize),
+        ("source /dev/x 1.2.3.4:5 2 ring_mb 0", BadRingMb),
+        ("source /dev/x 1.2.3.4:5 2 ring_mb 4097", BadRingMb),
+        ("source /dev/x 1.2.3.4:5 2 ring_mb +4", BadRingMb),
+        ("source /dev/x 1.2.3.4:5 2 mode fast", BadMode),
+        ("source /dev/x 1.2.3.4:5 2 completion 1", BadCompletion),
+        ("source /dev/x 1.2.3.4:5 2 hot_regions 0", BadHotRegions),
+        ("source /dev/x 1.2.3.4:5 2 hot_regions 65537", BadHotRegions),
+        ("source /dev/x 1.2.3.4:5 2 secret 0123456789012345678901234567890123456789012345678901234567890123456789", BadSecret),
+    ];
+    for (line, want) in cases {
+        assert_eq!(parse_str(line), Err(*want), "line: {line:?}");
+        let m = want.message_nul();
+        assert!(m.ends_with('\0') && !want.message().contains('\0'));
+    }
+    // Non-printable secret bytes, which whitespace splitting cannot produce.
+    let w: Vec<&[u8]> = vec![b"source", b"/dev/x", b"1.2.3.4:5", b"2", b"secret", b"a\x01b"];
+    assert_eq!(parse(w).err(), Some(TableError::BadSecret));
+    let w: Vec<&[u8]> = vec![b"source", b"/dev/x", b"1.2.3.4:5", b"2", b"secret", b""];
+    assert_eq!(parse(w).err(), Some(TableError::BadSecret));
+}
+
+#[test]
+fn ipv6_forms() {
+    let cases: &[(&str, [u16; 8])] = &[
+        ("::1", [0, 0, 0, 0, 0, 0, 0, 1]),
+        ("1::", [1, 0, 0, 0, 0, 0, 0, 0]),
+        ("::", [0; 8]),
+        ("fe80::1:2", [0xfe80, 0, 0, 0, 0, 0, 1, 2]),
+        ("1:2:3:4:5:6:7:8", [1, 2, 3, 4, 5, 6, 7, 8]),
+        ("1:2:3:4:5:6::8", [1, 2, 3, 4, 5, 6, 0, 8]),
+        ("::ffff:1.2.3.4", [0, 0, 0, 0, 0, 0xffff, 0x0102, 0x0304]),
+        ("ABCD::Ef", [0xabcd, 0, 0, 0, 0, 0, 0, 0xef]),
+    ];
+    for (s, g) in cases {
+        let mut want = [0u8; 16];
+        for (i, v) in g.iter().enumerate() {
+            want[2 * i..2 * i + 2].copy_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(parse_ipv6(s.as_bytes()), Some(want), "{s}");
+    }
+    for bad in ["", ":", ":::", "1:2", "1::2::3", "::1.2.3", "1.2.3.4::", "::g", "1:2:3:4:5:6:7:8::"] {
+        assert_eq!(parse_ipv6(bad.as_bytes()), None, "{bad}");
+    }
+}
+
+proptest::proptest! {
+    // Any bytes at all: parsing never panics, and what it accepts it prints
+    // back into a line that parses to the same config.
+    #[test]
+    fn arbitrary_words_never_panic(ws in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..24), 0..12)) {
+        let refs: Vec<&[u8]> = ws.iter().map(|w| w.as_slice()).collect();
+        if let Ok(p) = parse(refs) {
+            if let Ok(dev) = std::str::from_utf8(p.data_dev) {
+                if !dev.is_empty() && !dev.contains(char::is_whitespace) {
+                    let mut out = String::new();
+                    p.config.write_table(&mut out, dev).unwrap();
+                    proptest::prop_assert_eq!(parse_str(&out), Ok(p.config));
+                }
+            }
+        }
+    }
+}

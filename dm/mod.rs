@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Thin safe wrappers over the device-mapper C API.
+//!
+//! 6.12's `kernel` crate has no device-mapper abstraction, so this module
+//! is the one place that touches `struct target_type`, `struct dm_target`,
+//! `struct dm_dev` and the bios dm hands to `map`. Everything above it is
+//! safe Rust: a target implements [`TargetOps`] and [`Registration`] turns
+//! that into a registered dm target type.
+//!
+//! dm calls `map` on many CPUs at once, so the per-device state is only
+//! ever reached through `&T` (never `&mut T`), as the unmerged 2023 RFC for
+//! Rust dm abstractions learned the hard way.
+
+use core::{fmt, marker::PhantomData};
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KBox},
+    error::{code::EINVAL, to_result, Error},
+    ffi::{c_char, c_int, c_uint, c_void},
+    prelude::*,
+    str::CStr,
+    types::Opaque,
+    ThisModule,
+};
+
+/// Declarations bindgen generated from `dm/bindings.h` (see Kbuild).
+#[allow(
+    dead_code,
+    improper_ctypes,
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unreachable_pub,
+    unnecessary_transmutes,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
+)]
+mod raw {
+    include!("bindings_generated.rs");
+}
+
+use raw::{dm_dev, dm_target, target_type};
+
+/// What `map` tells dm to do with a bio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapResult {
+    /// The bio was remapped; dm submits it to the new device.
+    Remapped,
+    /// The target took the bio and will end it itself.
+    #[allow(dead_code)]
+    Submitted,
+    /// End the bio with an I/O error.
+    #[allow(dead_code)]
+    Kill,
+}
+
+impl MapResult {
+    fn to_c(self) -> c_int {
+        let v = match self {
+            MapResult::Remapped => raw::DM_MAPIO_REMAPPED,
+            MapResult::Submitted => raw::DM_MAPIO_SUBMITTED,
+            MapResult::Kill => raw::DM_MAPIO_KILL,
+        };
+        // The DM_MAPIO_* values are small constants.
+        v as c_int
+    }
+}
+
+/// Which status dm asks for (`dmsetup status`, `dmsetup table`, IMA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatusType {
+    /// `dmsetup status`: one line of runtime state.
+    Info,
+    /// `dmsetup table`: the table line that recreates the device.
+    Table,
+    /// IMA measurement: `key=value,` pairs ending in `;`.
+    Ima,
+}
+
+/// Why a constructor failed: the message dm prints and the errno.
+pub(crate) struct CtrError {
+    /// Static message for `ti->error`.
+    pub(crate) msg: &'static CStr,
+    /// Returned to dm (and to `dmsetup`).
+    pub(crate) err: Error,
+}
+
+impl CtrError {
+    /// An `-EINVAL` with `msg`.
+    pub(crate) fn inval(msg: &'static CStr) -> Self {
+        CtrError { msg, err: EINVAL }
+    }
+}
+
+/// The words of a table line or a message, as dm split them.
+///
+/// # Invariants
+///
+/// `argv` points to `argc` valid NUL-terminated strings that live for `'a`.
+pub(crate) struct Args<'a> {
+    argv: *mut *mut c_char,
+    argc: usize,
+    _p: PhantomData<&'a CStr>,
+}
+
+impl<'a> Args<'a> {
+    /// # Safety
+    ///
+    /// `argv` must point to `argc` valid NUL-terminated strings that stay
+    /// valid and unchanged for `'a`.
+    unsafe fn from_raw(argc: c_uint, argv: *mut *mut c_char) -> Self {
+        // INVARIANT: guaranteed by the caller.
+        Args { argv, argc: argc as usize, _p: PhantomData }
+    }
+
+    /// Number of words.
+    pub(crate) fn len(&self) -> usize {
+        self.argc
+    }
+
+    /// Word `i`, if there is one.
+    pub(crate) fn get(&self, i: usize) -> Option<&'a CStr> {
+        if i >= self.argc {
+            return None;
+        }
+        // SAFETY: `i < argc`, and by the type invariant each of the first
+        // `argc` entries of `argv` is a valid NUL-terminated string for 'a.
+        Some(unsafe { CStr::from_char_ptr(*self.argv.add(i)) })
+    }
+
+    /// The words as byte slices (without NUL), in order.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + '_ {
+        (0..self.argc).map(move |i| self.get(i).map_or(&[][..], |s| s.as_bytes()))
+    }
+}
+
+/// A device opened with `dm_get_device` for one target instance.
+///
+/// # Invariants
+///
+/// `dev` came from a successful `dm_get_device(ti, ..)` and is released
+/// exactly once, by `Drop`, with the same `ti`, which outlives this value
+/// (it is dropped from the target's destructor at the latest).
+pub(crate) struct DmDev {
+    ti: *mut dm_target,
+    dev: *mut dm_dev,
+}
+
+// SAFETY: a `dm_dev` is a refcounted handle dm core protects with its own
+// locks; we only read its name and bdev, which do not change while held.
+unsafe impl Send for DmDev {}
+// SAFETY: as above, shared reads only.
+unsafe impl Sync for DmDev {}
+
+impl DmDev {
+    /// The device's name as dm prints it (`major:minor`).
+    pub(crate) fn name(&self) -> &CStr {
+        // SAFETY: by the type invariant `dev` is a live dm_dev; `name` is a
+        // NUL-terminated char array dm filled in `dm_get_device`.
+        unsafe { CStr::from_char_ptr((*self.dev).name.as_ptr()) }
+    }
+
+    fn bdev(&self) -> *mut kernel::bindings::block_device {
+        // SAFETY: by the type invariant `dev` is a live dm_dev.
+        unsafe { (*self.dev).bdev }
+    }
+}
+
+impl Drop for DmDev {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant, `dev` came from `dm_get_device` on
+        // this `ti` and is put exactly once, here.
+        unsafe { raw::dm_put_device(self.ti, self.dev) };
+    }
+}
+
+/// The target instance being constructed.
+///
+/// # Invariants
+///
+/// `ti` is the `dm_target` dm passed to `ctr`, valid for `'a`.
+pub(crate) struct Ctr<'a> {
+    ti: *mut dm_target,
+    _p: PhantomData<&'a mut dm_target>,
+}
+
+impl Ctr<'_> {
+    /// Opens `path` (a path or `major:minor`) with the table's mode.
+    pub(crate) fn get_device(&self, path: &CStr) -> Result<DmDev, CtrError> {
+        let mut dev: *mut dm_dev = core::ptr::null_mut();
+        // SAFETY: `ti` is valid (type invariant) and so is its table; `path`
+        // is NUL-terminated; `dev` is a valid out pointer.
+        let r = unsafe {
+            let mode = raw::dm_table_get_mode((*self.ti).table);
+            raw::dm_get_device(self.ti, path.as_char_ptr(), mode, &mut dev)
+        };
+        match to_result(r) {
+            // INVARIANT: `dev` came from a successful dm_get_device on `ti`.
+            Ok(()) if !dev.is_null() => Ok(DmDev { ti: self.ti, dev }),
+            _ => Err(CtrError::inval(c_str!("Data device lookup failed"))),
+        }
+    }
+
+    /// Target length in sectors.
+    pub(crate) fn len(&self) -> u64 {
+        // SAFETY: `ti` is valid (type invariant).
+        unsafe { (*self.ti).len }
+    }
+
+    /// Asks dm to pass us flushes, discards and write-zeroes (one bio each).
+    pub(crate) fn accept_flush_discard_zeroes(&self) {
+        // SAFETY: `ti` is valid and owned by this ctr call (type invariant);
+        // dm reads these fields only after ctr returns.
+        unsafe {
+            (*self.ti).num_flush_bios = 1;
+            (*self.ti).num_discard_bios = 1;
+            (*self.ti).num_write_zeroes_bios = 1;
+        }
+    }
+}
+
+/// A bio handed to `map`.
+///
+/// # Invariants
+///
+/// `bio` and `ti` are the pointers dm passed to `map`; the bio belongs to
+/// the target until `map` returns.
+pub(crate) struct Bio<'a> {
+    bio: *mut kernel::bindings::bio,
+    ti: *mut dm_target,
+    _p: PhantomData<&'a mut ()>,
+}
+
+impl Bio<'_> {
+    /// Sends the bio to `dev` at the same offset inside the target.
+    pub(crate) fn remap(&mut self, dev: &DmDev) {
+        // SAFETY: `bio` and `ti` are valid for the map call (type
+        // invariant); `dev.bdev()` is a live block device held by `dev`.
+        unsafe { raw::dmsm_bio_remap(self.bio, self.ti, dev.bdev()) };
+    }
+}
+
+/// A status or message result buffer: `fmt::Write` that truncates like
+/// DMEMIT and always leaves a NUL-terminated string.
+pub(crate) struct StatusWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> StatusWriter<'a> {
+    /// # Safety
+    ///
+    /// `result` must be valid for writes of `maxlen` bytes for `'a`.
+    unsafe fn from_raw(result: *mut c_char, maxlen: c_uint) -> Self {
+        let buf = if result.is_null() || maxlen == 0 {
+            &mut [][..]
+        } else {
+            // SAFETY: valid for `maxlen` bytes by the caller's guarantee.
+            unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen as usize) }
+        };
+        if let Some(b) = buf.first_mut() {
+            *b = 0;
+        }
+        StatusWriter { buf, pos: 0 }
+    }
+}
+
+impl fmt::Write for StatusWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Keep one byte for the NUL; silently truncate like scnprintf.
+        let room = self.buf.len().saturating_sub(self.pos + 1);
+        let n = s.len().min(room);
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.pos..self.pos + n), s.as_bytes().get(..n)) {
+            dst.copy_from_slice(src);
+            self.pos += n;
+        }
+        if let Some(b) = self.buf.get_mut(self.pos) {
+            *b = 0;
+        }
+        Ok(())
+    }
+}
+
+/// A device-mapper target type written in Rust.
+pub(crate) trait TargetOps: Sized + Send + Sync {
+    /// Name in table lines.
+    const NAME: &'static CStr;
+    /// Version shown by `dmsetup targets`.
+    const VERSION: [u32; 3];
+
+    /// Builds one instance from its table line.
+    fn ctr(ctx: &Ctr<'_>, args: &Args<'_>) -> Result<KBox<Self>, CtrError>;
+    /// Routes one bio; called concurrently on many CPUs.
+    fn map(&self, bio: &mut Bio<'_>) -> MapResult;
+    /// Writes one status line.
+    fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>);
+    /// Handles `dmsetup message <dev> 0 <words...>`.
+    fn message(&self, args: &Args<'_>, out: &mut StatusWriter<'_>) -> Result;
+    /// The data device, for `iterate_devices` (limits, dependencies).
+    fn data_dev(&self) -> &DmDev;
+}
+
+/// Returns the instance `ctr` stored in `ti->private`.
+///
+/// # Safety
+///
+/// `ti` must be a target of type `T` whose `ctr` succeeded and whose `dtr`
+/// has not run.
+unsafe fn instance<'a, T: TargetOps>(ti: *mut dm_target) -> &'a T {
+    // SAFETY: `private` holds the `KBox<T>` ctr leaked, alive until dtr.
+    unsafe { &*((*ti).private as *const T) }
+}
+
+unsafe extern "C" fn ctr_callback<T: TargetOps>(ti: *mut dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
+    // SAFETY: dm passes `argc` valid strings that live through the call.
+    let args = unsafe { Args::from_raw(argc, argv) };
+    // INVARIANT: `ti` is the target dm is constructing, valid during ctr.
+    let ctx = Ctr { ti, _p: PhantomData };
+    match T::ctr(&ctx, &args) {
+        Ok(t) => {
+            // SAFETY: `ti` is valid; `private` is ours to set. Ownership of
+            // the box moves to dm until dtr takes it back.
+            unsafe { (*ti).private = KBox::into_raw(t).cast::<c_void>() };
+            0
+        }
+        Err(e) => {
+            // SAFETY: `ti` is valid; `error` takes a static string, which
+            // `e.msg` is.
+            unsafe { (*ti).error = e.msg.as_char_ptr().cast_mut() };
+            e.err.to_errno()
+        }
+    }
+}
+
+unsafe extern "C" fn dtr_callback<T: TargetOps>(ti: *mut dm_target) {
+    // SAFETY: dtr runs once, after a successful ctr stored a `KBox<T>` in
+    // `private`, and no other callback runs concurrently or afterwards.
+    drop(unsafe { KBox::from_raw((*ti).private.cast::<T>()) });
+}
+
+unsafe extern "C" fn map_callback<T: TargetOps>(ti: *mut dm_target, bio: *mut kernel::bindings::bio) -> c_int {
+    // SAFETY: map runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    // INVARIANT: `bio` and `ti` are dm's, valid for this call.
+    let mut b = Bio { bio, ti, _p: PhantomData };
+    t.map(&mut b).to_c()
+}
+
+unsafe extern "C" fn status_callback<T: TargetOps>(
+    ti: *mut dm_target,
+    kind: raw::status_type_t,
+    _flags: c_uint,
+    result: *mut c_char,
+    maxlen: c_uint,
+) {
+    let kind = match kind {
+        raw::status_type_t_STATUSTYPE_INFO => StatusType::Info,
+        raw::status_type_t_STATUSTYPE_TABLE => StatusType::Table,
+        raw::status_type_t_STATUSTYPE_IMA => StatusType::Ima,
+        _ => return,
+    };
+    // SAFETY: status runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    // SAFETY: dm passes a buffer of `maxlen` bytes.
+    let mut w = unsafe { StatusWriter::from_raw(result, maxlen) };
+    t.status(kind, &mut w);
+}
+
+unsafe extern "C" fn message_callback<T: TargetOps>(
+    ti: *mut dm_target,
+    argc: c_uint,
+    argv: *mut *mut c_char,
+    result: *mut c_char,
+    maxlen: c_uint,
+) -> c_int {
+    // SAFETY: message runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    // SAFETY: dm passes `argc` valid strings that live through the call.
+    let args = unsafe { Args::from_raw(argc, argv) };
+    // SAFETY: dm passes a buffer of `maxlen` bytes.
+    let mut w = unsafe { StatusWriter::from_raw(result, maxlen) };
+    match t.message(&args, &mut w) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+unsafe extern "C" fn iterate_devices_callback<T: TargetOps>(
+    ti: *mut dm_target,
+    f: raw::iterate_devices_callout_fn,
+    data: *mut c_void,
+) -> c_int {
+    let Some(f) = f else { return 0 };
+    // SAFETY: iterate_devices runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    let dev = t.data_dev();
+    // SAFETY: `f` and `data` come from dm; `dev.dev` is a live dm_dev of
+    // this target; the whole target range maps onto it from sector 0.
+    unsafe { f(ti, dev.dev, 0, (*ti).len, data) }
+}
+
+/// A registered target type; unregistered on drop (module unload).
+///
+/// # Invariants
+///
+/// `tt` was passed to a successful `dm_register_target` and stays at the
+/// same address, untouched by Rust, until `Drop` unregisters it.
+pub(crate) struct Registration<T: TargetOps> {
+    tt: KBox<Opaque<target_type>>,
+    _p: PhantomData<T>,
+}
+
+// SAFETY: after registration Rust never touches the target_type again
+// except to unregister it; dm core serialises its own use with its locks.
+unsafe impl<T: TargetOps> Send for Registration<T> {}
+// SAFETY: as above: no shared access from Rust.
+unsafe impl<T: TargetOps> Sync for Registration<T> {}
+
+impl<T: TargetOps> Registration<T> {
+    /// Registers `T` as a dm target type owned by `module`.
+    pub(crate) fn new(module: &'static ThisModule) -> Result<Self> {
+        let tt = target_type {
+            name: T::NAME.as_char_ptr(),
+            module: module.as_ptr(),
+            version: T::VERSION,
+            ctr: Some(ctr_callback::<T>),
+            dtr: Some(dtr_callback::<T>),
+            map: Some(map_callback::<T>),
+            status: Some(status_callback::<T>),
+            message: Some(message_callback::<T>),
+            iterate_devices: Some(iterate_devices_callback::<T>),
+            ..Default::default()
+        };
+        let tt = KBox::new(Opaque::new(tt), GFP_KERNEL)?;
+        // SAFETY: `tt` is a fully initialised target_type at a stable heap
+        // address that lives until `Drop` unregisters it.
+        to_result(unsafe { raw::dm_register_target(tt.get()) })?;
+        // INVARIANT: registered above; the box is never moved out of.
+        Ok(Registration { tt, _p: PhantomData })
+    }
+}
+
+impl<T: TargetOps> Drop for Registration<T> {
+    fn drop(&mut self) {
+        // SAFETY: registered in `new` (type invariant). dm holds a module
+        // reference per live table, so no instance exists at unload.
+        unsafe { raw::dm_unregister_target(self.tt.get()) };
+    }
+}

@@ -1,0 +1,383 @@
+//! Source-side rollback ring: every record stays here, encoded and sealed,
+//! until the target acknowledges it, so anything the target rejects or
+//! receives corrupted can be replayed byte for byte (DESIGN I3).
+//!
+//! Frames (header + payload, no padding: every valid payload length is a
+//! multiple of 8) are stored back to back in a byte ring over caller pages;
+//! a frame may span pages and wrap. Three cursors move forward over it:
+//!
+//! ```text
+//!   oldest (head) ...... send cursor ...... next (tail)
+//!   |<- sent, unacked ->|<-- not yet sent -->|<-- free -->|
+//! ```
+//!
+//! `ack` moves the head, `advance_send` / `rewind` the send cursor, `append`
+//! the tail. Sequence numbers are assigned here, consecutive, so a seq
+//! names a record for NAK, LOCK_REJECTED and resume after reconnect.
+
+pub use super::pages::{Pages, Spans, PAGE_SIZE};
+
+use super::pages::{advance, capacity, read_at, write_at};
+use super::record::{decode_header, Crc32c, DecodeError, Header, HEADER_LEN, MAX_PAYLOAD, OFF_CRC};
+
+/// Why a ring operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// Not enough free space now; retry after acks (back-pressure).
+    Full,
+    /// The record can never fit: payload above `MAX_PAYLOAD`, frame larger
+    /// than the whole ring, or (read_frame) larger than the output buffer.
+    TooLarge,
+    /// The fill closure wrote more or fewer bytes than announced.
+    LengthMismatch,
+    /// The seq is not in the ring (rewind/read outside `[oldest, next]`).
+    UnknownSeq,
+    /// The header is not a valid record (see [`Header::validate`]).
+    BadHeader(DecodeError),
+    /// The `Pages` impl failed to return a page it counted: a bug in the
+    /// storage, reported instead of panicking.
+    Storage,
+}
+
+/// A stored record, as seen at the send cursor or looked up by seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordView {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// Its decoded header (CRC not included).
+    pub header: Header,
+    /// Bytes of the whole encoded frame (header + payload).
+    pub frame_len: usize,
+    start: usize,
+    cap: usize,
+}
+
+impl RecordView {
+    /// The frame's bytes as `(page index, offset, len)` pieces in order,
+    /// each inside one page; the kernel sends them zero-copy.
+    pub fn chunks(&self) -> Spans {
+        Spans {
+            cap: self.cap,
+            pos: self.start,
+            left: self.frame_len,
+        }
+    }
+}
+
+/// Writes one record's payload into the ring piece by piece (the kernel
+/// copies a bio segment at a time) while chaining the frame CRC.
+pub struct RingWriter<'a, P: Pages> {
+    pages: &'a mut P,
+    c: &'a dyn Crc32c,
+    cap: usize,
+    pos: usize,
+    left: usize,
+    crc: u32,
+}
+
+impl<P: Pages> RingWriter<'_, P> {
+    /// Appends `data` to the payload. Fails with `LengthMismatch` if it
+    /// would exceed the announced payload length.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), RingError> {
+        if data.len() > self.left {
+            return Err(RingError::LengthMismatch);
+        }
+        self.pos =
+            write_at(self.pages, self.cap, self.pos, data).map_err(|()| RingError::Storage)?;
+        self.left -= data.len();
+        self.crc = self.c.crc32c(self.crc, data);
+        Ok(())
+    }
+
+    /// Payload bytes still expected.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+}
+
+/// FIFO of sealed frames over caller pages; see the module docs.
+pub struct RollbackRing<P: Pages> {
+    pages: P,
+    cap: usize,
+    head: usize,
+    used: usize,
+    records: usize,
+    oldest_seq: u64,
+    send_pos: usize,
+    send_seq: u64,
+    /// One past the highest seq ever sent: acks never free beyond it, so a
+    /// bogus ack cannot drop a record the target never saw.
+    sent_hwm: u64,
+    next_seq: u64,
+}
+
+impl<P: Pages> RollbackRing<P> {
+    /// An empty ring over `pages`; the first appended record gets
+    /// `first_seq` (use 1 and up: 0 means "nothing" in ACK/HELLO).
+    pub fn new(pages: P, first_seq: u64) -> Self {
+        let cap = capacity(&pages);
+        RollbackRing {
+            pages,
+            cap,
+            head: 0,
+            used: 0,
+            records: 0,
+            oldest_seq: first_seq,
+            send_pos: 0,
+            send_seq: first_seq,
+            sent_hwm: first_seq,
+            next_seq: first_seq,
+        }
+    }
+
+    /// Bytes a record with `payload_len` payload bytes occupies.
+    pub fn frame_len(payload_len: usize) -> usize {
+        HEADER_LEN.saturating_add(payload_len)
+    }
+
+    /// Total bytes of storage.
+    pub fn capacity_bytes(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes held by records not yet acknowledged.
+    pub fn used_bytes(&self) -> usize {
+        self.used
+    }
+
+    /// Bytes available for appends.
+    pub fn free_bytes(&self) -> usize {
+        self.cap - self.used
+    }
+
+    /// True when no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Number of records held (sent or not).
+    pub fn len_records(&self) -> usize {
+        self.records
+    }
+
+    /// Seq the next append gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Seq of the oldest record held, `None` when empty.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        if self.records == 0 {
+            None
+        } else {
+            Some(self.oldest_seq)
+        }
+    }
+
+    /// Seq of the next record to send (`next_seq()` when all are sent).
+    pub fn send_seq(&self) -> u64 {
+        self.send_seq
+    }
+
+    /// Records between the send cursor and the tail.
+    pub fn unsent_records(&self) -> u64 {
+        self.next_seq - self.send_seq
+    }
+
+    /// The storage, e.g. for the kernel to map a span's page index to its
+    /// `struct page` when sending zero-copy.
+    pub fn pages(&self) -> &P {
+        &self.pages
+    }
+
+    /// Gives the storage back (e.g. to free the pages on teardown).
+    pub fn into_pages(self) -> P {
+        self.pages
+    }
+
+    /// Whether a record with `payload_len` payload bytes fits right now.
+    pub fn can_append(&self, payload_len: usize) -> bool {
+        payload_len <= MAX_PAYLOAD && Self::frame_len(payload_len) <= self.free_bytes()
+    }
+
+    /// Appends one record. `hdr.seq` and `hdr.len` are overwritten (seq is
+    /// assigned, len is `payload_len`); the rest must form a valid header.
+    /// `fill` must write exactly `payload_len` bytes through the writer;
+    /// on any error nothing is appended (the bytes already copied sit in
+    /// free space and are overwritten later). Returns the assigned seq.
+    pub fn append<F>(
+        &mut self,
+        c: &impl Crc32c,
+        hdr: Header,
+        payload_len: usize,
+        fill: F,
+    ) -> Result<u64, RingError>
+    where
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
+        if payload_len > MAX_PAYLOAD {
+            return Err(RingError::TooLarge);
+        }
+        let frame = Self::frame_len(payload_len);
+        if frame > self.cap {
+            return Err(RingError::TooLarge);
+        }
+        let seq = self.next_seq;
+        let after = seq.checked_add(1).ok_or(RingError::Full)?;
+        let mut h = hdr;
+        h.seq = seq;
+        // payload_len <= MAX_PAYLOAD, which fits u32.
+        h.len = payload_len as u32;
+        h.validate().map_err(RingError::BadHeader)?;
+        if frame > self.free_bytes() {
+            return Err(RingError::Full);
+        }
+        let tail = advance(self.head, self.used, self.cap);
+        let mut hb = [0u8; HEADER_LEN];
+        h.encode(&mut hb);
+        let pos =
+            write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| RingError::Storage)?;
+        let dc: &dyn Crc32c = c;
+        let mut w = RingWriter {
+            crc: dc.crc32c(0, &hb),
+            pages: &mut self.pages,
+            c: dc,
+            cap: self.cap,
+            pos,
+            left: payload_len,
+        };
+        fill(&mut w)?;
+        if w.left != 0 {
+            return Err(RingError::LengthMismatch);
+        }
+        let crc = w.crc;
+        let crc_pos = advance(tail, OFF_CRC, self.cap);
+        write_at(&mut self.pages, self.cap, crc_pos, &crc.to_le_bytes())
+            .map_err(|()| RingError::Storage)?;
+        self.used += frame;
+        self.records += 1;
+        self.next_seq = after;
+        Ok(seq)
+    }
+
+    /// Header and frame length of the record stored at byte `pos`.
+    fn header_at(&self, pos: usize) -> Result<(Header, usize), RingError> {
+        let mut hb = [0u8; HEADER_LEN];
+        read_at(&self.pages, self.cap, pos, &mut hb).map_err(|()| RingError::Storage)?;
+        // Only validated headers are ever stored, so failure means the
+        // storage changed under us.
+        let (h, _) = decode_header(&hb).map_err(|_| RingError::Storage)?;
+        Ok((h, h.frame_len()))
+    }
+
+    /// Byte position of record `seq` (`seq == next_seq` gives the tail).
+    fn pos_of(&self, seq: u64) -> Result<usize, RingError> {
+        if seq < self.oldest_seq || seq > self.next_seq {
+            return Err(RingError::UnknownSeq);
+        }
+        // Walk from the send cursor when it is on the way: the common
+        // rewind targets sit near it. Otherwise from the head.
+        let (mut pos, mut s) = if seq >= self.send_seq {
+            (self.send_pos, self.send_seq)
+        } else {
+            (self.head, self.oldest_seq)
+        };
+        while s < seq {
+            let (_, len) = self.header_at(pos)?;
+            pos = advance(pos, len, self.cap);
+            s += 1;
+        }
+        Ok(pos)
+    }
+
+    fn view_at(&self, seq: u64, pos: usize) -> Result<RecordView, RingError> {
+        let (header, frame_len) = self.header_at(pos)?;
+        Ok(RecordView {
+            seq,
+            header,
+            frame_len,
+            start: pos,
+            cap: self.cap,
+        })
+    }
+
+    /// The record at the send cursor, `None` when everything is sent.
+    pub fn peek_send(&self) -> Option<RecordView> {
+        if self.send_seq >= self.next_seq {
+            return None;
+        }
+        self.view_at(self.send_seq, self.send_pos).ok()
+    }
+
+    /// Moves the send cursor past the record `peek_send` returned (no-op
+    /// when everything is sent).
+    pub fn advance_send(&mut self) {
+        if self.send_seq >= self.next_seq {
+            return;
+        }
+        if let Ok((_, len)) = self.header_at(self.send_pos) {
+            self.send_pos = advance(self.send_pos, len, self.cap);
+            self.send_seq += 1;
+            if self.send_seq > self.sent_hwm {
+                self.sent_hwm = self.send_seq;
+            }
+        }
+    }
+
+    /// Cumulative acknowledgement: frees every record with seq <= `upto`.
+    /// Clamped to records that were sent at least once (a target cannot
+    /// have applied what it never got), so stale or bogus acks are
+    /// harmless. If the send cursor had been rewound below `upto`, it moves
+    /// forward with the head: the target already has those records.
+    /// Returns the number of records freed.
+    pub fn ack(&mut self, upto: u64) -> usize {
+        let mut freed = 0;
+        while self.records > 0 && self.oldest_seq <= upto && self.oldest_seq < self.sent_hwm {
+            let Ok((_, len)) = self.header_at(self.head) else {
+                break;
+            };
+            let cursor_here = self.send_seq == self.oldest_seq;
+            self.head = advance(self.head, len, self.cap);
+            self.used -= len;
+            self.records -= 1;
+            self.oldest_seq += 1;
+            if cursor_here {
+                self.send_seq = self.oldest_seq;
+                self.send_pos = self.head;
+            }
+            freed += 1;
+        }
+        freed
+    }
+
+    /// Moves the send cursor to `seq`, which must lie in
+    /// `[oldest, next_seq]` (NAK, LOCK_REJECTED, resume after reconnect).
+    pub fn rewind(&mut self, seq: u64) -> Result<(), RingError> {
+        let pos = self.pos_of(seq)?;
+        self.send_pos = pos;
+        self.send_seq = seq;
+        Ok(())
+    }
+
+    /// The stored record `seq`, if held.
+    pub fn view(&self, seq: u64) -> Option<RecordView> {
+        if seq >= self.next_seq {
+            return None;
+        }
+        let pos = self.pos_of(seq).ok()?;
+        self.view_at(seq, pos).ok()
+    }
+
+    /// Header of the stored record `seq`, if held.
+    pub fn header_of(&self, seq: u64) -> Option<Header> {
+        self.view(seq).map(|v| v.header)
+    }
+
+    /// Copies the sealed frame `seq` into `out`; returns its length.
+    pub fn read_frame(&self, seq: u64, out: &mut [u8]) -> Result<usize, RingError> {
+        let v = self.view(seq).ok_or(RingError::UnknownSeq)?;
+        let dst = out.get_mut(..v.frame_len).ok_or(RingError::TooLarge)?;
+        read_at(&self.pages, self.cap, v.start, dst).map_err(|()| RingError::Storage)?;
+        Ok(v.frame_len)
+    }
+}

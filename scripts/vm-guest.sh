@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs inside the VM (see vm.sh): the command from $1/cmd, then its exit
+# status and the kernel log into the shared directory $1.
+out=$1
+export DM_DISABLE_UDEV=1
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+mkdir -p /dev/mapper
+# Forget what boot allocated, so a later scan reports only the command's leaks.
+[ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak 2>/dev/null
+echo "@@@ guest: begin"
+bash -c "$(cat "$out/cmd")" 2>&1
+rc=$?
+echo "@@@ guest: end"
+# Catch leaks of what the command left behind; kmemleak reports them to
+# dmesg-visible "unreferenced object" lines, which vm.sh treats as a splat.
+if [ -w /sys/kernel/debug/kmemleak ]; then
+	# kmemleak only reports objects older than 5 s.
+	sleep 6
+	echo scan >/sys/kernel/debug/kmemleak 2>/dev/null
+	cat /sys/kernel/debug/kmemleak >"$out/kmemleak" 2>/dev/null
+fi
+dmesg >"$out/dmesg"
+[ -s "$out/kmemleak" ] && cat "$out/kmemleak" >>"$out/dmesg"
+echo "$rc" >"$out/rc"
+sync

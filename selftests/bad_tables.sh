@@ -1,0 +1,83 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Malformed table lines: each is refused with EINVAL and dm logs the
+# precise reason; none leaves a device behind or splats.
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+sm_require
+trap sm_cleanup EXIT
+sm_load
+dev=$(sm_loop 16)
+n=$(sm_sectors "$dev")
+long=$(printf 'k%.0s' $(seq 1 70))
+
+# "table after '0 <len> specmirror'|what the kernel log must say"
+cases=(
+	"|Not enough arguments"
+	"source|Not enough arguments"
+	"source $dev|Not enough arguments"
+	"mirror $dev 127.0.0.1:7000|Invalid role"
+	"SOURCE $dev 127.0.0.1:7000|Invalid role"
+	"source $dev 127.0.0.1|Invalid address"
+	"source $dev 127.0.0:7000|Invalid address"
+	"source $dev 300.0.0.1:7000|Invalid address"
+	"source $dev 1.2.3.4.5:7000|Invalid address"
+	"source $dev localhost:7000|Invalid address"
+	"source $dev [fd00::1:7000|Invalid address"
+	"source $dev [1::2::3]:7000|Invalid address"
+	"source $dev fd00::1:7000|Invalid address"
+	"source $dev 127.0.0.1:0|Invalid port"
+	"source $dev 127.0.0.1:70000|Invalid port"
+	"source $dev 127.0.0.1:-5|Invalid port"
+	"source $dev 127.0.0.1:99999999999999999999|Invalid port"
+	"source $dev 0.0.0.0:7000|cannot connect to an unspecified address"
+	"source $dev [::]:7000|cannot connect to an unspecified address"
+	"source $dev 127.0.0.1:7000 x|Invalid optional argument count"
+	"source $dev 127.0.0.1:7000 -2 ring_mb 4|Invalid optional argument count"
+	"source $dev 127.0.0.1:7000 2 region_size|does not match"
+	"source $dev 127.0.0.1:7000 4 ring_mb 4|does not match"
+	"source $dev 127.0.0.1:7000 3 ring_mb 4 x|key value pairs"
+	"source $dev 127.0.0.1:7000 2 foo 1|Unknown optional argument"
+	"source $dev 127.0.0.1:7000 4 ring_mb 4 ring_mb 8|given twice"
+	"target $dev 0.0.0.0:7000 2 mode speculative|source role only"
+	"target $dev 0.0.0.0:7000 2 completion sync|source role only"
+	"target $dev 0.0.0.0:7000 2 hot_regions 8|source role only"
+	"source $dev 127.0.0.1:7000 2 region_size 1000|Invalid region_size"
+	"source $dev 127.0.0.1:7000 2 region_size 4|Invalid region_size"
+	"source $dev 127.0.0.1:7000 2 region_size 4194304|Invalid region_size"
+	"source $dev 127.0.0.1:7000 2 region_size 18446744073709551617|Invalid region_size"
+	"source $dev 127.0.0.1:7000 2 ring_mb 0|Invalid ring_mb"
+	"source $dev 127.0.0.1:7000 2 ring_mb 5000|Invalid ring_mb"
+	"source $dev 127.0.0.1:7000 2 mode fast|Invalid mode"
+	"source $dev 127.0.0.1:7000 2 completion maybe|Invalid completion"
+	"source $dev 127.0.0.1:7000 2 hot_regions 0|Invalid hot_regions"
+	"source $dev 127.0.0.1:7000 2 hot_regions -1|Invalid hot_regions"
+	"source $dev 127.0.0.1:7000 2 secret $long|Invalid secret"
+	"source /dev/does-not-exist 127.0.0.1:7000|Data device lookup failed"
+	"source 259:99999 127.0.0.1:7000|Data device lookup failed"
+)
+
+ktap_print_header
+ktap_set_plan $(( ${#cases[@]} + 2 ))
+i=0
+for c in "${cases[@]}"; do
+	i=$((i + 1))
+	args=${c%|*}; want=${c##*|}
+	before=$(dmesg | wc -l)
+	err=$(dmsetup create $PREFIX-bad$i --table "0 $n specmirror $args" 2>&1)
+	rc=$?
+	log=$(dmesg | tail -n +$((before + 1)))
+	if [ $rc -ne 0 ] && grep -q "Invalid argument" <<<"$err" &&
+		grep -q "specmirror: .*$want" <<<"$log" &&
+		! dmsetup info $PREFIX-bad$i >/dev/null 2>&1; then
+		ktap_test_pass "rejected: $args"
+	else
+		echo "# rc=$rc err=$err"
+		printf '%s\n' "$log" | sed 's/^/# dmesg: /'
+		ktap_test_fail "rejected: $args"
+	fi
+done
+# A target longer than its device: dm core refuses the table.
+sm_check "rejected: target longer than its data device" \
+	bash -c "! dmsetup create $PREFIX-big --table '0 $((n * 2)) specmirror source $dev 127.0.0.1:7000' 2>/dev/null"
+sm_check "no device left behind" bash -c "! dmsetup ls | grep -q '^$PREFIX-'"
+ktap_finished

@@ -1,0 +1,6 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Replication transport: the pure protocol state machines (`proto`, shared
+//! with the userspace test crate) and, in the kernel build, the socket glue.
+
+pub mod proto;

@@ -1,0 +1,151 @@
+//! In-flight host writes of the source.
+//!
+//! Every accepted host write (WRITE, DISCARD, WRITE_ZEROES, FLUSH) holds one
+//! slot from submission until the host bio may complete. While its local I/O
+//! is outstanding it blocks overlapping writes (so both sides apply
+//! overlapping writes in the same order); in `sync` completion mode it then
+//! waits for the target's acknowledgement.
+
+use core::ops::DerefMut;
+
+/// One slot of the in-flight table (caller storage element).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InflightSlot {
+    seq: u64,
+    sector: u64,
+    count: u64,
+    state: SlotState,
+    ok: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum SlotState {
+    #[default]
+    Free,
+    /// Local I/O outstanding.
+    Local,
+    /// Local I/O done, host completion pending (sync mode: waiting for ack).
+    Done,
+}
+
+/// A host write that may now complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completed {
+    /// Sequence number of the write's data record (FLUSH record for a flush).
+    pub seq: u64,
+    /// False when the local I/O failed.
+    pub ok: bool,
+}
+
+/// Table of in-flight host writes over caller storage.
+#[derive(Debug)]
+pub struct Inflight<S: DerefMut<Target = [InflightSlot]>> {
+    slots: S,
+    used: usize,
+}
+
+fn overlaps(a: u64, an: u64, b: u64, bn: u64) -> bool {
+    an != 0 && bn != 0 && a < b.saturating_add(bn) && b < a.saturating_add(an)
+}
+
+impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
+    /// Creates an empty table over `slots`.
+    pub fn new(mut slots: S) -> Self {
+        for s in slots.iter_mut() {
+            *s = InflightSlot::default();
+        }
+        Self { slots, used: 0 }
+    }
+
+    /// Number of slots in use.
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    /// True when no host write is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    /// True when every slot is in use.
+    pub fn is_full(&self) -> bool {
+        self.used >= self.slots.len()
+    }
+
+    /// Whether `sector..sector+count` overlaps a write whose local I/O is
+    /// still outstanding.
+    pub fn overlaps_local(&self, sector: u64, count: u64) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.state == SlotState::Local && overlaps(s.sector, s.count, sector, count))
+    }
+
+    /// Registers a write; false when the table is full.
+    pub fn insert(&mut self, seq: u64, sector: u64, count: u64) -> bool {
+        match self.slots.iter_mut().find(|s| s.state == SlotState::Free) {
+            Some(s) => {
+                *s = InflightSlot { seq, sector, count, state: SlotState::Local, ok: true };
+                self.used = self.used.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks the local I/O of `seq` done; false when `seq` is unknown or
+    /// was already marked.
+    pub fn local_done(&mut self, seq: u64, ok: bool) -> bool {
+        match self.slots.iter_mut().find(|s| s.state == SlotState::Local && s.seq == seq) {
+            Some(s) => {
+                s.state = SlotState::Done;
+                s.ok = ok;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes and returns one write whose local I/O is done and, when
+    /// `acked` is given, whose seq is at most `acked` (failed local writes
+    /// complete at once).
+    pub fn take_completed(&mut self, acked: Option<u64>) -> Option<Completed> {
+        let s = self.slots.iter_mut().find(|s| {
+            s.state == SlotState::Done
+                && (!s.ok || match acked {
+                    None => true,
+                    Some(a) => s.seq <= a,
+                })
+        })?;
+        let c = Completed { seq: s.seq, ok: s.ok };
+        *s = InflightSlot::default();
+        self.used = self.used.saturating_sub(1);
+        Some(c)
+    }
+
+    /// Oldest seq still in flight, if any.
+    pub fn oldest(&self) -> Option<u64> {
+        self.slots.iter().filter(|s| s.state != SlotState::Free).map(|s| s.seq).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+
+    #[test]
+    fn overlap_and_completion() {
+        let mut t = Inflight::new(vec![InflightSlot::default(); 2]);
+        assert!(t.insert(1, 0, 8));
+        assert!(t.overlaps_local(7, 1));
+        assert!(!t.overlaps_local(8, 8));
+        assert!(t.insert(2, 100, 0));
+        assert!(t.is_full());
+        assert!(t.local_done(1, true));
+        assert!(!t.overlaps_local(0, 8));
+        assert_eq!(t.take_completed(Some(0)), None);
+        assert_eq!(t.take_completed(Some(1)), Some(Completed { seq: 1, ok: true }));
+        assert_eq!(t.take_completed(None), None);
+    }
+}

@@ -1,0 +1,688 @@
+//! Target-side protocol state machine (sans-IO).
+//!
+//! Events in: frames from the source ([`Target::on_frame`], then
+//! [`Target::on_hello`] for a HELLO), device completions
+//! ([`Target::io_done`]), local lock requests ([`Target::local_lock`],
+//! [`Target::local_unlock`]), connection loss ([`Target::on_disconnect`]),
+//! retry timers ([`Target::retry_failed`]). Actions out, by polling: device
+//! I/O to start ([`Target::poll_issue`]) and control frames to send
+//! ([`Target::poll_send`]).
+//!
+//! Stream locks are taken and released when LOCK / UNLOCK records arrive
+//! (in stream order). A data record is applied only while no local user
+//! holds a region it touches; local users in turn wait while the stream
+//! holds or wants the region or while unapplied stream writes touch it.
+
+use core::ops::DerefMut;
+
+use super::{Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};
+use crate::log::commit::{CommitError, CommitLog, IssueView};
+use crate::log::locks::{LocalLockError, LockResult, LockSlot, LockTable};
+use crate::log::pages::Pages;
+use crate::log::record::{
+    decode_frame, encode_frame, Crc32c, DecodeError, EncodeError, Header, Hello, Kind,
+    FLAG_FUA, NAK_CORRUPT, NAK_GAP, VERSION,
+};
+
+/// Target configuration (from the table line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Sectors per region; a power of two, must match the source's.
+    pub region_sectors: u32,
+    /// Size of the data device in sectors, must match the source's.
+    pub dev_sectors: u64,
+    /// Acknowledge at least every this many applied records (>= 1); ACKs
+    /// also go out at once for FLUSH and FUA, in sync completion mode, and
+    /// whenever the target runs idle.
+    pub ack_every: u32,
+}
+
+/// Why a configuration is unusable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetConfigError {
+    /// `region_sectors` is zero or not a power of two.
+    RegionSize,
+    /// The lock table has no slot.
+    NoLockSlots,
+}
+
+/// What the glue must do after [`Target::on_frame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetRecv {
+    /// Consumed; poll [`Target::poll_issue`] and [`Target::poll_send`].
+    Ok,
+    /// Not consumed: the commit log (or the control queue) is full. Keep
+    /// the frame, stop reading the socket, and offer it again after the
+    /// next I/O completion or send (back-pressure).
+    Busy,
+    /// A HELLO: verify its MAC if a secret is set, then call
+    /// [`Target::on_hello`] (or refuse).
+    Hello(Hello),
+    /// The byte stream cannot be trusted or the peer broke the protocol:
+    /// drop the connection and call [`Target::on_disconnect`].
+    Disconnect(DecodeError),
+}
+
+/// One control frame the target has to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ctl {
+    Granted { region: u64, seq: u64 },
+    Rejected { region: u64, seq: u64 },
+}
+
+const CTL_QUEUE: usize = 32;
+const MAX_REJECTED: usize = 16;
+
+/// Counters and cursors for `dmsetup status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetStats {
+    /// Records accepted into the commit log.
+    pub received: u64,
+    /// Resent records ignored because they were already received.
+    pub duplicates: u64,
+    /// Frames with a bad checksum (each answered with NAK).
+    pub crc_errors: u64,
+    /// Records dropped because an earlier one was missing (gap) or while
+    /// waiting for a resend after a NAK or LOCK_REJECTED.
+    pub dropped: u64,
+    /// NAKs sent.
+    pub naks: u64,
+    /// Stream LOCKs that met a local holder.
+    pub lock_conflicts: u64,
+    /// LOCK_REJECTED sent.
+    pub lock_rejections: u64,
+    /// LOCK_GRANTED sent.
+    pub lock_grants: u64,
+    /// Stream LOCKs the lock table had no slot for (applied anyway; data
+    /// records still wait for local holders).
+    pub lock_table_full: u64,
+    /// ACKs sent.
+    pub acks: u64,
+    /// Frames refused for lack of space (back-pressure).
+    pub busy: u64,
+    /// Device I/O failures reported (retried later).
+    pub io_errors: u64,
+    /// Data records held back because a local user held their region.
+    pub local_waits: u64,
+    /// Handshakes after the first.
+    pub reconnects: u64,
+    /// Handshakes refused.
+    pub refusals: u64,
+}
+
+/// Result of [`Target::local_lock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalLock {
+    /// Held; release with [`Target::local_unlock`].
+    Granted,
+    /// The stream holds or wants a region, or stream writes to it are
+    /// pending; retry later.
+    WouldBlock,
+    /// The lock table has no room for the range.
+    Full,
+    /// The range is empty or past the end of the device.
+    Invalid,
+}
+
+/// The target state machine. `P` is the commit log's page storage, `L`
+/// the region lock table's slots (at least `hot_regions` of the source
+/// plus room for local locks).
+pub struct Target<P: Pages, L: DerefMut<Target = [LockSlot]>> {
+    cfg: TargetConfig,
+    shift: u32,
+    log: CommitLog<P>,
+    locks: LockTable<L>,
+    /// Replication generation adopted from the source (0: none yet).
+    generation: u64,
+    hello_flags: u32,
+    connected: bool,
+    handshakes: u64,
+    reply: Option<Hello>,
+    /// Seq to NAK (with reason), if one is due.
+    nak: Option<(u64, u32)>,
+    /// NAK sent for this seq; later seqs are dropped until it arrives.
+    awaiting: Option<u64>,
+    /// LOCK_REJECTED sent; records are dropped until this seq arrives.
+    dropping: Option<u64>,
+    /// FIFO of lock replies: a grant must never overtake the rejection
+    /// it answers.
+    ctl: [Ctl; CTL_QUEUE],
+    ctl_head: usize,
+    ctl_len: usize,
+    rejected: [Option<u64>; MAX_REJECTED],
+    acked_sent: u64,
+    /// A FLUSH or FUA record completed since the last ACK.
+    urgent: bool,
+    failed: u64,
+    stats: TargetStats,
+}
+
+impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
+    /// Builds a target over caller storage.
+    pub fn new(cfg: TargetConfig, pages: P, lock_slots: L) -> Result<Self, TargetConfigError> {
+        if cfg.region_sectors == 0 || !cfg.region_sectors.is_power_of_two() {
+            return Err(TargetConfigError::RegionSize);
+        }
+        if lock_slots.is_empty() {
+            return Err(TargetConfigError::NoLockSlots);
+        }
+        Ok(Self {
+            shift: cfg.region_sectors.trailing_zeros(),
+            cfg,
+            log: CommitLog::new(pages, 1),
+            locks: LockTable::new(lock_slots),
+            generation: 0,
+            hello_flags: 0,
+            connected: false,
+            handshakes: 0,
+            reply: None,
+            nak: None,
+            awaiting: None,
+            dropping: None,
+            ctl: [Ctl::Granted { region: 0, seq: 0 }; CTL_QUEUE],
+            ctl_head: 0,
+            ctl_len: 0,
+            rejected: [None; MAX_REJECTED],
+            acked_sent: 0,
+            urgent: false,
+            failed: 0,
+            stats: TargetStats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TargetConfig {
+        &self.cfg
+    }
+
+    fn ctl_free(&self) -> usize {
+        CTL_QUEUE.saturating_sub(self.ctl_len)
+    }
+
+    /// Queues a lock reply; callers check [`Self::ctl_free`] first.
+    fn push_ctl(&mut self, c: Ctl) {
+        if self.ctl_len >= CTL_QUEUE {
+            return;
+        }
+        let i = (self.ctl_head + self.ctl_len) % CTL_QUEUE;
+        if let Some(s) = self.ctl.get_mut(i) {
+            *s = c;
+            self.ctl_len += 1;
+        }
+    }
+
+    fn front_ctl(&self) -> Option<Ctl> {
+        if self.ctl_len == 0 {
+            return None;
+        }
+        self.ctl.get(self.ctl_head).copied()
+    }
+
+    fn pop_ctl(&mut self) {
+        if self.ctl_len > 0 {
+            self.ctl_head = (self.ctl_head + 1) % CTL_QUEUE;
+            self.ctl_len -= 1;
+        }
+    }
+
+    fn note_rejected(&mut self, region: u64) {
+        if self.rejected.contains(&Some(region)) {
+            return;
+        }
+        if let Some(s) = self.rejected.iter_mut().find(|r| r.is_none()) {
+            *s = Some(region);
+        }
+    }
+
+    fn forget_rejected(&mut self, region: u64) {
+        for r in self.rejected.iter_mut() {
+            if *r == Some(region) {
+                *r = None;
+            }
+        }
+    }
+
+    fn any_rejected(&self) -> Option<u64> {
+        self.rejected
+            .iter()
+            .flatten()
+            .copied()
+            .find(|&r| self.locks.is_rejected(r))
+    }
+
+    /// Handles one complete frame from the source (the glue found its
+    /// length with `decode_header`; a header that does not decode means
+    /// the stream is out of sync and the connection must be dropped).
+    pub fn on_frame<C: Crc32c>(&mut self, c: &C, frame: &[u8]) -> TargetRecv {
+        let (h, payload) = match decode_frame(c, frame) {
+            Ok(x) => x,
+            Err(DecodeError::BadCrc) => {
+                self.stats.crc_errors = self.stats.crc_errors.saturating_add(1);
+                if !self.connected {
+                    return TargetRecv::Disconnect(DecodeError::BadCrc);
+                }
+                // Whatever it was, everything from the expected seq on must
+                // come again; later frames are dropped until it does.
+                let exp = self.log.next_seq();
+                self.nak = Some((exp, NAK_CORRUPT));
+                self.awaiting = Some(exp);
+                return TargetRecv::Ok;
+            }
+            Err(e) => return TargetRecv::Disconnect(e),
+        };
+        if h.kind == Kind::Hello {
+            return match Hello::decode(payload) {
+                Ok(hello) => TargetRecv::Hello(hello),
+                Err(e) => TargetRecv::Disconnect(e),
+            };
+        }
+        if !self.connected || !h.kind.is_from_source() {
+            return TargetRecv::Disconnect(DecodeError::BadKind);
+        }
+        // Room for a grant and a rejection this frame may cause.
+        if self.ctl_free() < 2 {
+            self.stats.busy = self.stats.busy.saturating_add(1);
+            return TargetRecv::Busy;
+        }
+        let expected = self.log.next_seq();
+        if h.seq < expected {
+            self.stats.duplicates = self.stats.duplicates.saturating_add(1);
+            if h.kind == Kind::Lock
+                && self.hello_flags & HELLO_FLAG_LOCK_SYNC != 0
+                && !self.locks.is_rejected(h.sector)
+            {
+                // A resent LOCK whose grant may have been lost with the old
+                // connection: grant again (data still waits for local
+                // holders, so an early grant is harmless).
+                self.push_ctl(Ctl::Granted { region: h.sector, seq: expected - 1 });
+            }
+            return TargetRecv::Ok;
+        }
+        if h.seq > expected {
+            self.stats.dropped = self.stats.dropped.saturating_add(1);
+            if self.awaiting.is_none() && self.dropping.is_none() {
+                self.nak = Some((expected, NAK_GAP));
+                self.awaiting = Some(expected);
+            }
+            return TargetRecv::Ok;
+        }
+        match self.log.push(&h, payload) {
+            Ok(()) => {}
+            Err(CommitError::Full) => {
+                if let Some(region) = self.any_rejected() {
+                    // The log cannot drain while the rejected region's
+                    // records wait: drop from here, the source resends
+                    // after LOCK_GRANTED.
+                    // Every arrival of the expected seq that does not fit is
+                    // answered (the source resends it only after a grant,
+                    // so this is once per grant, not once per frame).
+                    self.push_ctl(Ctl::Rejected { region, seq: h.seq });
+                    self.stats.lock_rejections = self.stats.lock_rejections.saturating_add(1);
+                    self.dropping = Some(h.seq);
+                    self.stats.dropped = self.stats.dropped.saturating_add(1);
+                    return TargetRecv::Ok;
+                }
+                self.stats.busy = self.stats.busy.saturating_add(1);
+                return TargetRecv::Busy;
+            }
+            Err(_) => return TargetRecv::Disconnect(DecodeError::BadLength),
+        }
+        self.stats.received = self.stats.received.saturating_add(1);
+        self.awaiting = None;
+        self.dropping = None;
+        match h.kind {
+            Kind::Lock => match self.locks.stream_lock(h.sector) {
+                LockResult::Granted => {
+                    if self.hello_flags & HELLO_FLAG_LOCK_SYNC != 0 {
+                        self.push_ctl(Ctl::Granted { region: h.sector, seq: h.seq });
+                    }
+                }
+                LockResult::Rejected => {
+                    self.stats.lock_conflicts = self.stats.lock_conflicts.saturating_add(1);
+                    self.note_rejected(h.sector);
+                }
+                LockResult::Full => {
+                    self.stats.lock_table_full = self.stats.lock_table_full.saturating_add(1);
+                    if self.hello_flags & HELLO_FLAG_LOCK_SYNC != 0 {
+                        self.push_ctl(Ctl::Granted { region: h.sector, seq: h.seq });
+                    }
+                }
+            },
+            Kind::Unlock => {
+                if self.locks.is_rejected(h.sector) {
+                    // The source gave up a region it never got: a LOCK
+                    // parked for it may pass now.
+                    self.log.reissue_failed();
+                }
+                self.locks.stream_unlock(h.sector);
+                self.forget_rejected(h.sector);
+            }
+            _ => {}
+        }
+        TargetRecv::Ok
+    }
+
+    /// Answers a HELLO (after the glue checked its MAC). Queues the
+    /// HELLO_REPLY (accepting or refusing) for [`Target::poll_send`].
+    pub fn on_hello(&mut self, h: &Hello) -> Result<(), Refusal> {
+        let r = if h.proto_version != u32::from(VERSION) {
+            Err(Refusal::Version)
+        } else if h.dev_sectors != self.cfg.dev_sectors {
+            Err(Refusal::DeviceSize)
+        } else if h.region_sectors != self.cfg.region_sectors {
+            Err(Refusal::RegionSize)
+        } else if h.generation == 0 {
+            Err(Refusal::Generation)
+        } else if h.generation != self.generation {
+            if !self.log.is_empty() {
+                Err(Refusal::Busy)
+            } else {
+                // A new stream: it starts after the source's base seq.
+                match h.last_applied.checked_add(1) {
+                    Some(next) => {
+                        self.log.reset(next);
+                        self.locks.stream_reset();
+                        self.rejected = [None; MAX_REJECTED];
+                        self.generation = h.generation;
+                        self.acked_sent = h.last_applied;
+                        Ok(())
+                    }
+                    None => Err(Refusal::Diverged),
+                }
+            }
+        } else if h.last_applied > self.log.applied_upto() {
+            Err(Refusal::Diverged)
+        } else {
+            Ok(())
+        };
+        self.reset_connection();
+        let mut reply = Hello {
+            proto_version: u32::from(VERSION),
+            dev_sectors: self.cfg.dev_sectors,
+            region_sectors: self.cfg.region_sectors,
+            generation: self.generation,
+            last_applied: self.log.applied_upto(),
+            nonce: [0; 16],
+            mac: [0; 32],
+            flags: 0,
+        };
+        match r {
+            Ok(()) => {
+                self.connected = true;
+                self.hello_flags = h.flags;
+                self.acked_sent = self.log.applied_upto();
+                if self.handshakes > 0 {
+                    self.stats.reconnects = self.stats.reconnects.saturating_add(1);
+                }
+                self.handshakes = self.handshakes.saturating_add(1);
+            }
+            Err(e) => {
+                self.stats.refusals = self.stats.refusals.saturating_add(1);
+                reply.flags = e.to_flags();
+            }
+        }
+        self.reply = Some(reply);
+        r
+    }
+
+    /// Access to the pending HELLO_REPLY before it is sent (the glue fills
+    /// `nonce`/`mac` when a secret is set).
+    pub fn pending_reply_mut(&mut self) -> Option<&mut Hello> {
+        self.reply.as_mut()
+    }
+
+    fn reset_connection(&mut self) {
+        self.connected = false;
+        self.reply = None;
+        self.nak = None;
+        self.awaiting = None;
+        self.dropping = None;
+        self.ctl_head = 0;
+        self.ctl_len = 0;
+        self.urgent = false;
+    }
+
+    /// The connection is gone. Records already received stay in the commit
+    /// log and keep being applied; the source resumes after a handshake.
+    pub fn on_disconnect(&mut self) {
+        self.reset_connection();
+    }
+
+    /// True once a handshake was accepted on the current connection.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    fn regions_free_of_local(&self, h: &Header) -> bool {
+        if !h.kind.is_data() || h.count == 0 {
+            return true;
+        }
+        let first = h.sector >> self.shift;
+        let last = h.sector.saturating_add(u64::from(h.count) - 1) >> self.shift;
+        let mut r = first;
+        loop {
+            if self.locks.local_count(r) > 0 {
+                return false;
+            }
+            if r >= last {
+                return true;
+            }
+            r += 1;
+        }
+    }
+
+    /// The next device operation to start: a data record (WRITE with its
+    /// payload from [`IssueView::chunks`] or [`Target::read_payload`],
+    /// DISCARD, WRITE_ZEROES; honour FLAG_FUA, and FLAG_PREFLUSH by
+    /// flushing first) or a FLUSH. Report its end with [`Target::io_done`].
+    pub fn poll_issue(&mut self) -> Option<IssueView> {
+        loop {
+            let v = self.log.next_to_issue()?;
+            match v.header.kind {
+                Kind::Lock if self.locks.is_rejected(v.header.sector) => {
+                    // A LOCK counts as applied only once granted, so an ACK
+                    // covering it tells the source the grant happened. Park
+                    // it; the grant (or an UNLOCK) makes it pending again.
+                    self.log.complete(v.seq, false);
+                }
+                Kind::Lock | Kind::Unlock => {
+                    // Acted on at arrival; passes in order.
+                    self.log.complete(v.seq, true);
+                }
+                k if k.is_data() && !self.regions_free_of_local(&v.header) => {
+                    // A local user holds the region: park the record as
+                    // failed; local_unlock makes it pending again.
+                    self.stats.local_waits = self.stats.local_waits.saturating_add(1);
+                    self.log.complete(v.seq, false);
+                }
+                _ => return Some(v),
+            }
+        }
+    }
+
+    /// Reports the end of a record handed out by [`Target::poll_issue`].
+    /// A failed record stays in the log and is retried by
+    /// [`Target::retry_failed`]. Returns false for an unknown seq.
+    pub fn io_done(&mut self, seq: u64, header: &Header, ok: bool) -> bool {
+        if !self.log.complete(seq, ok) {
+            return false;
+        }
+        if ok {
+            if header.kind == Kind::Flush || header.flags & FLAG_FUA != 0 {
+                self.urgent = true;
+            }
+        } else {
+            self.stats.io_errors = self.stats.io_errors.saturating_add(1);
+            self.failed = self.failed.saturating_add(1);
+        }
+        true
+    }
+
+    /// Makes failed device writes pending again (call from a retry timer);
+    /// returns how many.
+    pub fn retry_failed(&mut self) -> usize {
+        self.failed = 0;
+        self.log.reissue_failed()
+    }
+
+    /// Device errors since the last [`Target::retry_failed`] (non-zero:
+    /// status shows the device as failing).
+    pub fn failing(&self) -> u64 {
+        self.failed
+    }
+
+    fn ack_due(&self) -> bool {
+        if !self.connected {
+            return false;
+        }
+        let applied = self.log.applied_upto();
+        if applied <= self.acked_sent {
+            return false;
+        }
+        self.urgent
+            || self.hello_flags & HELLO_FLAG_SYNC_COMPLETION != 0
+            || applied - self.acked_sent >= u64::from(self.cfg.ack_every.max(1))
+            || self.log.is_empty()
+            || self.log.in_flight() == 0
+    }
+
+    /// Encodes the next control frame to send into `out` (at least
+    /// [`super::MAX_CONTROL_FRAME`] bytes) and returns its length; `None`
+    /// when nothing is due. Order: HELLO_REPLY, NAK, lock replies, ACK.
+    pub fn poll_send<C: Crc32c>(&mut self, c: &C, out: &mut [u8]) -> Option<Result<usize, EncodeError>> {
+        if let Some(r) = self.reply {
+            let res = super::encode_hello(c, &r, true, out);
+            if res.is_ok() {
+                self.reply = None;
+            }
+            return Some(res);
+        }
+        if !self.connected {
+            return None;
+        }
+        if let Some((seq, reason)) = self.nak {
+            let mut h = Header::new(Kind::Nak);
+            h.seq = seq;
+            h.count = reason;
+            let res = encode_frame(c, &h, &[], out);
+            if res.is_ok() {
+                self.nak = None;
+                self.stats.naks = self.stats.naks.saturating_add(1);
+            }
+            return Some(res);
+        }
+        if let Some(ctl) = self.front_ctl() {
+            let (kind, region, seq) = match ctl {
+                Ctl::Granted { region, seq } => (Kind::LockGranted, region, seq),
+                Ctl::Rejected { region, seq } => (Kind::LockRejected, region, seq),
+            };
+            let mut h = Header::new(kind);
+            h.sector = region;
+            h.seq = seq;
+            let res = encode_frame(c, &h, &[], out);
+            if res.is_ok() {
+                self.pop_ctl();
+                if kind == Kind::LockGranted {
+                    self.stats.lock_grants = self.stats.lock_grants.saturating_add(1);
+                }
+            }
+            return Some(res);
+        }
+        if self.ack_due() {
+            let applied = self.log.applied_upto();
+            let mut h = Header::new(Kind::Ack);
+            h.seq = applied;
+            let res = encode_frame(c, &h, &[], out);
+            if res.is_ok() {
+                self.acked_sent = applied;
+                self.urgent = false;
+                self.stats.acks = self.stats.acks.saturating_add(1);
+            }
+            return Some(res);
+        }
+        None
+    }
+
+    /// Takes a local lock on `sector..sector+count` (the dm message
+    /// `lock`, or a read through the target device). Never waits.
+    pub fn local_lock(&mut self, sector: u64, count: u64) -> LocalLock {
+        let Some((first, last)) = self.range(sector, count) else {
+            return LocalLock::Invalid;
+        };
+        let rs = first << self.shift;
+        let re = last.saturating_add(1).saturating_mul(u64::from(self.cfg.region_sectors));
+        if self.log.pending_in_range(rs, re.saturating_sub(rs)) {
+            return LocalLock::WouldBlock;
+        }
+        match self.locks.local_lock(first, last) {
+            Ok(()) => LocalLock::Granted,
+            Err(LocalLockError::WouldBlock) => LocalLock::WouldBlock,
+            Err(LocalLockError::Full) => LocalLock::Full,
+        }
+    }
+
+    /// Drops a local lock taken with [`Target::local_lock`]. Grants the
+    /// stream locks that were waiting for it (LOCK_GRANTED is queued) and
+    /// makes parked records pending again.
+    pub fn local_unlock(&mut self, sector: u64, count: u64) {
+        let Some((first, last)) = self.range(sector, count) else {
+            return;
+        };
+        self.locks.local_unlock(first, last);
+        let last_recv = self.log.next_seq().saturating_sub(1);
+        while self.ctl_free() > 0 {
+            let Some(region) = self.locks.take_grantable() else {
+                break;
+            };
+            self.forget_rejected(region);
+            if self.connected {
+                self.push_ctl(Ctl::Granted { region, seq: last_recv });
+            }
+        }
+        self.log.reissue_failed();
+    }
+
+    fn range(&self, sector: u64, count: u64) -> Option<(u64, u64)> {
+        let end = sector.checked_add(count)?;
+        if count == 0 || end > self.cfg.dev_sectors {
+            return None;
+        }
+        Some((sector >> self.shift, (end - 1) >> self.shift))
+    }
+
+    /// Copies the payload of record `seq` into `out` (userspace glue; the
+    /// kernel maps [`IssueView::chunks`] instead).
+    pub fn read_payload(&self, seq: u64, out: &mut [u8]) -> Option<usize> {
+        self.log.read_payload(seq, out)
+    }
+
+    /// Highest seq with every record up to it applied.
+    pub fn applied_seq(&self) -> u64 {
+        self.log.applied_upto()
+    }
+
+    /// Highest seq received (everything up to it is in the log or applied).
+    pub fn received_seq(&self) -> u64 {
+        self.log.next_seq().saturating_sub(1)
+    }
+
+    /// The commit log (read-only: usage, in-flight count).
+    pub fn commit_log(&self) -> &CommitLog<P> {
+        &self.log
+    }
+
+    /// The region lock table (read-only).
+    pub fn locks(&self) -> &LockTable<L> {
+        &self.locks
+    }
+
+    /// Replication generation adopted from the source (0: none yet).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &TargetStats {
+        &self.stats
+    }
+}
