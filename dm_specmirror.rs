@@ -11,7 +11,7 @@
 //! `transport/` core) is not wired in yet.
 
 use core::fmt::Write;
-use kernel::{alloc::flags::GFP_KERNEL, error::code::EINVAL, prelude::*};
+use kernel::{alloc::flags::GFP_KERNEL, c_str, error::code::EINVAL, prelude::*};
 
 pub mod log;
 pub mod transport;

@@ -15,6 +15,7 @@
 use core::{fmt, marker::PhantomData};
 use kernel::{
     alloc::{flags::GFP_KERNEL, KBox},
+    c_str,
     error::{code::EINVAL, to_result, Error},
     ffi::{c_char, c_int, c_uint, c_void},
     prelude::*,
@@ -313,6 +314,12 @@ unsafe fn instance<'a, T: TargetOps>(ti: *mut dm_target) -> &'a T {
     unsafe { &*((*ti).private as *const T) }
 }
 
+/// dm's `ctr` for `T`: parses the line and stores the instance in `ti->private`.
+///
+/// # Safety
+///
+/// Called by dm only, with a valid `ti` under construction and `argc` valid
+/// strings in `argv`.
 unsafe extern "C" fn ctr_callback<T: TargetOps>(ti: *mut dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
     // SAFETY: dm passes `argc` valid strings that live through the call.
     let args = unsafe { Args::from_raw(argc, argv) };
@@ -334,12 +341,22 @@ unsafe extern "C" fn ctr_callback<T: TargetOps>(ti: *mut dm_target, argc: c_uint
     }
 }
 
+/// dm's `dtr` for `T`: drops the instance.
+///
+/// # Safety
+///
+/// Called by dm only, once, after a successful `ctr` on `ti`.
 unsafe extern "C" fn dtr_callback<T: TargetOps>(ti: *mut dm_target) {
     // SAFETY: dtr runs once, after a successful ctr stored a `KBox<T>` in
     // `private`, and no other callback runs concurrently or afterwards.
     drop(unsafe { KBox::from_raw((*ti).private.cast::<T>()) });
 }
 
+/// dm's `map` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, with a constructed `ti` and a bio it owns.
 unsafe extern "C" fn map_callback<T: TargetOps>(ti: *mut dm_target, bio: *mut kernel::bindings::bio) -> c_int {
     // SAFETY: map runs between ctr and dtr.
     let t = unsafe { instance::<T>(ti) };
@@ -348,6 +365,11 @@ unsafe extern "C" fn map_callback<T: TargetOps>(ti: *mut dm_target, bio: *mut ke
     t.map(&mut b).to_c()
 }
 
+/// dm's `status` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, with a constructed `ti` and a `maxlen`-byte buffer.
 unsafe extern "C" fn status_callback<T: TargetOps>(
     ti: *mut dm_target,
     kind: raw::status_type_t,
@@ -368,6 +390,12 @@ unsafe extern "C" fn status_callback<T: TargetOps>(
     t.status(kind, &mut w);
 }
 
+/// dm's `message` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, with a constructed `ti`, `argc` valid strings in
+/// `argv` and a `maxlen`-byte buffer.
 unsafe extern "C" fn message_callback<T: TargetOps>(
     ti: *mut dm_target,
     argc: c_uint,
@@ -387,6 +415,11 @@ unsafe extern "C" fn message_callback<T: TargetOps>(
     }
 }
 
+/// dm's `iterate_devices` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, with a constructed `ti`.
 unsafe extern "C" fn iterate_devices_callback<T: TargetOps>(
     ti: *mut dm_target,
     f: raw::iterate_devices_callout_fn,

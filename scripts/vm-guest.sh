@@ -8,6 +8,8 @@ mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/de
 mkdir -p /dev/mapper
 # Forget what boot allocated, so a later scan reports only the command's leaks.
 [ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak 2>/dev/null
+# Splats before this line come from booting under TCG, not from the command.
+echo "dmsm-vm: command starts" >/dev/kmsg
 echo "@@@ guest: begin"
 bash -c "$(cat "$out/cmd")" 2>&1
 rc=$?

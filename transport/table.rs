@@ -38,23 +38,7 @@ pub enum Role {
     Target,
 }
 
-/// Whether the source waits for lock grants before sending a region's writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Send LOCK and the writes behind it at once (the point of the design).
-    Speculative,
-    /// Prior art: a region's writes go out only after its LOCK was granted.
-    LockSync,
-}
-
-/// When a host write completes on the source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Completion {
-    /// Once the local device completed it.
-    Async,
-    /// Once the local device completed it and the target applied it.
-    Sync,
-}
+pub use crate::transport::proto::{Completion, Mode};
 
 /// An IP address as written in the table line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,7 +251,7 @@ where
         if usize::try_from(count) != Ok(rest) {
             return Err(TableError::OptCountMismatch);
         }
-        if !rest.is_multiple_of(2) {
+        if rest & 1 != 0 {
             return Err(TableError::OddOptArgs);
         }
         while let (Some(key), Some(value)) = (it.next(), it.next()) {

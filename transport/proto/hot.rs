@@ -98,7 +98,11 @@ impl<S: DerefMut<Target = [HotSlot]>> HotRegions<S> {
             return Touch::Hit;
         }
         if let Some(s) = self.slots.iter_mut().find(|s| !s.used) {
-            *s = HotSlot { region, stamp: clock, used: true };
+            *s = HotSlot {
+                region,
+                stamp: clock,
+                used: true,
+            };
             return Touch::Inserted;
         }
         let mut victim: Option<&mut HotSlot> = None;
@@ -114,7 +118,11 @@ impl<S: DerefMut<Target = [HotSlot]>> HotRegions<S> {
         match victim {
             Some(v) => {
                 let old = v.region;
-                *v = HotSlot { region, stamp: clock, used: true };
+                *v = HotSlot {
+                    region,
+                    stamp: clock,
+                    used: true,
+                };
                 Touch::Evicted(old)
             }
             None => Touch::NoCapacity,

@@ -84,7 +84,13 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
     pub fn insert(&mut self, seq: u64, sector: u64, count: u64) -> bool {
         match self.slots.iter_mut().find(|s| s.state == SlotState::Free) {
             Some(s) => {
-                *s = InflightSlot { seq, sector, count, state: SlotState::Local, ok: true };
+                *s = InflightSlot {
+                    seq,
+                    sector,
+                    count,
+                    state: SlotState::Local,
+                    ok: true,
+                };
                 self.used = self.used.saturating_add(1);
                 true
             }
@@ -95,7 +101,11 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
     /// Marks the local I/O of `seq` done; false when `seq` is unknown or
     /// was already marked.
     pub fn local_done(&mut self, seq: u64, ok: bool) -> bool {
-        match self.slots.iter_mut().find(|s| s.state == SlotState::Local && s.seq == seq) {
+        match self
+            .slots
+            .iter_mut()
+            .find(|s| s.state == SlotState::Local && s.seq == seq)
+        {
             Some(s) => {
                 s.state = SlotState::Done;
                 s.ok = ok;
@@ -111,12 +121,16 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
     pub fn take_completed(&mut self, acked: Option<u64>) -> Option<Completed> {
         let s = self.slots.iter_mut().find(|s| {
             s.state == SlotState::Done
-                && (!s.ok || match acked {
-                    None => true,
-                    Some(a) => s.seq <= a,
-                })
+                && (!s.ok
+                    || match acked {
+                        None => true,
+                        Some(a) => s.seq <= a,
+                    })
         })?;
-        let c = Completed { seq: s.seq, ok: s.ok };
+        let c = Completed {
+            seq: s.seq,
+            ok: s.ok,
+        };
         *s = InflightSlot::default();
         self.used = self.used.saturating_sub(1);
         Some(c)
@@ -124,7 +138,11 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
 
     /// Oldest seq still in flight, if any.
     pub fn oldest(&self) -> Option<u64> {
-        self.slots.iter().filter(|s| s.state != SlotState::Free).map(|s| s.seq).min()
+        self.slots
+            .iter()
+            .filter(|s| s.state != SlotState::Free)
+            .map(|s| s.seq)
+            .min()
     }
 }
 
@@ -145,7 +163,10 @@ mod tests {
         assert!(t.local_done(1, true));
         assert!(!t.overlaps_local(0, 8));
         assert_eq!(t.take_completed(Some(0)), None);
-        assert_eq!(t.take_completed(Some(1)), Some(Completed { seq: 1, ok: true }));
+        assert_eq!(
+            t.take_completed(Some(1)),
+            Some(Completed { seq: 1, ok: true })
+        );
         assert_eq!(t.take_completed(None), None);
     }
 }

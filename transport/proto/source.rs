@@ -14,13 +14,10 @@ use core::ops::DerefMut;
 
 use super::hot::{HotRegions, HotSlot, Touch};
 use super::inflight::{Completed, Inflight, InflightSlot};
-use super::{
-    Completion, Mode, Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION,
-};
+use super::{Completion, Mode, Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};
 use crate::log::pages::Pages;
 use crate::log::record::{
-    decode_frame, Crc32c, Header, Hello, Kind, FLAGS_KNOWN, MAX_WRITE_SECTORS, SECTOR_SIZE,
-    VERSION,
+    decode_frame, Crc32c, Header, Hello, Kind, FLAGS_KNOWN, MAX_WRITE_SECTORS, SECTOR_SIZE, VERSION,
 };
 use crate::log::ring::{RecordView, RingError, RingWriter, RollbackRing};
 
@@ -499,7 +496,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.clear_acked_holds();
         let resume = self.acked + 1;
         // acked < next_seq, so resume <= next_seq lies in the ring.
-        let _ = self.ring.rewind(resume.max(self.ring.oldest_seq().unwrap_or(resume)));
+        let _ = self
+            .ring
+            .rewind(resume.max(self.ring.oldest_seq().unwrap_or(resume)));
         self.state = LinkState::Connected;
         if self.handshakes > 0 {
             self.stats.reconnects = self.stats.reconnects.saturating_add(1);
@@ -589,11 +588,21 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                 }
                 if !placed {
                     if let Some(ho) = self.holds.iter_mut().find(|x| !x.used) {
-                        *ho = Hold { used: true, region: h.sector, seq: h.seq, rejected: true };
+                        *ho = Hold {
+                            used: true,
+                            region: h.sector,
+                            seq: h.seq,
+                            rejected: true,
+                        };
                     } else if let Some(ho) = self.holds.iter_mut().find(|x| !x.rejected) {
                         // Table full of lock-sync waits: those are re-created
                         // when the LOCKs are resent, the rejection is not.
-                        *ho = Hold { used: true, region: h.sector, seq: h.seq, rejected: true };
+                        *ho = Hold {
+                            used: true,
+                            region: h.sector,
+                            seq: h.seq,
+                            rejected: true,
+                        };
                         let s = self.ring.send_seq();
                         self.rewind_to(s.min(self.acked + 1));
                     }
@@ -679,7 +688,12 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         };
         if self.cfg.mode == Mode::LockSync && v.header.kind == Kind::Lock {
             if let Some(ho) = self.holds.iter_mut().find(|x| !x.used) {
-                *ho = Hold { used: true, region: v.header.sector, seq: v.seq, rejected: false };
+                *ho = Hold {
+                    used: true,
+                    region: v.header.sector,
+                    seq: v.seq,
+                    rejected: false,
+                };
             }
         }
         self.ring.advance_send();
@@ -731,7 +745,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// the grant of the LOCK sent at `seq`, or (rejected) a LOCK_REJECTED
     /// that asked to resend from `seq`.
     pub fn holds(&self) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
-        self.holds.iter().filter(|h| h.used).map(|h| (h.region, h.seq, h.rejected))
+        self.holds
+            .iter()
+            .filter(|h| h.used)
+            .map(|h| (h.region, h.seq, h.rejected))
     }
 
     /// Counters.

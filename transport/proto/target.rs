@@ -20,8 +20,8 @@ use crate::log::commit::{CommitError, CommitLog, IssueView};
 use crate::log::locks::{LocalLockError, LockResult, LockSlot, LockTable};
 use crate::log::pages::Pages;
 use crate::log::record::{
-    decode_frame, encode_frame, Crc32c, DecodeError, EncodeError, Header, Hello, Kind,
-    FLAG_FUA, NAK_CORRUPT, NAK_GAP, VERSION,
+    decode_frame, encode_frame, Crc32c, DecodeError, EncodeError, Header, Hello, Kind, FLAG_FUA,
+    NAK_CORRUPT, NAK_GAP, VERSION,
 };
 
 /// Target configuration (from the table line).
@@ -108,6 +108,9 @@ pub struct TargetStats {
     pub reconnects: u64,
     /// Handshakes refused.
     pub refusals: u64,
+    /// Records larger than the whole commit log (connection dropped; the
+    /// commit log must hold at least one maximal frame, 1 MiB + 40 bytes).
+    pub oversized: u64,
 }
 
 /// Result of [`Target::local_lock`].
@@ -279,6 +282,10 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
         if !self.connected || !h.kind.is_from_source() {
             return TargetRecv::Disconnect(DecodeError::BadKind);
         }
+        if h.kind.is_data() && h.sector.saturating_add(u64::from(h.count)) > self.cfg.dev_sectors {
+            // Never write past the end of the device, whatever the peer says.
+            return TargetRecv::Disconnect(DecodeError::BadLength);
+        }
         // Room for a grant and a rejection this frame may cause.
         if self.ctl_free() < 2 {
             self.stats.busy = self.stats.busy.saturating_add(1);
@@ -294,7 +301,10 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
                 // A resent LOCK whose grant may have been lost with the old
                 // connection: grant again (data still waits for local
                 // holders, so an early grant is harmless).
-                self.push_ctl(Ctl::Granted { region: h.sector, seq: expected - 1 });
+                self.push_ctl(Ctl::Granted {
+                    region: h.sector,
+                    seq: expected - 1,
+                });
             }
             return TargetRecv::Ok;
         }
@@ -325,6 +335,12 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
                 self.stats.busy = self.stats.busy.saturating_add(1);
                 return TargetRecv::Busy;
             }
+            Err(CommitError::TooLarge) => {
+                // The commit log is smaller than this frame: a configuration
+                // error (ring_mb too small) that status must show.
+                self.stats.oversized = self.stats.oversized.saturating_add(1);
+                return TargetRecv::Disconnect(DecodeError::TooLong);
+            }
             Err(_) => return TargetRecv::Disconnect(DecodeError::BadLength),
         }
         self.stats.received = self.stats.received.saturating_add(1);
@@ -334,7 +350,10 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
             Kind::Lock => match self.locks.stream_lock(h.sector) {
                 LockResult::Granted => {
                     if self.hello_flags & HELLO_FLAG_LOCK_SYNC != 0 {
-                        self.push_ctl(Ctl::Granted { region: h.sector, seq: h.seq });
+                        self.push_ctl(Ctl::Granted {
+                            region: h.sector,
+                            seq: h.seq,
+                        });
                     }
                 }
                 LockResult::Rejected => {
@@ -344,7 +363,10 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
                 LockResult::Full => {
                     self.stats.lock_table_full = self.stats.lock_table_full.saturating_add(1);
                     if self.hello_flags & HELLO_FLAG_LOCK_SYNC != 0 {
-                        self.push_ctl(Ctl::Granted { region: h.sector, seq: h.seq });
+                        self.push_ctl(Ctl::Granted {
+                            region: h.sector,
+                            seq: h.seq,
+                        });
                     }
                 }
             },
@@ -549,7 +571,11 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
     /// Encodes the next control frame to send into `out` (at least
     /// [`super::MAX_CONTROL_FRAME`] bytes) and returns its length; `None`
     /// when nothing is due. Order: HELLO_REPLY, NAK, lock replies, ACK.
-    pub fn poll_send<C: Crc32c>(&mut self, c: &C, out: &mut [u8]) -> Option<Result<usize, EncodeError>> {
+    pub fn poll_send<C: Crc32c>(
+        &mut self,
+        c: &C,
+        out: &mut [u8],
+    ) -> Option<Result<usize, EncodeError>> {
         if let Some(r) = self.reply {
             let res = super::encode_hello(c, &r, true, out);
             if res.is_ok() {
@@ -610,7 +636,9 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
             return LocalLock::Invalid;
         };
         let rs = first << self.shift;
-        let re = last.saturating_add(1).saturating_mul(u64::from(self.cfg.region_sectors));
+        let re = last
+            .saturating_add(1)
+            .saturating_mul(u64::from(self.cfg.region_sectors));
         if self.log.pending_in_range(rs, re.saturating_sub(rs)) {
             return LocalLock::WouldBlock;
         }
@@ -636,7 +664,10 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
             };
             self.forget_rejected(region);
             if self.connected {
-                self.push_ctl(Ctl::Granted { region, seq: last_recv });
+                self.push_ctl(Ctl::Granted {
+                    region,
+                    seq: last_recv,
+                });
             }
         }
         self.log.reissue_failed();
@@ -659,6 +690,11 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
     /// Highest seq with every record up to it applied.
     pub fn applied_seq(&self) -> u64 {
         self.log.applied_upto()
+    }
+
+    /// Highest seq acknowledged to the source.
+    pub fn acked_seq(&self) -> u64 {
+        self.acked_sent
     }
 
     /// Highest seq received (everything up to it is in the log or applied).

@@ -17,7 +17,12 @@ pub use sim::{mode_name, run_seed, run_seed_gen, Failure, Outcome, Violation, GE
 /// Runs seeds `start..start+n` in each of `modes` on `threads` threads.
 /// Returns (runs passed, summed counters of passed runs, failures in seed
 /// order).
-pub fn run_many(start: u64, n: u64, modes: &[Mode], threads: usize) -> (u64, Outcome, Vec<Failure>) {
+pub fn run_many(
+    start: u64,
+    n: u64,
+    modes: &[Mode],
+    threads: usize,
+) -> (u64, Outcome, Vec<Failure>) {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
     let next = AtomicU64::new(0);

@@ -7,7 +7,7 @@ use specmirror_sim::{mode_name, perf, run_many, run_seed_gen, GEN_VERSION};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  specmirror-sim run --seeds N [--start S] [--mode speculative|lock-sync|both] [--threads T]\n  specmirror-sim replay --seed S [--mode speculative|lock-sync|both] [--gen G] [--verbose]\n  specmirror-sim report"
+        "usage:\n  specmirror-sim run --seeds N [--start S] [--mode speculative|lock-sync|both] [--threads T]\n  specmirror-sim replay --seed S [--mode speculative|lock-sync|both] [--gen G] [--verbose]\n  specmirror-sim report [--disk-mbs D] [--link-mbs L]   (default: 400 MB/s disks, 125 MB/s = 1 Gbit/s link)"
     );
     ExitCode::from(2)
 }
@@ -32,25 +32,37 @@ fn main() -> ExitCode {
     let mut modes = vec![Mode::Speculative, Mode::LockSync];
     let mut verbose = false;
     let mut gen = GEN_VERSION;
-    let mut threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut disk_mbs: Option<u64> = None;
+    let mut link_mbs: Option<u64> = None;
+    let mut threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut i = 1;
     while i < args.len() {
         let val = args.get(i + 1);
         match args[i].as_str() {
             "--seeds" => seeds = val.and_then(|v| v.parse().ok()),
-            "--start" => start = match val.and_then(|v| v.parse().ok()) {
-                Some(v) => v,
-                None => return usage(),
-            },
+            "--start" => {
+                start = match val.and_then(|v| v.parse().ok()) {
+                    Some(v) => v,
+                    None => return usage(),
+                }
+            }
             "--seed" => seed = val.and_then(|v| v.parse().ok()),
-            "--gen" => gen = match val.and_then(|v| v.parse().ok()) {
-                Some(v) if (1..=GEN_VERSION).contains(&v) => v,
-                _ => return usage(),
-            },
-            "--threads" => threads = match val.and_then(|v| v.parse().ok()) {
-                Some(v) => v,
-                None => return usage(),
-            },
+            "--disk-mbs" => disk_mbs = val.and_then(|v| v.parse().ok()).filter(|&v| v > 0),
+            "--link-mbs" => link_mbs = val.and_then(|v| v.parse().ok()).filter(|&v| v > 0),
+            "--gen" => {
+                gen = match val.and_then(|v| v.parse().ok()) {
+                    Some(v) if (1..=GEN_VERSION).contains(&v) => v,
+                    _ => return usage(),
+                }
+            }
+            "--threads" => {
+                threads = match val.and_then(|v| v.parse().ok()) {
+                    Some(v) => v,
+                    None => return usage(),
+                }
+            }
             "--mode" => {
                 modes = match val.and_then(|v| parse_modes(v)) {
                     Some(m) => m,
@@ -79,7 +91,8 @@ fn main() -> ExitCode {
                     mode_name(f.mode)
                 );
             }
-            let failed_seeds: std::collections::BTreeSet<u64> = fails.iter().map(|f| f.seed).collect();
+            let failed_seeds: std::collections::BTreeSet<u64> =
+                fails.iter().map(|f| f.seed).collect();
             println!(
                 "sim: {} seeds passed, {} failed ({} runs in {} mode(s), {} passed; seeds {}..{}, {:.1} s)",
                 n - failed_seeds.len() as u64,
@@ -133,8 +146,18 @@ fn main() -> ExitCode {
             }
         }
         "report" => {
-            perf::print_report();
-            ExitCode::SUCCESS
+            let mut cfg = perf::PerfCfg::default();
+            if let Some(d) = disk_mbs {
+                cfg.disk_bw = d * 1_000_000;
+            }
+            if let Some(l) = link_mbs {
+                cfg.link_bw = l * 1_000_000;
+            }
+            if perf::print_report(&cfg) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         _ => usage(),
     }

@@ -81,12 +81,18 @@ mod tests {
 
     #[test]
     fn stable_stream() {
-        // Pinned values: a change here breaks seed replay across versions.
+        // Pinned values (computed independently): a change here breaks
+        // seed replay across versions.
         let mut r = Rng::new(42);
         let v: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
-        let mut r2 = Rng::new(42);
-        let v2: Vec<u64> = (0..3).map(|_| r2.next_u64()).collect();
-        assert_eq!(v, v2);
-        assert_eq!(Rng::new(1).below(10) < 10, true);
+        assert_eq!(
+            v,
+            [
+                0x1578_0b2e_0c2e_c716,
+                0x6104_d986_6d11_3a7e,
+                0xae17_5332_39e4_99a1
+            ]
+        );
+        assert!(Rng::new(1).below(10) < 10);
     }
 }

@@ -17,9 +17,7 @@ use specmirror_core::transport::proto::inflight::InflightSlot;
 use specmirror_core::transport::proto::source::{
     HostOp, HostWrite, LinkState, Source, SourceConfig, SourceRecv, Submit,
 };
-use specmirror_core::transport::proto::target::{
-    LocalLock, Target, TargetConfig, TargetRecv,
-};
+use specmirror_core::transport::proto::target::{LocalLock, Target, TargetConfig, TargetRecv};
 use specmirror_core::transport::proto::{encode_hello, Completion, Mode};
 
 use crate::rng::{mix, Rng};
@@ -252,6 +250,8 @@ pub struct Params {
     pub think: u64,
     /// Device completions jitter (concurrent I/Os complete out of order).
     pub jitter: bool,
+    /// Target restarts (crash and reload) at these times.
+    pub restarts: Vec<u64>,
 }
 
 impl Params {
@@ -293,7 +293,11 @@ impl Params {
             log_pages,
             lock_slots: hot_regions + r.range(4, 16) as usize,
             ack_every: r.range(1, 64) as u32,
-            completion: if r.chance(1, 3) { Completion::Sync } else { Completion::Async },
+            completion: if r.chance(1, 3) {
+                Completion::Sync
+            } else {
+                Completion::Async
+            },
             ops: r.range(50, 500),
             qd: r.range(1, 16) as usize,
             max_write,
@@ -319,6 +323,7 @@ impl Params {
             faults_end,
             think: r.range(0, 2 * MS),
             jitter: false,
+            restarts: Vec::new(),
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -335,6 +340,16 @@ impl Params {
         }
         // Version 3: device completions jitter.
         p.jitter = gen >= 3;
+        if gen >= 4 {
+            // Version 4: a third of the seeds restart the target once or
+            // twice while faults are on.
+            let mut r4 = Rng::new(mix(seed, 0x4E57));
+            if r4.chance(1, 3) {
+                for _ in 0..r4.range(1, 2) {
+                    p.restarts.push(r4.below(p.faults_end));
+                }
+            }
+        }
         p
     }
 }
@@ -344,7 +359,8 @@ enum Ev {
     HostNext,
     LocalDone { seq: u64 },
     Arrive { to_target: bool, conn: u64 },
-    DevDone { seq: u64, ok: bool },
+    DevDone { seq: u64, ok: bool, epoch: u64 },
+    TargetRestart,
     LinkDown,
     LinkUp,
     Reconnect,
@@ -465,6 +481,13 @@ pub struct Sim {
     frame_buf: Vec<u8>,
     /// Something changed that may unblock parked host writes.
     host_kick: bool,
+    tcfg: TargetConfig,
+    /// Incremented at each target restart.
+    tgt_epoch: u64,
+    /// Highest data/flush seq applied on the target device so far.
+    max_applied: u64,
+    /// After a target restart: replays up to here may re-apply records.
+    replay_until: u64,
     outcome: Outcome,
 }
 
@@ -496,8 +519,12 @@ impl Sim {
             dev_sectors: p.dev_sectors,
             ack_every: p.ack_every,
         };
-        let tgt = Target::new(tcfg, VecPages::new(p.log_pages), vec![LockSlot::EMPTY; p.lock_slots])
-            .expect("target config");
+        let tgt = Target::new(
+            tcfg,
+            VecPages::new(p.log_pages),
+            vec![LockSlot::EMPTY; p.lock_slots],
+        )
+        .expect("target config");
         let bytes = p.dev_sectors as usize * SECT;
         let nsec = p.dev_sectors as usize;
         let lockers = vec![Locker::default(); p.lockers];
@@ -544,6 +571,10 @@ impl Sim {
             last_progress: 0,
             frame_buf: vec![0; HEADER_LEN + (1 << 20)],
             host_kick: false,
+            tcfg,
+            tgt_epoch: 0,
+            max_applied: 0,
+            replay_until: 0,
             outcome: Outcome::default(),
             p,
         }
@@ -582,7 +613,12 @@ impl Sim {
                 self.outcome.waits = s.waits;
                 Ok(self.outcome)
             }
-            Err(v) => Err(Failure { seed: self.seed, mode: self.mode, violation: v, at: self.now }),
+            Err(v) => Err(Failure {
+                seed: self.seed,
+                mode: self.mode,
+                violation: v,
+                at: self.now,
+            }),
         }
     }
 
@@ -593,6 +629,9 @@ impl Sim {
         for &(s, e) in &self.p.downs.clone() {
             self.at(s, Ev::LinkDown);
             self.at(e, Ev::LinkUp);
+        }
+        for &t in &self.p.restarts.clone() {
+            self.at(t, Ev::TargetRestart);
         }
         for id in 0..self.p.lockers {
             let t = self.rng.range(0, self.p.faults_end);
@@ -663,14 +702,15 @@ impl Sim {
         match ev {
             Ev::HostNext => self.host_next(),
             Ev::LocalDone { seq } => {
-                let req = self
-                    .accepted
-                    .remove(&seq)
-                    .ok_or_else(|| Violation::Protocol(format!("local done for unknown seq {seq}")))?;
+                let req = self.accepted.remove(&seq).ok_or_else(|| {
+                    Violation::Protocol(format!("local done for unknown seq {seq}"))
+                })?;
                 self.apply_src(&req);
                 self.host_kick = true;
                 if !self.src.local_done(seq, true) {
-                    return Err(Violation::Protocol(format!("source refused local_done({seq})")));
+                    return Err(Violation::Protocol(format!(
+                        "source refused local_done({seq})"
+                    )));
                 }
                 Ok(())
             }
@@ -678,13 +718,47 @@ impl Sim {
                 if conn != self.conn || !self.active {
                     return Ok(());
                 }
-                let d = if to_target { &mut self.to_tgt } else { &mut self.to_src };
+                let d = if to_target {
+                    &mut self.to_tgt
+                } else {
+                    &mut self.to_src
+                };
                 if let Some((_, f, corrupt)) = d.flight.pop_front() {
                     d.rx.push_back((f, corrupt));
                 }
                 Ok(())
             }
-            Ev::DevDone { seq, ok } => self.dev_done(seq, ok),
+            Ev::DevDone { seq, ok, epoch } => {
+                if epoch != self.tgt_epoch {
+                    // Issued before a target restart: lost with the crash.
+                    return Ok(());
+                }
+                self.dev_done(seq, ok)
+            }
+            Ev::TargetRestart => {
+                if !self.faults_on {
+                    return Ok(());
+                }
+                self.log(|| format!("target restart (applied up to {})", self.max_applied));
+                // The target host crashes and comes back: commit log, lock
+                // table and in-flight device writes are gone, the device
+                // keeps what was written. Local users are gone too.
+                self.tgt_epoch += 1;
+                self.dev_ops.clear();
+                for l in self.lockers.iter_mut() {
+                    l.held = None;
+                }
+                self.tgt = Target::new(self.tcfg, VecPages::new(self.p.log_pages), vec![LockSlot::EMPTY; self.p.lock_slots])
+                    .expect("target config");
+                // The new target adopts the source's base and records after
+                // it are applied again: until the replay passes what was
+                // applied before the crash, older data may overwrite newer.
+                self.replay_until = self.replay_until.max(self.max_applied);
+                if self.active {
+                    self.disconnect("target restart");
+                }
+                Ok(())
+            }
             Ev::LinkDown => {
                 self.link_up = false;
                 self.log(|| "link down".into());
@@ -805,7 +879,11 @@ impl Sim {
             }
         }
         let bw = self.p.link_bw;
-        let d = if to_target { &mut self.to_tgt } else { &mut self.to_src };
+        let d = if to_target {
+            &mut self.to_tgt
+        } else {
+            &mut self.to_src
+        };
         let start = d.wire_free.max(self.now);
         let done = start + (len * SEC).div_ceil(bw);
         d.wire_free = done;
@@ -836,7 +914,13 @@ impl Sim {
             HostOp::Write
         };
         if op == HostOp::Flush {
-            return HostReq { wid, op, sector: 0, count: 0, flags: 0 };
+            return HostReq {
+                wid,
+                op,
+                sector: 0,
+                count: 0,
+                flags: 0,
+            };
         }
         let max = if op == HostOp::Write {
             u64::from(p.max_write)
@@ -875,7 +959,13 @@ impl Sim {
                 flags |= FLAG_PREFLUSH;
             }
         }
-        HostReq { wid, op, sector, count, flags }
+        HostReq {
+            wid,
+            op,
+            sector,
+            count,
+            flags,
+        }
     }
 
     fn host_next(&mut self) -> R<()> {
@@ -894,7 +984,12 @@ impl Sim {
     /// Offers `req` to the source; false when it must wait.
     fn try_submit(&mut self, req: HostReq) -> R<bool> {
         let before = self.src.ring().next_seq();
-        let w = HostWrite { op: req.op, sector: req.sector, count: req.count, flags: req.flags };
+        let w = HostWrite {
+            op: req.op,
+            sector: req.sector,
+            count: req.count,
+            flags: req.flags,
+        };
         let seed = self.seed;
         let res = self.src.submit(&self.c, &w, |wr| {
             let mut buf = [0u8; SECT];
@@ -907,7 +1002,9 @@ impl Sim {
         match res {
             Submit::Accepted(seq) => {
                 if seq + 1 != self.src.ring().next_seq() || seq < before {
-                    return Err(Violation::Protocol(format!("unexpected seq {seq} (ring at {before})")));
+                    return Err(Violation::Protocol(format!(
+                        "unexpected seq {seq} (ring at {before})"
+                    )));
                 }
                 self.record_hist(seq, &req);
                 self.accepted.insert(seq, req);
@@ -917,12 +1014,20 @@ impl Sim {
                 self.sdisk.free_at = done;
                 // Jitter: concurrent I/Os may complete in any order, as on
                 // a real device (so missing overlap serialization shows).
-                let t = done + self.p.src_lat + if self.p.jitter { self.rng.below(self.p.src_lat + 1) } else { 0 };
+                let t = done
+                    + self.p.src_lat
+                    + if self.p.jitter {
+                        self.rng.below(self.p.src_lat + 1)
+                    } else {
+                        0
+                    };
                 self.at(t, Ev::LocalDone { seq });
                 Ok(true)
             }
             Submit::Wait(_) => Ok(false),
-            Submit::Invalid(i) => Err(Violation::Protocol(format!("source rejected {req:?}: {i:?}"))),
+            Submit::Invalid(i) => Err(Violation::Protocol(format!(
+                "source rejected {req:?}: {i:?}"
+            ))),
         }
     }
 
@@ -936,7 +1041,13 @@ impl Sim {
         let barrier = kind == Kind::Flush || req.flags & FLAG_PREFLUSH != 0;
         self.hist.insert(
             seq,
-            Hist { wid, kind, sector: req.sector, count: req.count, barrier },
+            Hist {
+                wid,
+                kind,
+                sector: req.sector,
+                count: req.count,
+                barrier,
+            },
         );
         if barrier {
             self.barriers.insert(seq);
@@ -968,7 +1079,9 @@ impl Sim {
             self.apply_tgt(&v)?;
         }
         if !self.tgt.io_done(seq, &v.header, ok) {
-            return Err(Violation::Protocol(format!("target refused io_done({seq})")));
+            return Err(Violation::Protocol(format!(
+                "target refused io_done({seq})"
+            )));
         }
         if !ok && !self.retry_armed {
             self.retry_armed = true;
@@ -980,17 +1093,23 @@ impl Sim {
 
     fn apply_tgt(&mut self, v: &IssueView) -> R<()> {
         let seq = v.seq;
-        let h = self
-            .hist
-            .get(&seq)
-            .copied()
-            .ok_or_else(|| Violation::I4(format!("target applied seq {seq} which is no data/flush record")))?;
-        if h.kind != v.header.kind || (h.kind != Kind::Flush && (h.sector != v.header.sector || h.count != v.header.count)) {
-            return Err(Violation::I4(format!("target applied seq {seq} as {:?} but source wrote {h:?}", v.header)));
+        let h = self.hist.get(&seq).copied().ok_or_else(|| {
+            Violation::I4(format!(
+                "target applied seq {seq} which is no data/flush record"
+            ))
+        })?;
+        if h.kind != v.header.kind
+            || (h.kind != Kind::Flush && (h.sector != v.header.sector || h.count != v.header.count))
+        {
+            return Err(Violation::I4(format!(
+                "target applied seq {seq} as {:?} but source wrote {h:?}",
+                v.header
+            )));
         }
         self.last_progress = self.now;
         if h.kind == Kind::Flush {
             self.pending_tgt.remove(&seq);
+            self.max_applied = self.max_applied.max(seq);
             return self.check_boundary(seq);
         }
         let mut payload = Vec::new();
@@ -1004,7 +1123,7 @@ impl Sim {
         let mut expect = [0u8; SECT];
         for (i, s) in (h.sector..h.sector + u64::from(h.count)).enumerate() {
             let su = s as usize;
-            if self.tgt_seq[su] > seq {
+            if self.tgt_seq[su] > seq && seq > self.replay_until {
                 return Err(Violation::I4(format!(
                     "sector {s}: record {seq} applied after record {} (source order reversed)",
                     self.tgt_seq[su]
@@ -1026,6 +1145,7 @@ impl Sim {
             }
         }
         self.pending_tgt.remove(&seq);
+        self.max_applied = self.max_applied.max(seq);
         if h.barrier {
             self.check_boundary(seq)?;
         }
@@ -1057,9 +1177,16 @@ impl Sim {
     /// At a completed barrier `f`, the target image must equal the source
     /// history as of `f`, sector by sector.
     fn check_boundary(&self, f: u64) -> R<()> {
+        if f <= self.replay_until {
+            // Catch-up after a target restart: newer data may still sit on
+            // sectors until the replay passes the pre-crash point.
+            return Ok(());
+        }
         if let Some(&first) = self.pending_tgt.iter().next() {
             if first < f {
-                return Err(Violation::I2(format!("barrier {f} completed before record {first}")));
+                return Err(Violation::I2(format!(
+                    "barrier {f} completed before record {first}"
+                )));
             }
         }
         for (s, hs) in self.sec_hist.iter().enumerate() {
@@ -1085,7 +1212,8 @@ impl Sim {
                 )));
             }
         }
-        if self.tgt.applied_seq() < freed {
+        // (A restarted target knows nothing until the next handshake.)
+        if self.tgt.generation() != 0 && self.tgt.applied_seq() < freed {
             return Err(Violation::I3(format!(
                 "ring freed up to {freed} but target applied only up to {}",
                 self.tgt.applied_seq()
@@ -1134,7 +1262,12 @@ impl Sim {
             // the byte stream is out of sync and the connection drops.
             match decode_header(frame) {
                 Ok((h, _)) if h.frame_len() == frame.len() => {
-                    self.log(|| format!("target <- {:?} seq {} sector {} count {}", h.kind, h.seq, h.sector, h.count));
+                    self.log(|| {
+                        format!(
+                            "target <- {:?} seq {} sector {} count {}",
+                            h.kind, h.seq, h.sector, h.count
+                        )
+                    });
                 }
                 _ => {
                     self.disconnect("target: stream out of sync");
@@ -1148,7 +1281,9 @@ impl Sim {
                 TargetRecv::Ok => {}
                 TargetRecv::Hello(h) => {
                     if let Err(e) = self.tgt.on_hello(&h) {
-                        return Err(Violation::Protocol(format!("target refused handshake: {e:?}")));
+                        return Err(Violation::Protocol(format!(
+                            "target refused handshake: {e:?}"
+                        )));
                     }
                 }
                 TargetRecv::Disconnect(e) => {
@@ -1170,7 +1305,12 @@ impl Sim {
             self.check_issue(v.seq)?;
             if v.header.kind.is_data() {
                 let (a, b) = (v.header.sector, v.header.sector + u64::from(v.header.count));
-                if let Some(l) = self.lockers.iter().flatten_held().find(|&(s, c)| s < b && a < s + c) {
+                if let Some(l) = self
+                    .lockers
+                    .iter()
+                    .flatten_held()
+                    .find(|&(s, c)| s < b && a < s + c)
+                {
                     return Err(Violation::Protocol(format!(
                         "stream record {} written inside local lock {l:?}",
                         v.seq
@@ -1178,8 +1318,16 @@ impl Sim {
                 }
             }
             let fail = self.in_windows(&self.p.fails.clone());
-            let slow = if self.in_windows(&self.p.slows.clone()) { 10 } else { 1 };
-            let bytes = if v.header.kind == Kind::Write { u64::from(v.header.len) } else { 4096 };
+            let slow = if self.in_windows(&self.p.slows.clone()) {
+                10
+            } else {
+                1
+            };
+            let bytes = if v.header.kind == Kind::Write {
+                u64::from(v.header.len)
+            } else {
+                4096
+            };
             let start = self.tdisk.free_at.max(self.now);
             let done = start + slow * (bytes * SEC).div_ceil(self.p.tgt_bw);
             self.tdisk.free_at = done;
@@ -1188,8 +1336,21 @@ impl Sim {
                 lat += slow * self.p.tgt_lat;
             }
             self.dev_ops.insert(v.seq, v);
-            let t = done + lat + if self.p.jitter { self.rng.below(lat + 1) } else { 0 };
-            self.at(t, Ev::DevDone { seq: v.seq, ok: !fail });
+            let t = done
+                + lat
+                + if self.p.jitter {
+                    self.rng.below(lat + 1)
+                } else {
+                    0
+                };
+            self.at(
+                t,
+                Ev::DevDone {
+                    epoch: self.tgt_epoch,
+                    seq: v.seq,
+                    ok: !fail,
+                },
+            );
         }
         Ok(progress)
     }
@@ -1217,7 +1378,9 @@ impl Sim {
             self.host_kick = true;
             match decode_header(&frame) {
                 Ok((h, _)) if h.frame_len() == frame.len() => {
-                    self.log(|| format!("source <- {:?} seq {} region {}", h.kind, h.seq, h.sector));
+                    self.log(|| {
+                        format!("source <- {:?} seq {} region {}", h.kind, h.seq, h.sector)
+                    });
                 }
                 _ => {
                     self.disconnect("source: stream out of sync");
@@ -1249,6 +1412,12 @@ impl Sim {
             if !c.ok {
                 return Err(Violation::Protocol(format!("host write {} failed", c.seq)));
             }
+            if self.p.completion == Completion::Sync && self.pending_tgt.contains(&c.seq) {
+                return Err(Violation::Protocol(format!(
+                    "sync completion of host write {} before the target applied it",
+                    c.seq
+                )));
+            }
             self.completed += 1;
             self.outstanding -= 1;
             self.host_kick = true;
@@ -1264,7 +1433,9 @@ impl Sim {
         self.host_kick = false;
         let n = self.parked.len();
         for _ in 0..n {
-            let Some(req) = self.parked.pop_front() else { break };
+            let Some(req) = self.parked.pop_front() else {
+                break;
+            };
             if self.try_submit(req)? {
                 progress = true;
             } else {
@@ -1276,7 +1447,10 @@ impl Sim {
 
     fn pump_source_tx(&mut self) -> R<bool> {
         let mut progress = false;
-        while self.active && self.src.link_state() == LinkState::Connected && self.unconsumed < self.p.window {
+        while self.active
+            && self.src.link_state() == LinkState::Connected
+            && self.unconsumed < self.p.window
+        {
             let Some(v) = self.src.peek_send() else { break };
             let n = self
                 .src
@@ -1292,7 +1466,7 @@ impl Sim {
 }
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 3;
+pub const GEN_VERSION: u32 = 4;
 
 /// Runs one seed in one mode with the current generator.
 pub fn run_seed(seed: u64, mode: Mode, verbose: bool) -> Result<Outcome, Failure> {

@@ -11,7 +11,12 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     // the source held the region forever. Fixed: the target counts a LOCK
     // as applied only once granted, and the source treats an ACK covering
     // the LOCK as its grant.
-    (1751, Mode::LockSync, 1, "lock-sync hold never released after corrupted resend of LOCK"),
+    (
+        1751,
+        Mode::LockSync,
+        1,
+        "lock-sync hold never released after corrupted resend of LOCK",
+    ),
     (44, Mode::LockSync, 1, "same, larger workload"),
     (303, Mode::LockSync, 1, "same"),
     (319, Mode::LockSync, 1, "same"),
@@ -27,13 +32,23 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     // fit with silence (it only sent LOCK_REJECTED once per seq) and
     // dropped everything after it: the stream stalled. Fixed: every
     // arrival of the expected seq that does not fit gets LOCK_REJECTED.
-    (177, Mode::Speculative, 2, "second rejection at the same seq never sent"),
+    (
+        177,
+        Mode::Speculative,
+        2,
+        "second rejection at the same seq never sent",
+    ),
     // Speculative: a NAK made the source resend a record, the target took
     // it, then the source got LOCK_REJECTED for that very seq and held the
     // region; an UNLOCK then cleared the rejection on the target, so no
     // grant ever came. Fixed: an ACK covering the resend point releases the
     // hold (and lock replies leave the target in FIFO order).
-    (810, Mode::Speculative, 2, "rejected hold outlived an ACK past its resend point"),
+    (
+        810,
+        Mode::Speculative,
+        2,
+        "rejected hold outlived an ACK past its resend point",
+    ),
 ];
 
 #[test]
@@ -54,6 +69,19 @@ fn replay_is_deterministic() {
             let a = run_seed(seed, mode, false).map(|o| (o.ops, o.records, o.end, o.events));
             let b = run_seed(seed, mode, false).map(|o| (o.ops, o.records, o.end, o.events));
             assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+    }
+}
+
+#[test]
+fn target_restart_seeds_pass() {
+    // Generator version 4 seeds that restart the target (crash + reload)
+    // while faults are on; checked for I1-I4 and liveness like any other.
+    for seed in [200_002u64, 200_004, 200_006, 200_007] {
+        for mode in [Mode::Speculative, Mode::LockSync] {
+            if let Err(f) = run_seed_gen(seed, mode, 4, false) {
+                panic!("{f}");
+            }
         }
     }
 }

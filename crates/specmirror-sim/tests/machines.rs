@@ -1,0 +1,440 @@
+//! Unit tests of the source and target state machines, driven by hand.
+
+use specmirror_core::log::locks::LockSlot;
+use specmirror_core::log::record::{
+    decode_frame, encode_frame, Header, Hello, Kind, FLAG_FUA, HEADER_LEN, NAK_CORRUPT, NAK_GAP,
+};
+use specmirror_core::transport::proto::hot::HotSlot;
+use specmirror_core::transport::proto::inflight::InflightSlot;
+use specmirror_core::transport::proto::source::{
+    HostOp, HostWrite, LinkState, Source, SourceConfig, SourceRecv, Submit, WaitReason,
+};
+use specmirror_core::transport::proto::target::{LocalLock, Target, TargetConfig, TargetRecv};
+use specmirror_core::transport::proto::{encode_hello, Completion, Mode, Refusal};
+use specmirror_sim::sim::{Crc, VecPages};
+
+type Src = Source<VecPages, Vec<HotSlot>, Vec<InflightSlot>>;
+type Tgt = Target<VecPages, Vec<LockSlot>>;
+
+const C: Crc = Crc;
+const DEV: u64 = 1 << 20;
+const REGION: u32 = 64;
+
+fn source(mode: Mode, completion: Completion, ring_pages: usize, hot: usize) -> Src {
+    Source::new(
+        SourceConfig {
+            region_sectors: REGION,
+            mode,
+            completion,
+            dev_sectors: DEV,
+            generation: 9,
+        },
+        VecPages::new(ring_pages),
+        1,
+        vec![HotSlot::default(); hot],
+        vec![InflightSlot::default(); 8],
+    )
+    .unwrap()
+}
+
+fn target(log_pages: usize) -> Tgt {
+    Target::new(
+        TargetConfig {
+            region_sectors: REGION,
+            dev_sectors: DEV,
+            ack_every: 4,
+        },
+        VecPages::new(log_pages),
+        vec![LockSlot::EMPTY; 16],
+    )
+    .unwrap()
+}
+
+fn handshake(s: &mut Src, t: &mut Tgt) {
+    let h = s.start_handshake();
+    let mut b = [0u8; 256];
+    let n = encode_hello(&C, &h, false, &mut b).unwrap();
+    let TargetRecv::Hello(h) = t.on_frame(&C, &b[..n]) else {
+        panic!("no hello")
+    };
+    t.on_hello(&h).unwrap();
+    let n = t.poll_send(&C, &mut b).unwrap().unwrap();
+    let SourceRecv::HelloReply(r) = s.on_frame(&C, &b[..n]) else {
+        panic!("no reply")
+    };
+    s.on_hello_reply(&r).unwrap();
+    assert_eq!(s.link_state(), LinkState::Connected);
+}
+
+fn write(s: &mut Src, sector: u64, count: u32, byte: u8) -> Submit {
+    let w = HostWrite {
+        op: HostOp::Write,
+        sector,
+        count,
+        flags: 0,
+    };
+    let data = vec![byte; count as usize * 512];
+    s.submit(&C, &w, |wr| wr.write(&data))
+}
+
+/// Sends everything the source may send now; returns the headers.
+fn drain_src(s: &mut Src, t: &mut Tgt) -> Vec<Header> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; HEADER_LEN + (1 << 20)];
+    while let Some(v) = s.peek_send() {
+        let n = s.read_frame(v.seq, &mut buf).unwrap();
+        match t.on_frame(&C, &buf[..n]) {
+            TargetRecv::Ok => {}
+            TargetRecv::Busy => break,
+            other => panic!("{other:?}"),
+        }
+        s.advance_send();
+        out.push(v.header);
+    }
+    out
+}
+
+/// Applies everything the target may apply now (all succeed).
+fn apply_all(t: &mut Tgt) -> Vec<u64> {
+    let mut done = Vec::new();
+    while let Some(v) = t.poll_issue() {
+        assert!(t.io_done(v.seq, &v.header, true));
+        done.push(v.seq);
+    }
+    done
+}
+
+/// Delivers every control frame of the target to the source.
+fn drain_tgt(t: &mut Tgt, s: &mut Src) -> Vec<Header> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 256];
+    while let Some(r) = t.poll_send(&C, &mut b) {
+        let n = r.unwrap();
+        let (h, _) = decode_frame(&C, &b[..n]).unwrap();
+        assert_eq!(s.on_frame(&C, &b[..n]), SourceRecv::Ok);
+        out.push(h);
+    }
+    out
+}
+
+#[test]
+fn handshake_refuses_mismatch() {
+    let mut s = source(Mode::Speculative, Completion::Async, 64, 4);
+    let mut t = Target::new(
+        TargetConfig {
+            region_sectors: REGION,
+            dev_sectors: DEV + 8,
+            ack_every: 4,
+        },
+        VecPages::new(64),
+        vec![LockSlot::EMPTY; 4],
+    )
+    .unwrap();
+    let h = s.start_handshake();
+    assert_eq!(t.on_hello(&h), Err(Refusal::DeviceSize));
+    let mut b = [0u8; 256];
+    let n = t.poll_send(&C, &mut b).unwrap().unwrap();
+    let SourceRecv::HelloReply(r) = s.on_frame(&C, &b[..n]) else {
+        panic!()
+    };
+    assert_eq!(s.on_hello_reply(&r), Err(Refusal::DeviceSize));
+    assert_eq!(s.link_state(), LinkState::Refused(Refusal::DeviceSize));
+    assert!(s.peek_send().is_none());
+
+    let mut t2 = Target::new(
+        TargetConfig {
+            region_sectors: REGION * 2,
+            dev_sectors: DEV,
+            ack_every: 4,
+        },
+        VecPages::new(64),
+        vec![LockSlot::EMPTY; 4],
+    )
+    .unwrap();
+    let h = s.start_handshake();
+    assert_eq!(t2.on_hello(&h), Err(Refusal::RegionSize));
+    let bad = Hello {
+        proto_version: 99,
+        ..h
+    };
+    assert_eq!(t2.on_hello(&bad), Err(Refusal::Version));
+}
+
+#[test]
+fn speculative_sends_without_waiting_and_evicts_lru() {
+    let mut s = source(Mode::Speculative, Completion::Async, 64, 2);
+    let mut t = target(64);
+    handshake(&mut s, &mut t);
+    assert!(matches!(write(&mut s, 0, 8, 1), Submit::Accepted(2)));
+    assert!(matches!(write(&mut s, 64, 8, 2), Submit::Accepted(4)));
+    assert!(matches!(
+        write(&mut s, 1, 8, 3),
+        Submit::Wait(WaitReason::Overlap)
+    ));
+    assert!(matches!(write(&mut s, 128, 8, 4), Submit::Accepted(7)));
+    let kinds: Vec<(Kind, u64)> = drain_src(&mut s, &mut t)
+        .iter()
+        .map(|h| (h.kind, h.sector))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Kind::Lock, 0),
+            (Kind::Write, 0),
+            (Kind::Lock, 1),
+            (Kind::Write, 64),
+            (Kind::Unlock, 0),
+            (Kind::Lock, 2),
+            (Kind::Write, 128)
+        ]
+    );
+    assert_eq!(apply_all(&mut t), [2, 4, 7]);
+    // Speculative: no grants, just the cumulative ACK.
+    let ctl = drain_tgt(&mut t, &mut s);
+    assert_eq!(ctl.len(), 1);
+    assert_eq!((ctl[0].kind, ctl[0].seq), (Kind::Ack, 7));
+    assert!(s.ring().is_empty());
+    // Async completion: only after local I/O.
+    assert!(s.poll_completed().is_none());
+    assert!(s.local_done(2, true));
+    assert_eq!(s.poll_completed().map(|c| c.seq), Some(2));
+    assert!(matches!(write(&mut s, 1, 8, 3), Submit::Accepted(_)));
+}
+
+#[test]
+fn lock_sync_holds_writes_until_granted() {
+    let mut s = source(Mode::LockSync, Completion::Async, 64, 4);
+    let mut t = target(64);
+    handshake(&mut s, &mut t);
+    assert!(matches!(write(&mut s, 0, 8, 1), Submit::Accepted(2)));
+    let sent = drain_src(&mut s, &mut t);
+    assert_eq!(sent.len(), 1, "only the LOCK goes out");
+    assert_eq!(sent[0].kind, Kind::Lock);
+    assert!(s.is_held());
+    let ctl = drain_tgt(&mut t, &mut s);
+    assert!(ctl
+        .iter()
+        .any(|h| h.kind == Kind::LockGranted && h.sector == 0));
+    let sent = drain_src(&mut s, &mut t);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, Kind::Write);
+}
+
+#[test]
+fn sync_completion_waits_for_ack() {
+    let mut s = source(Mode::Speculative, Completion::Sync, 64, 4);
+    let mut t = target(64);
+    handshake(&mut s, &mut t);
+    let w = HostWrite {
+        op: HostOp::Write,
+        sector: 8,
+        count: 8,
+        flags: FLAG_FUA,
+    };
+    let d = vec![7u8; 4096];
+    let Submit::Accepted(seq) = s.submit(&C, &w, |wr| wr.write(&d)) else {
+        panic!()
+    };
+    assert!(s.local_done(seq, true));
+    assert!(s.poll_completed().is_none());
+    drain_src(&mut s, &mut t);
+    apply_all(&mut t);
+    drain_tgt(&mut t, &mut s);
+    assert_eq!(s.poll_completed().map(|c| c.seq), Some(seq));
+}
+
+#[test]
+fn ring_full_is_back_pressure() {
+    let mut s = source(Mode::Speculative, Completion::Async, 3, 4);
+    let mut n = 0;
+    loop {
+        match write(&mut s, n * 16, 8, 1) {
+            Submit::Accepted(seq) => {
+                s.local_done(seq, true);
+                s.poll_completed();
+                n += 1;
+            }
+            Submit::Wait(WaitReason::RingFull) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(n > 0);
+    assert!(s.ring().free_bytes() < 4096 + 3 * HEADER_LEN);
+}
+
+#[test]
+fn target_naks_corruption_and_gaps_and_ignores_duplicates() {
+    let mut s = source(Mode::Speculative, Completion::Async, 64, 4);
+    let mut t = target(64);
+    handshake(&mut s, &mut t);
+    write(&mut s, 0, 8, 1);
+    write(&mut s, 8, 8, 2);
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while let Some(v) = s.peek_send() {
+        let n = s.read_frame(v.seq, &mut buf).unwrap();
+        frames.push(buf[..n].to_vec());
+        s.advance_send();
+    }
+    assert_eq!(frames.len(), 3); // LOCK, WRITE, WRITE
+                                 // Corrupt the first WRITE's payload: NAK(2), then drop 3 silently.
+    assert_eq!(t.on_frame(&C, &frames[0]), TargetRecv::Ok);
+    let mut bad = frames[1].clone();
+    bad[HEADER_LEN + 5] ^= 0x10;
+    assert_eq!(t.on_frame(&C, &bad), TargetRecv::Ok);
+    assert_eq!(t.on_frame(&C, &frames[2]), TargetRecv::Ok);
+    let mut b = [0u8; 256];
+    let n = t.poll_send(&C, &mut b).unwrap().unwrap();
+    let (h, _) = decode_frame(&C, &b[..n]).unwrap();
+    assert_eq!((h.kind, h.seq, h.count), (Kind::Nak, 2, NAK_CORRUPT));
+    assert_eq!(s.on_frame(&C, &b[..n]), SourceRecv::Ok);
+    assert_eq!(s.ring().send_seq(), 2);
+    // Resend: duplicates of 1 are ignored, 2 and 3 accepted.
+    assert_eq!(t.on_frame(&C, &frames[0]), TargetRecv::Ok);
+    assert_eq!(t.on_frame(&C, &frames[1]), TargetRecv::Ok);
+    assert_eq!(t.on_frame(&C, &frames[2]), TargetRecv::Ok);
+    assert_eq!(t.received_seq(), 3);
+    assert_eq!(t.stats().duplicates, 1);
+    // A gap (seq 5 while 4 is expected) is NAKed once.
+    let mut h5 = Header::new(Kind::Flush);
+    h5.seq = 5;
+    let mut f = [0u8; 64];
+    let n5 = encode_frame(&C, &h5, &[], &mut f).unwrap();
+    assert_eq!(t.on_frame(&C, &f[..n5]), TargetRecv::Ok);
+    assert_eq!(t.on_frame(&C, &f[..n5]), TargetRecv::Ok);
+    let n = t.poll_send(&C, &mut b).unwrap().unwrap();
+    let (h, _) = decode_frame(&C, &b[..n]).unwrap();
+    assert_eq!((h.kind, h.seq, h.count), (Kind::Nak, 4, NAK_GAP));
+    assert_eq!(t.stats().naks, 2);
+}
+
+#[test]
+fn rejected_lock_with_full_log_rejects_then_grants() {
+    let mut s = source(Mode::Speculative, Completion::Async, 256, 4);
+    // Log: 18 pages = 73 KiB, i.e. two 32 KiB writes.
+    let mut t = target(18);
+    handshake(&mut s, &mut t);
+    assert_eq!(t.local_lock(0, 64), LocalLock::Granted);
+    for i in 0..4u64 {
+        assert!(matches!(
+            write(&mut s, i * 64, 64, i as u8),
+            Submit::Accepted(_)
+        ));
+    }
+    let mut buf = vec![0u8; 65536];
+    let mut rejected = false;
+    while let Some(v) = s.peek_send() {
+        let n = s.read_frame(v.seq, &mut buf).unwrap();
+        s.advance_send();
+        assert_eq!(t.on_frame(&C, &buf[..n]), TargetRecv::Ok);
+        apply_all(&mut t);
+        for h in drain_tgt(&mut t, &mut s) {
+            if h.kind == Kind::LockRejected {
+                assert_eq!(h.sector, 0);
+                rejected = true;
+            }
+        }
+    }
+    assert!(
+        rejected,
+        "full log with a rejected region must send LOCK_REJECTED"
+    );
+    assert!(s.is_held());
+    assert!(s.peek_send().is_none());
+    // A new local locker of the rejected region must wait.
+    assert_eq!(t.local_lock(0, 8), LocalLock::WouldBlock);
+    t.local_unlock(0, 64);
+    let ctl = drain_tgt(&mut t, &mut s);
+    assert!(ctl
+        .iter()
+        .any(|h| h.kind == Kind::LockGranted && h.sector == 0));
+    assert!(!s.is_held());
+    // Everything now flows and drains.
+    for _ in 0..10 {
+        drain_src(&mut s, &mut t);
+        apply_all(&mut t);
+        drain_tgt(&mut t, &mut s);
+    }
+    assert!(s.ring().is_empty());
+    assert!(t.commit_log().is_empty());
+}
+
+#[test]
+fn target_refuses_writes_past_device_end() {
+    let mut s = source(Mode::Speculative, Completion::Async, 64, 4);
+    let mut t = target(64);
+    handshake(&mut s, &mut t);
+    let mut h = Header::new(Kind::Discard);
+    h.seq = 1;
+    h.sector = DEV - 4;
+    h.count = 8;
+    let mut f = [0u8; 64];
+    let n = encode_frame(&C, &h, &[], &mut f).unwrap();
+    assert!(matches!(t.on_frame(&C, &f[..n]), TargetRecv::Disconnect(_)));
+}
+
+#[test]
+fn reconnect_resumes_from_last_applied() {
+    let mut s = source(Mode::Speculative, Completion::Async, 64, 4);
+    let mut t = target(64);
+    handshake(&mut s, &mut t);
+    for i in 0..3 {
+        write(&mut s, i * 8, 8, 1);
+    }
+    drain_src(&mut s, &mut t);
+    apply_all(&mut t);
+    // Connection lost before the ACK went out.
+    s.on_disconnect();
+    t.on_disconnect();
+    write(&mut s, 100, 8, 2);
+    handshake(&mut s, &mut t);
+    assert_eq!(s.acked_seq(), 4);
+    assert!(s.stats().reconnects == 1);
+    let sent = drain_src(&mut s, &mut t);
+    assert_eq!(sent.iter().map(|h| h.seq).collect::<Vec<_>>(), [5, 6]);
+    apply_all(&mut t);
+    drain_tgt(&mut t, &mut s);
+    assert!(s.ring().is_empty());
+}
+
+#[test]
+fn new_generation_is_adopted_only_when_the_log_is_empty() {
+    let mut s = source(Mode::Speculative, Completion::Async, 64, 4);
+    let mut t = target(64);
+    handshake(&mut s, &mut t);
+    write(&mut s, 0, 8, 1);
+    drain_src(&mut s, &mut t);
+    // A new source (restarted: new generation, ring from seq 1) while the
+    // target still holds unapplied records: refused as busy.
+    let mut s2 = Source::new(
+        SourceConfig {
+            region_sectors: REGION,
+            mode: Mode::Speculative,
+            completion: Completion::Async,
+            dev_sectors: DEV,
+            generation: 10,
+        },
+        VecPages::new(64),
+        1,
+        vec![HotSlot::default(); 4],
+        vec![InflightSlot::default(); 8],
+    )
+    .unwrap();
+    let h = s2.start_handshake();
+    assert_eq!(t.on_hello(&h), Err(Refusal::Busy));
+    apply_all(&mut t);
+    // Drained: the new generation starts after the new source's base.
+    let h = s2.start_handshake();
+    assert_eq!(t.on_hello(&h), Ok(()));
+    assert_eq!(t.generation(), 10);
+    assert_eq!(t.applied_seq(), 0);
+    let mut b = [0u8; 256];
+    let n = t.poll_send(&C, &mut b).unwrap().unwrap();
+    let SourceRecv::HelloReply(r) = s2.on_frame(&C, &b[..n]) else {
+        panic!()
+    };
+    s2.on_hello_reply(&r).unwrap();
+    write(&mut s2, 0, 8, 2);
+    assert_eq!(drain_src(&mut s2, &mut t).len(), 2);
+    assert_eq!(apply_all(&mut t), [2]);
+}
