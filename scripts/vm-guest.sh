@@ -3,6 +3,7 @@
 # status and the kernel log into the shared directory $1.
 out=$1
 export DM_DISABLE_UDEV=1
+. "$out/env"
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
 mkdir -p /dev/mapper
