@@ -9,7 +9,7 @@ set -euo pipefail
 kdir=${1:?usage: $0 KDIR}
 ksrc=$(readlink -f "$kdir/source" 2>/dev/null || echo "$kdir")
 dst="$ksrc/tools/testing/selftests/dm-specmirror"
-inst="$DMSM_CACHE/kselftest"
+inst=$(dmsm_ksft_dir)
 mkdir -p "$dst"
 rsync -a --delete "$DMSM_REPO/selftests/" "$dst/"
 rm -rf "$inst"

@@ -28,3 +28,9 @@ dmsm_kdir() { # kind -> build directory of that kind (may not exist yet)
 	ver=$(dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null || echo unknown)
 	echo "$DMSM_CACHE/build/$kind-$ver-$(dmsm_build_key "$kind")"
 }
+
+# Where this checkout's kselftest install goes: one per checkout, so a CI
+# clone and a working tree on the same machine do not overwrite each other.
+dmsm_ksft_dir() {
+	echo "$DMSM_CACHE/kselftest-$(printf '%s' "$DMSM_REPO" | sha256sum | cut -c1-8)"
+}

@@ -3,5 +3,5 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 export DMSM_MODULE=${DMSM_MODULE:-$DMSM_REPO/dm-specmirror.ko}
-cd "$DMSM_CACHE/kselftest" || exit 1
+cd "$(dmsm_ksft_dir)" || exit 1
 ./run_kselftest.sh ${DMSM_TESTS:+$(for t in $DMSM_TESTS; do printf -- '-t dm-specmirror:%s ' "$t"; done)}
