@@ -1,9 +1,13 @@
 //! Target-side commit log: received records, in seq order, until applied.
 //!
 //! Records are stored like in the rollback ring (header + payload back to
-//! back over caller pages); each stored header's reserved byte holds the
-//! record's state (pending, issued, done, failed), so no side table and no
-//! allocation is needed.
+//! back over caller pages). The first [`SCAN_LIMIT`] records from the head
+//! (the issue window) are also kept decoded, with their state (pending,
+//! issued, done, failed), in a fixed array inside the log: every record in
+//! flight lies in that window, so `next_to_issue` costs O(window) cheap
+//! steps and `complete` O(1), whatever the log's length; each stored
+//! header is decoded once, when its record enters the window. No
+//! allocation.
 //!
 //! Ordering rules enforced by [`CommitLog::next_to_issue`] (DESIGN I2, I4):
 //! - Data records (WRITE, DISCARD, WRITE_ZEROES) of one flush epoch may be
@@ -24,7 +28,7 @@
 //! what the target acknowledges.
 
 use super::pages::{advance, capacity, read_at, write_at, Pages, Spans};
-use super::record::{decode_header, Header, Kind, FLAG_PREFLUSH, HEADER_LEN, OFF_RESERVED};
+use super::record::{decode_header, Header, Kind, FLAG_PREFLUSH, HEADER_LEN};
 
 /// Why a record was not accepted by [`CommitLog::push`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +70,8 @@ impl IssueView {
     }
 }
 
-// Per-record state, kept in the stored header's reserved byte.
+// Per-record state, kept in the issue window (records past the window are
+// all pending: nothing is issued outside it).
 const PENDING: u8 = 0;
 const ISSUED: u8 = 1;
 const DONE: u8 = 2;
@@ -74,27 +79,61 @@ const FAILED: u8 = 3;
 
 /// Default bound on records handed out and not yet completed.
 pub const DEFAULT_MAX_INFLIGHT: usize = 64;
-/// How many records past the head `next_to_issue` looks at; bounds its
-/// cost when the head is stuck behind a slow I/O.
+/// How many records past the head `next_to_issue` looks at (the issue
+/// window); bounds its cost when the head is stuck behind a slow I/O.
+/// Every record in flight lies inside this window.
 pub const SCAN_LIMIT: usize = 128;
 
-/// One stored record as read back during a walk.
+/// One record of the issue window: its header fields (the seq follows from
+/// the window position), where it is stored and its state.
 #[derive(Clone, Copy)]
-struct Slot {
-    header: Header,
-    state: u8,
+struct Entry {
     pos: usize,
-    len: usize,
+    sector: u64,
+    count: u32,
+    len: u32,
+    flags: u16,
+    kind: Kind,
+    state: u8,
 }
 
-fn is_barrier(h: &Header) -> bool {
-    h.kind == Kind::Flush || h.flags & FLAG_PREFLUSH != 0
-}
+impl Entry {
+    const EMPTY: Entry = Entry {
+        pos: 0,
+        sector: 0,
+        count: 0,
+        len: 0,
+        flags: 0,
+        kind: Kind::Write,
+        state: PENDING,
+    };
 
-fn overlaps(a: &Header, b: &Header) -> bool {
-    let a_end = a.sector.saturating_add(u64::from(a.count));
-    let b_end = b.sector.saturating_add(u64::from(b.count));
-    a.sector < b_end && b.sector < a_end
+    fn header(&self, seq: u64) -> Header {
+        Header {
+            kind: self.kind,
+            flags: self.flags,
+            seq,
+            sector: self.sector,
+            count: self.count,
+            len: self.len,
+        }
+    }
+
+    fn frame_len(&self) -> usize {
+        HEADER_LEN.saturating_add(self.len as usize)
+    }
+
+    fn is_barrier(&self) -> bool {
+        self.kind == Kind::Flush || self.flags & FLAG_PREFLUSH != 0
+    }
+
+    /// An unfinished data record: later overlapping data waits for it.
+    fn holds(&self, sector: u64, end: u64) -> bool {
+        self.state != DONE
+            && self.kind.is_data()
+            && self.sector < end
+            && sector < self.sector.saturating_add(u64::from(self.count))
+    }
 }
 
 /// Target commit log over caller pages; see the module docs.
@@ -108,6 +147,13 @@ pub struct CommitLog<P: Pages> {
     next_seq: u64,
     inflight: usize,
     max_inflight: usize,
+    /// Issue window: the first `win_len` records from the head, decoded
+    /// once when they enter it; `win[win_head]` is record `head_seq`.
+    win: [Entry; SCAN_LIMIT],
+    win_head: usize,
+    win_len: usize,
+    /// Byte position of the first record past the window.
+    win_next: usize,
 }
 
 impl<P: Pages> CommitLog<P> {
@@ -123,6 +169,10 @@ impl<P: Pages> CommitLog<P> {
             next_seq: first_seq,
             inflight: 0,
             max_inflight: DEFAULT_MAX_INFLIGHT,
+            win: [Entry::EMPTY; SCAN_LIMIT],
+            win_head: 0,
+            win_len: 0,
+            win_next: 0,
         }
     }
 
@@ -131,7 +181,8 @@ impl<P: Pages> CommitLog<P> {
         &self.pages
     }
 
-    /// Caps records in flight (at least 1).
+    /// Caps records in flight (at least 1; the issue window,
+    /// [`SCAN_LIMIT`] records, bounds it as well).
     pub fn set_max_inflight(&mut self, n: usize) {
         self.max_inflight = n.max(1);
     }
@@ -145,6 +196,9 @@ impl<P: Pages> CommitLog<P> {
         self.head_seq = next_seq;
         self.next_seq = next_seq;
         self.inflight = 0;
+        self.win_head = 0;
+        self.win_len = 0;
+        self.win_next = 0;
     }
 
     /// Total bytes of storage.
@@ -217,7 +271,7 @@ impl<P: Pages> CommitLog<P> {
         let after = self.next_seq.checked_add(1).ok_or(CommitError::Full)?;
         let tail = advance(self.head, self.used, self.cap);
         let mut hb = [0u8; HEADER_LEN];
-        hdr.encode(&mut hb); // reserved byte = PENDING
+        hdr.encode(&mut hb);
         let pos = write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| CommitError::Full)?;
         write_at(&mut self.pages, self.cap, pos, payload).map_err(|()| CommitError::Full)?;
         self.used += frame;
@@ -226,115 +280,146 @@ impl<P: Pages> CommitLog<P> {
         Ok(())
     }
 
-    fn slot_at(&self, pos: usize) -> Option<Slot> {
+    /// Decodes the stored header at byte position `pos`.
+    fn header_at(&self, pos: usize) -> Option<Header> {
         let mut hb = [0u8; HEADER_LEN];
         read_at(&self.pages, self.cap, pos, &mut hb).ok()?;
-        let state = hb.get(OFF_RESERVED).copied()?;
-        // The state byte is ours; the codec wants the reserved bytes zero.
-        if let Some(b) = hb.get_mut(OFF_RESERVED) {
-            *b = 0;
+        decode_header(&hb).ok().map(|(h, _)| h)
+    }
+
+    fn win_idx(&self, i: usize) -> usize {
+        (self.win_head + i) % SCAN_LIMIT
+    }
+
+    /// Window entry `i` (record `head_seq + i`), if inside the window.
+    fn entry(&self, i: usize) -> Option<&Entry> {
+        if i >= self.win_len {
+            return None;
         }
-        let (header, _) = decode_header(&hb).ok()?;
-        Some(Slot {
-            header,
-            state,
-            pos,
-            len: header.frame_len(),
-        })
+        self.win.get(self.win_idx(i))
     }
 
-    fn set_state(&mut self, pos: usize, state: u8) {
-        let p = advance(pos, OFF_RESERVED, self.cap);
-        // Cannot fail for a position we read a slot from.
-        let _ = write_at(&mut self.pages, self.cap, p, &[state]);
+    fn entry_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        if i >= self.win_len {
+            return None;
+        }
+        let k = self.win_idx(i);
+        self.win.get_mut(k)
     }
 
-    /// Walks the stored records from the head: `f(seq, slot)` returns
-    /// false to stop. At most `limit` records are visited.
-    fn walk(&self, limit: usize, mut f: impl FnMut(u64, &Slot) -> bool) {
-        let mut pos = self.head;
-        // The bounded range goes first: zip then never asks the open range
-        // for a successor past the last record (no overflow near u64::MAX).
-        for (_, seq) in (0..self.records.min(limit)).zip(self.head_seq..) {
-            let Some(slot) = self.slot_at(pos) else {
+    /// Window index of `seq`, if it is inside the window.
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        let d = seq.checked_sub(self.head_seq)?;
+        if d < self.win_len as u64 {
+            Some(d as usize)
+        } else {
+            None
+        }
+    }
+
+    /// Extends the window over stored records (one header decode per
+    /// record over its whole life in the log).
+    fn fill(&mut self) {
+        while self.win_len < SCAN_LIMIT && self.win_len < self.records {
+            let pos = self.win_next;
+            let Some(h) = self.header_at(pos) else {
                 return;
             };
-            if !f(seq, &slot) {
+            let e = Entry {
+                pos,
+                sector: h.sector,
+                count: h.count,
+                len: h.len,
+                flags: h.flags,
+                kind: h.kind,
+                state: PENDING,
+            };
+            let k = self.win_idx(self.win_len);
+            let Some(slot) = self.win.get_mut(k) else {
                 return;
-            }
-            pos = advance(pos, slot.len, self.cap);
+            };
+            *slot = e;
+            self.win_len += 1;
+            self.win_next = advance(pos, e.frame_len(), self.cap);
         }
     }
 
-    /// True if an unfinished data record before `seq` overlaps `h`.
-    fn blocked_by_overlap(&self, seq: u64, h: &Header) -> bool {
-        let mut hit = false;
-        self.walk(usize::MAX, |s, slot| {
-            if s >= seq {
-                return false;
-            }
-            if slot.state != DONE && slot.header.kind.is_data() && overlaps(&slot.header, h) {
-                hit = true;
-                return false;
-            }
-            true
-        });
-        hit
+    /// True if an unfinished data record before window entry `i` overlaps
+    /// `[sector, end)`. Walks back from `i`: a conflict with a close
+    /// predecessor (the usual case for overlapping writes) ends it early.
+    fn blocked(&self, i: usize, sector: u64, end: u64) -> bool {
+        (0..i)
+            .rev()
+            .any(|j| self.entry(j).is_some_and(|e| e.holds(sector, end)))
     }
 
     /// Hands out the next record that may start now under the ordering
     /// rules (module docs) and marks it issued; `None` if nothing may.
     pub fn next_to_issue(&mut self) -> Option<IssueView> {
+        self.next_to_issue_if(|_| true)
+    }
+
+    /// Like [`CommitLog::next_to_issue`], but only hands out a record for
+    /// which `ok(header)` holds. A record the caller turns down stays
+    /// pending and keeps blocking what it blocks (a barrier everything
+    /// after it, a data record later overlapping data); LOCK / UNLOCK turned
+    /// down keep their turn and never block data. `ok` is asked only about
+    /// records the ordering rules would let start now, at most once per
+    /// record per call. Cost: O([`SCAN_LIMIT`]) cheap steps, no header
+    /// decoding beyond records entering the window.
+    pub fn next_to_issue_if(&mut self, mut ok: impl FnMut(&Header) -> bool) -> Option<IssueView> {
         if self.inflight >= self.max_inflight {
             return None;
         }
-        let head_seq = self.head_seq;
-        let mut found: Option<(u64, Slot)> = None;
-        // Unfinished data records seen so far; while zero, the (quadratic)
-        // overlap walk is skipped: the common in-order case stays linear.
-        let mut unfinished_data = 0usize;
-        self.walk(SCAN_LIMIT, |seq, slot| {
-            let h = &slot.header;
-            match slot.state {
-                DONE => true,
+        self.fill();
+        let mut found = None;
+        for i in 0..self.win_len {
+            let Some(e) = self.entry(i).copied() else {
+                break;
+            };
+            let seq = self.head_seq.checked_add(i as u64)?;
+            match e.state {
+                DONE => continue,
                 ISSUED | FAILED => {
-                    if h.kind.is_data() {
-                        unfinished_data += 1;
-                    }
                     // Nothing passes an unfinished barrier.
-                    !is_barrier(h)
-                }
-                _ if is_barrier(h) => {
-                    if seq == head_seq {
-                        found = Some((seq, *slot));
+                    if e.is_barrier() {
+                        return None;
                     }
-                    false
+                    continue;
                 }
-                _ if !h.kind.is_data() => {
-                    // LOCK / UNLOCK: strictly in order, never blocking.
-                    if seq == head_seq {
-                        found = Some((seq, *slot));
-                        return false;
-                    }
-                    true
-                }
-                _ => {
-                    if unfinished_data == 0 || !self.blocked_by_overlap(seq, h) {
-                        found = Some((seq, *slot));
-                        return false;
-                    }
-                    unfinished_data += 1;
-                    true
-                }
+                _ => {}
             }
-        });
-        let (seq, slot) = found?;
-        self.set_state(slot.pos, ISSUED);
+            if e.is_barrier() {
+                // Starts only once every earlier record is done (it is
+                // then the head); nothing after it starts before it.
+                if i == 0 && ok(&e.header(seq)) {
+                    found = Some((i, seq, e));
+                }
+                break;
+            }
+            if !e.kind.is_data() {
+                // LOCK / UNLOCK: strictly in order, never blocking.
+                if i == 0 && ok(&e.header(seq)) {
+                    found = Some((i, seq, e));
+                    break;
+                }
+                continue;
+            }
+            let end = e.sector.saturating_add(u64::from(e.count));
+            if !self.blocked(i, e.sector, end) && ok(&e.header(seq)) {
+                found = Some((i, seq, e));
+                break;
+            }
+        }
+        let (i, seq, e) = found?;
+        if let Some(m) = self.entry_mut(i) {
+            m.state = ISSUED;
+        }
         self.inflight += 1;
         Some(IssueView {
             seq,
-            header: slot.header,
-            payload_start: advance(slot.pos, HEADER_LEN, self.cap),
+            header: e.header(seq),
+            payload_start: advance(e.pos, HEADER_LEN, self.cap),
             cap: self.cap,
         })
     }
@@ -342,57 +427,69 @@ impl<P: Pages> CommitLog<P> {
     /// Reports the end of an issued record. `ok == false` keeps it (state
     /// failed) for [`CommitLog::reissue_failed`]. Frees applied records
     /// from the head. Returns false if `seq` was not an issued record.
+    /// O(1) plus the records freed.
     pub fn complete(&mut self, seq: u64, ok: bool) -> bool {
-        let mut target = None;
-        self.walk(usize::MAX, |s, slot| {
-            if s == seq {
-                target = Some(*slot);
-                return false;
-            }
-            s < seq
-        });
-        let Some(slot) = target else {
+        let Some(i) = self.index_of(seq) else {
             return false;
         };
-        if slot.state != ISSUED {
+        let Some(e) = self.entry_mut(i) else {
+            return false;
+        };
+        if e.state != ISSUED {
             return false;
         }
-        self.set_state(slot.pos, if ok { DONE } else { FAILED });
+        e.state = if ok { DONE } else { FAILED };
         self.inflight = self.inflight.saturating_sub(1);
         self.free_done();
         true
     }
 
     fn free_done(&mut self) {
-        while self.records > 0 {
-            let Some(slot) = self.slot_at(self.head) else {
-                return;
-            };
-            if slot.state != DONE {
+        while let Some(e) = self.entry(0).copied() {
+            if e.state != DONE {
                 return;
             }
-            self.head = advance(self.head, slot.len, self.cap);
-            self.used -= slot.len;
-            self.records -= 1;
+            let len = e.frame_len();
+            self.head = advance(self.head, len, self.cap);
+            self.used = self.used.saturating_sub(len);
+            self.records = self.records.saturating_sub(1);
             self.head_seq += 1;
+            self.win_head = (self.win_head + 1) % SCAN_LIMIT;
+            self.win_len -= 1;
         }
     }
 
     /// Makes every failed record pending again; returns how many.
+    /// O([`SCAN_LIMIT`]).
     pub fn reissue_failed(&mut self) -> usize {
         let mut n = 0;
-        let mut pos = self.head;
-        for _ in 0..self.records {
-            let Some(slot) = self.slot_at(pos) else {
-                break;
-            };
-            if slot.state == FAILED {
-                self.set_state(pos, PENDING);
-                n += 1;
+        for i in 0..self.win_len {
+            if let Some(e) = self.entry_mut(i) {
+                if e.state == FAILED {
+                    e.state = PENDING;
+                    n += 1;
+                }
             }
-            pos = advance(pos, slot.len, self.cap);
         }
         n
+    }
+
+    /// Byte position of held record `head_seq + i` (`i <= records`; the
+    /// position after the last record for `i == records`). Records past
+    /// the window are found by walking their headers.
+    fn pos_of(&self, i: usize) -> Option<usize> {
+        if let Some(e) = self.entry(i) {
+            return Some(e.pos);
+        }
+        if i > self.records || i < self.win_len {
+            return None;
+        }
+        let mut pos = self.win_next;
+        for _ in self.win_len..i {
+            let h = self.header_at(pos)?;
+            pos = advance(pos, h.frame_len(), self.cap);
+        }
+        Some(pos)
     }
 
     /// Discards the records from `seq` on that were never issued (used
@@ -402,66 +499,80 @@ impl<P: Pages> CommitLog<P> {
     /// new `next_seq()`, the seq the source has to resend from.
     pub fn drop_from(&mut self, seq: u64) -> u64 {
         let mut cut = seq.max(self.head_seq);
-        self.walk(usize::MAX, |s, slot| {
-            if slot.state != PENDING && s >= cut {
+        for i in 0..self.win_len {
+            let Some(e) = self.entry(i) else {
+                break;
+            };
+            let s = self.head_seq + i as u64;
+            if e.state != PENDING && s >= cut {
                 cut = s + 1;
             }
-            true
-        });
+        }
         if cut >= self.next_seq {
             return self.next_seq;
         }
-        let mut bytes = 0usize;
-        self.walk(usize::MAX, |s, slot| {
-            if s >= cut {
-                return false;
-            }
-            bytes += slot.len;
-            true
-        });
         // cut lies in [head_seq, next_seq), so the difference fits.
-        self.records = (cut - self.head_seq) as usize;
+        let keep = (cut - self.head_seq) as usize;
+        let Some(pos) = self.pos_of(keep) else {
+            return self.next_seq;
+        };
+        // Fewer than all records stay, so they fill less than the ring.
+        let bytes = if pos >= self.head {
+            pos - self.head
+        } else {
+            self.cap - self.head + pos
+        };
+        self.records = keep;
         self.used = bytes;
         self.next_seq = cut;
+        if keep <= self.win_len {
+            self.win_len = keep;
+            self.win_next = pos;
+        }
         cut
     }
 
     /// True if an unapplied data record touches `[sector, sector+count)`:
     /// a read there must wait (reads take a lock, never speculatively).
+    /// Walks every held record past the window (O(log length)).
     pub fn pending_in_range(&self, sector: u64, count: u64) -> bool {
         let end = sector.saturating_add(count);
-        let mut hit = false;
-        self.walk(usize::MAX, |_, slot| {
-            let h = &slot.header;
-            if h.kind.is_data() && slot.state != DONE {
-                let h_end = h.sector.saturating_add(u64::from(h.count));
-                if h.sector < end && sector < h_end {
-                    hit = true;
-                    return false;
-                }
+        if (0..self.win_len).any(|i| self.entry(i).is_some_and(|e| e.holds(sector, end))) {
+            return true;
+        }
+        let mut pos = self.win_next;
+        for _ in self.win_len..self.records {
+            let Some(h) = self.header_at(pos) else {
+                return false;
+            };
+            if h.kind.is_data()
+                && h.sector < end
+                && sector < h.sector.saturating_add(u64::from(h.count))
+            {
+                return true;
             }
-            true
-        });
-        hit
+            pos = advance(pos, h.frame_len(), self.cap);
+        }
+        false
     }
 
     /// Copies the payload of held record `seq` into `out`; returns its
     /// length, `None` if not held or `out` is too small.
     pub fn read_payload(&self, seq: u64, out: &mut [u8]) -> Option<usize> {
-        let mut found = None;
-        self.walk(usize::MAX, |s, slot| {
-            if s == seq {
-                found = Some(*slot);
-            }
-            s < seq
-        });
-        let slot = found?;
-        let len = slot.header.len as usize;
+        let i = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        if i >= self.records {
+            return None;
+        }
+        let pos = self.pos_of(i)?;
+        let len = match self.entry(i) {
+            Some(e) => e.len as usize,
+            None => self.header_at(pos)?.len as usize,
+        };
         let dst = out.get_mut(..len)?;
         read_at(
             &self.pages,
             self.cap,
-            advance(slot.pos, HEADER_LEN, self.cap),
+            advance(pos, HEADER_LEN, self.cap),
             dst,
         )
         .ok()?;

@@ -161,6 +161,14 @@ impl<S: DerefMut<Target = [LockSlot]>> LockTable<S> {
         self.find(region).is_some_and(|s| s.rejected)
     }
 
+    /// True if a local user holds any region in `first..=last`. One pass
+    /// over the slots, whatever the width of the range.
+    pub fn any_local(&self, first: u64, last: u64) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.local > 0 && first <= s.region && s.region <= last)
+    }
+
     /// Local holders of `region`.
     pub fn local_count(&self, region: u64) -> u32 {
         self.find(region).map_or(0, |s| s.local)

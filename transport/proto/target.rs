@@ -102,7 +102,8 @@ pub struct TargetStats {
     pub busy: u64,
     /// Device I/O failures reported (retried later).
     pub io_errors: u64,
-    /// Data records held back because a local user held their region.
+    /// Times a data record that could otherwise start was held back by
+    /// [`Target::poll_issue`] because a local user held its region.
     pub local_waits: u64,
     /// Handshakes after the first.
     pub reconnects: u64,
@@ -158,6 +159,20 @@ pub struct Target<P: Pages, L: DerefMut<Target = [LockSlot]>> {
     urgent: bool,
     failed: u64,
     stats: TargetStats,
+}
+
+/// True if no local user holds a region `h` (a data record) touches.
+fn regions_free_of_local<L: DerefMut<Target = [LockSlot]>>(
+    locks: &LockTable<L>,
+    shift: u32,
+    h: &Header,
+) -> bool {
+    if !h.kind.is_data() || h.count == 0 {
+        return true;
+    }
+    let first = h.sector >> shift;
+    let last = h.sector.saturating_add(u64::from(h.count) - 1) >> shift;
+    !locks.any_local(first, last)
 }
 
 impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
@@ -371,11 +386,8 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
                 }
             },
             Kind::Unlock => {
-                if self.locks.is_rejected(h.sector) {
-                    // The source gave up a region it never got: a LOCK
-                    // parked for it may pass now.
-                    self.log.reissue_failed();
-                }
+                // The source may give up a region it never got: a LOCK
+                // held back for it may pass now (next poll_issue).
                 self.locks.stream_unlock(h.sector);
                 self.forget_rejected(h.sector);
             }
@@ -475,47 +487,40 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
         self.connected
     }
 
-    fn regions_free_of_local(&self, h: &Header) -> bool {
-        if !h.kind.is_data() || h.count == 0 {
-            return true;
-        }
-        let first = h.sector >> self.shift;
-        let last = h.sector.saturating_add(u64::from(h.count) - 1) >> self.shift;
-        let mut r = first;
-        loop {
-            if self.locks.local_count(r) > 0 {
-                return false;
-            }
-            if r >= last {
-                return true;
-            }
-            r += 1;
-        }
-    }
-
     /// The next device operation to start: a data record (WRITE with its
-    /// payload from [`IssueView::chunks`] or [`Target::read_payload`],
-    /// DISCARD, WRITE_ZEROES; honour FLAG_FUA, and FLAG_PREFLUSH by
-    /// flushing first) or a FLUSH. Report its end with [`Target::io_done`].
+    /// payload from [`IssueView::chunks`] over [`Target::pages`] (zero-copy)
+    /// or [`Target::read_payload`], DISCARD, WRITE_ZEROES; honour FLAG_FUA,
+    /// and FLAG_PREFLUSH by flushing first) or a FLUSH. Report its end with
+    /// [`Target::io_done`].
+    ///
+    /// Records that cannot start now are skipped and stay pending (they
+    /// keep blocking what they block): a data record whose region a local
+    /// user holds (until [`Target::local_unlock`]) and a LOCK whose region
+    /// is rejected (it counts as applied only once granted, so an ACK
+    /// covering it tells the source the grant happened). Poll again after
+    /// either changes.
     pub fn poll_issue(&mut self) -> Option<IssueView> {
         loop {
-            let v = self.log.next_to_issue()?;
-            match v.header.kind {
-                Kind::Lock if self.locks.is_rejected(v.header.sector) => {
-                    // A LOCK counts as applied only once granted, so an ACK
-                    // covering it tells the source the grant happened. Park
-                    // it; the grant (or an UNLOCK) makes it pending again.
-                    self.log.complete(v.seq, false);
+            let locks = &self.locks;
+            let shift = self.shift;
+            let mut waits = 0u64;
+            let v = self.log.next_to_issue_if(|h| match h.kind {
+                Kind::Lock => !locks.is_rejected(h.sector),
+                k if k.is_data() => {
+                    let free = regions_free_of_local(locks, shift, h);
+                    if !free {
+                        waits += 1;
+                    }
+                    free
                 }
+                _ => true,
+            });
+            self.stats.local_waits = self.stats.local_waits.saturating_add(waits);
+            let v = v?;
+            match v.header.kind {
                 Kind::Lock | Kind::Unlock => {
                     // Acted on at arrival; passes in order.
                     self.log.complete(v.seq, true);
-                }
-                k if k.is_data() && !self.regions_free_of_local(&v.header) => {
-                    // A local user holds the region: park the record as
-                    // failed; local_unlock makes it pending again.
-                    self.stats.local_waits = self.stats.local_waits.saturating_add(1);
-                    self.log.complete(v.seq, false);
                 }
                 _ => return Some(v),
             }
@@ -650,8 +655,8 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
     }
 
     /// Drops a local lock taken with [`Target::local_lock`]. Grants the
-    /// stream locks that were waiting for it (LOCK_GRANTED is queued) and
-    /// makes parked records pending again.
+    /// stream locks that were waiting for it (LOCK_GRANTED is queued); the
+    /// records held back for it start at the next [`Target::poll_issue`].
     pub fn local_unlock(&mut self, sector: u64, count: u64) {
         let Some((first, last)) = self.range(sector, count) else {
             return;
@@ -670,7 +675,6 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
                 });
             }
         }
-        self.log.reissue_failed();
     }
 
     fn range(&self, sector: u64, count: u64) -> Option<(u64, u64)> {
@@ -702,7 +706,14 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
         self.log.next_seq().saturating_sub(1)
     }
 
-    /// The commit log (read-only: usage, in-flight count).
+    /// The commit log's page storage: [`IssueView::chunks`] yields
+    /// `(page index, offset, len)` pieces of these pages, so the kernel
+    /// builds a WRITE bio from them without copying.
+    pub fn pages(&self) -> &P {
+        self.log.pages()
+    }
+
+    /// The commit log (read-only: usage, in-flight count, pages).
     pub fn commit_log(&self) -> &CommitLog<P> {
         &self.log
     }

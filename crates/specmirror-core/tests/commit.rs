@@ -382,3 +382,93 @@ fn seqs_near_u64_max_never_overflow() {
     assert_eq!(log.applied_upto(), u64::MAX - 1);
     assert!(!log.pending_in_range(u64::MAX - 1, u64::MAX));
 }
+
+#[test]
+fn filtered_issue_skips_without_parking() {
+    let mut log = CommitLog::new(VecPages::new(8), 1);
+    push(&mut log, rec(1, Kind::Write, 0, 8));
+    push(&mut log, rec(2, Kind::Write, 4, 8)); // overlaps 1
+    push(&mut log, rec(3, Kind::Write, 100, 8));
+    push(&mut log, rec(4, Kind::Lock, 7, 0));
+    // Turn down the record at sector 0: 2 stays blocked behind it, 3 passes.
+    let v = log.next_to_issue_if(|h| h.sector != 0).unwrap();
+    assert_eq!(v.seq, 3);
+    assert!(log.next_to_issue_if(|h| h.sector != 0).is_none());
+    assert_eq!(log.in_flight(), 1);
+    assert!(!log.complete(1, false), "1 was never issued");
+    assert_eq!(log.reissue_failed(), 0, "nothing parked as failed");
+    assert!(log.complete(3, true));
+    // Now accepted: 1, then 2 after it.
+    assert_eq!(issue_all(&mut log), vec![1]);
+    assert!(log.complete(1, true));
+    // The LOCK may only go once 2 is done; turned down it keeps its turn.
+    assert_eq!(issue_all(&mut log), vec![2]);
+    assert!(log.complete(2, true));
+    assert!(log.next_to_issue_if(|h| h.kind != Kind::Lock).is_none());
+    push(&mut log, rec(5, Kind::Write, 200, 8));
+    // A turned-down LOCK does not hold back later data.
+    let v = log.next_to_issue_if(|h| h.kind != Kind::Lock).unwrap();
+    assert_eq!(v.seq, 5);
+    assert!(log.complete(5, true));
+    assert_eq!(log.applied_upto(), 3, "4 still pending");
+    assert_eq!(issue_all(&mut log), vec![4]);
+    assert!(log.complete(4, true));
+    assert_eq!(log.applied_upto(), 5);
+    assert!(log.is_empty());
+}
+
+#[test]
+fn filtered_barrier_blocks_everything_after_it() {
+    let mut log = CommitLog::new(VecPages::new(4), 1);
+    push(&mut log, rec(1, Kind::Flush, 0, 0));
+    push(&mut log, rec(2, Kind::Write, 0, 8));
+    assert!(log.next_to_issue_if(|h| h.kind != Kind::Flush).is_none());
+    let mut pf = rec(3, Kind::Write, 50, 8);
+    pf.flags = FLAG_PREFLUSH;
+    push(&mut log, pf);
+    assert_eq!(issue_all(&mut log), vec![1]);
+    assert!(log.complete(1, true));
+    assert_eq!(issue_all(&mut log), vec![2]);
+    assert!(log.complete(2, true));
+    // The PREFLUSH write at the head, turned down: nothing else goes.
+    push(&mut log, rec(4, Kind::Write, 90, 8));
+    assert!(log.next_to_issue_if(|h| h.seq != 3).is_none());
+    assert_eq!(issue_all(&mut log), vec![3]);
+}
+
+#[test]
+fn issue_window_bounds_the_scan_and_completion() {
+    use specmirror_core::log::commit::SCAN_LIMIT;
+    // Many small records; the head record is held back by the filter, so
+    // at most SCAN_LIMIT - 1 others are considered.
+    let mut log = CommitLog::new(VecPages::new(64), 1);
+    log.set_max_inflight(usize::MAX);
+    let n = 1000u64;
+    for s in 1..=n {
+        push(&mut log, rec(s, Kind::Discard, s * 8, 8));
+    }
+    let mut got = Vec::new();
+    while let Some(v) = log.next_to_issue_if(|h| h.seq != 1) {
+        got.push(v.seq);
+    }
+    assert_eq!(got, (2..=SCAN_LIMIT as u64).collect::<Vec<_>>());
+    for &s in &got {
+        assert!(log.complete(s, true));
+    }
+    assert_eq!(log.applied_upto(), 0);
+    assert!(!log.complete(500, true), "never issued");
+    assert!(log.pending_in_range(8, 1) && log.pending_in_range(n * 8, 1));
+    let mut buf = [0u8; 8];
+    assert_eq!(log.read_payload(n, &mut buf), Some(0));
+    // Once the head goes, everything drains in order.
+    let mut all = issue_all(&mut log);
+    assert_eq!(all.first(), Some(&1));
+    while !all.is_empty() {
+        for s in all.drain(..) {
+            assert!(log.complete(s, true));
+        }
+        all = issue_all(&mut log);
+    }
+    assert!(log.is_empty());
+    assert_eq!(log.applied_upto(), n);
+}

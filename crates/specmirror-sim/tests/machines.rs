@@ -438,3 +438,41 @@ fn new_generation_is_adopted_only_when_the_log_is_empty() {
     assert_eq!(drain_src(&mut s2, &mut t).len(), 2);
     assert_eq!(apply_all(&mut t), [2]);
 }
+
+#[test]
+fn local_holder_skips_records_without_failing_them() {
+    let mut s = source(Mode::Speculative, Completion::Async, 256, 4);
+    let mut t = target(256);
+    handshake(&mut s, &mut t);
+    // Region 1 (sectors 64..128) is held locally; region 0 is free.
+    assert_eq!(t.local_lock(64, 8), LocalLock::Granted);
+    assert!(matches!(write(&mut s, 64, 8, 1), Submit::Accepted(_)));
+    assert!(matches!(write(&mut s, 0, 8, 2), Submit::Accepted(_)));
+    drain_src(&mut s, &mut t);
+    // The write to region 0 passes the held one; a device error on it
+    // leaves it failed.
+    let mut issued = Vec::new();
+    while let Some(v) = t.poll_issue() {
+        issued.push(v);
+    }
+    assert_eq!(issued.len(), 1, "only the write outside the local lock");
+    assert_eq!(issued[0].header.sector, 0);
+    assert!(t.io_done(issued[0].seq, &issued[0].header, false));
+    assert_eq!(t.failing(), 1);
+    // Polling again neither issues the held write nor the failed one.
+    assert!(t.poll_issue().is_none());
+    // The local unlock lets the held write start, but does not retry the
+    // failed device write early: that is the retry timer's job.
+    t.local_unlock(64, 8);
+    let v = t.poll_issue().expect("held write starts after the unlock");
+    assert_eq!(v.header.sector, 64);
+    assert!(t.io_done(v.seq, &v.header, true));
+    assert!(t.poll_issue().is_none(), "failed write waits for the retry");
+    assert_eq!(t.retry_failed(), 1);
+    let v = t.poll_issue().expect("retried");
+    assert_eq!(v.header.sector, 0);
+    assert!(t.io_done(v.seq, &v.header, true));
+    assert!(t.commit_log().is_empty());
+    // Zero-copy access: the pages the chunks refer to.
+    assert_eq!(t.pages().0.len(), 256);
+}
