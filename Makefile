@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 REPO := $(CURDIR)
 SEEDS ?= 2000
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 15
 # KDIR: a Rust-enabled 6.12+ build tree. Default: the cached debug build
 # (built on first use by scripts/build-kernel.sh, ~12 minutes).
 KDIR ?=

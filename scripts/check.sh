@@ -27,7 +27,7 @@ step() { # name cmd...
 step deps scripts/deps.sh || { echo "check: 0 passed, 1 failed"; exit 1; }
 step core-tests make -s test-core
 step simulator make -s sim SEEDS="${SEEDS:-2000}"
-step fuzz-smoke make -s fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+step fuzz-smoke make -s fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
 if step kernel scripts/build-kernel.sh debug &&
 	step module make -s module &&
 	step clippy make -s clippy; then
