@@ -7,7 +7,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use specmirror_core::log::locks::LockSlot;
-use specmirror_core::log::pages::{Pages, PAGE_SIZE};
 use specmirror_core::log::record::{
     decode_frame, encode_frame, frame_crc, Crc32c, Header, Hello, Kind, HEADER_LEN, MAGIC, VERSION,
 };
@@ -22,19 +21,7 @@ impl Crc32c for Crc {
     }
 }
 
-struct VecPages(Vec<Box<[u8; PAGE_SIZE]>>);
-
-impl Pages for VecPages {
-    fn page_count(&self) -> usize {
-        self.0.len()
-    }
-    fn page(&self, i: usize) -> Option<&[u8; PAGE_SIZE]> {
-        self.0.get(i).map(|b| &**b)
-    }
-    fn page_mut(&mut self, i: usize) -> Option<&mut [u8; PAGE_SIZE]> {
-        self.0.get_mut(i).map(|b| &mut **b)
-    }
-}
+use specmirror_core::vec_pages::VecPages;
 
 const DEV: u64 = 1 << 16;
 const REGION: u32 = 64;
@@ -66,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
     let c = Crc;
     let mut inp = Input(data);
     let log_pages = 2 + usize::from(inp.byte().unwrap_or(0) % 16);
-    let pages = VecPages((0..log_pages).map(|_| Box::new([0u8; PAGE_SIZE])).collect());
+    let pages = VecPages::new(log_pages);
     let cfg = TargetConfig {
         region_sectors: REGION,
         dev_sectors: DEV,

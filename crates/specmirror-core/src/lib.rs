@@ -12,3 +12,6 @@ pub mod transport;
 
 #[path = "../../../transport/table.rs"]
 pub mod table;
+
+#[cfg(feature = "vec-pages")]
+pub mod vec_pages;

@@ -42,7 +42,7 @@ fn gather(log: &CommitLog<VecPages>, v: &IssueView) -> Vec<u8> {
 
 #[test]
 fn flush_is_a_barrier_both_ways() {
-    let mut log = CommitLog::new(VecPages::new(4), 1);
+    let mut log = CommitLog::new(common::vec_pages(4), 1);
     push(&mut log, rec(1, Kind::Write, 0, 1));
     push(&mut log, rec(2, Kind::Write, 8, 1));
     push(&mut log, rec(3, Kind::Flush, 0, 0));
@@ -70,7 +70,7 @@ fn flush_is_a_barrier_both_ways() {
 
 #[test]
 fn preflush_write_is_a_barrier() {
-    let mut log = CommitLog::new(VecPages::new(4), 1);
+    let mut log = CommitLog::new(common::vec_pages(4), 1);
     push(&mut log, rec(1, Kind::Write, 0, 1));
     let mut h = rec(2, Kind::Write, 8, 1);
     h.flags = FLAG_PREFLUSH;
@@ -85,7 +85,7 @@ fn preflush_write_is_a_barrier() {
 
 #[test]
 fn overlapping_writes_keep_stream_order() {
-    let mut log = CommitLog::new(VecPages::new(4), 1);
+    let mut log = CommitLog::new(common::vec_pages(4), 1);
     push(&mut log, rec(1, Kind::Write, 0, 8));
     push(&mut log, rec(2, Kind::Write, 4, 8));
     push(&mut log, rec(3, Kind::Write, 100, 8));
@@ -101,7 +101,7 @@ fn overlapping_writes_keep_stream_order() {
 
 #[test]
 fn locks_pass_in_order_without_blocking_data() {
-    let mut log = CommitLog::new(VecPages::new(4), 1);
+    let mut log = CommitLog::new(common::vec_pages(4), 1);
     push(&mut log, rec(1, Kind::Write, 0, 1));
     push(&mut log, rec(2, Kind::Unlock, 0, 0));
     push(&mut log, rec(3, Kind::Lock, 5, 0));
@@ -118,7 +118,7 @@ fn locks_pass_in_order_without_blocking_data() {
 
 #[test]
 fn failures_are_reissued() {
-    let mut log = CommitLog::new(VecPages::new(4), 1);
+    let mut log = CommitLog::new(common::vec_pages(4), 1);
     push(&mut log, rec(1, Kind::Write, 0, 1));
     push(&mut log, rec(2, Kind::Write, 0, 1));
     assert_eq!(issue_all(&mut log), vec![1]);
@@ -137,7 +137,7 @@ fn failures_are_reissued() {
 
 #[test]
 fn push_errors_and_capacity() {
-    let mut log = CommitLog::new(VecPages::new(1), 5);
+    let mut log = CommitLog::new(common::vec_pages(1), 5);
     let h = rec(5, Kind::Write, 0, 1);
     assert_eq!(log.push(&h, &[0; 100]), Err(CommitError::BadLength));
     assert_eq!(
@@ -177,7 +177,7 @@ fn push_errors_and_capacity() {
 
 #[test]
 fn drop_from_keeps_issued_records() {
-    let mut log = CommitLog::new(VecPages::new(4), 1);
+    let mut log = CommitLog::new(common::vec_pages(4), 1);
     for s in 1..=6 {
         push(&mut log, rec(s, Kind::Write, s * 8, 1));
     }
@@ -250,7 +250,7 @@ proptest! {
     fn executor_respects_ordering_and_reaches_sequential_image(
         evs in prop::collection::vec(arb_ev(), 1..300), inflight in 1usize..8,
     ) {
-        let mut log = CommitLog::new(VecPages::new(3), 1);
+        let mut log = CommitLog::new(common::vec_pages(3), 1);
         log.set_max_inflight(inflight);
         let mut recs: Vec<(Header, St)> = Vec::new(); // index = seq - 1
         let mut disk = vec![0u64; 72]; // sector -> seq that last wrote it
@@ -369,7 +369,7 @@ proptest! {
 
 #[test]
 fn seqs_near_u64_max_never_overflow() {
-    let mut log = CommitLog::new(VecPages::new(1), u64::MAX - 1);
+    let mut log = CommitLog::new(common::vec_pages(1), u64::MAX - 1);
     push(&mut log, rec(u64::MAX - 1, Kind::Flush, 0, 0));
     assert_eq!(
         log.push(&rec(u64::MAX, Kind::Flush, 0, 0), &[]),
@@ -385,7 +385,7 @@ fn seqs_near_u64_max_never_overflow() {
 
 #[test]
 fn filtered_issue_skips_without_parking() {
-    let mut log = CommitLog::new(VecPages::new(8), 1);
+    let mut log = CommitLog::new(common::vec_pages(8), 1);
     push(&mut log, rec(1, Kind::Write, 0, 8));
     push(&mut log, rec(2, Kind::Write, 4, 8)); // overlaps 1
     push(&mut log, rec(3, Kind::Write, 100, 8));
@@ -419,7 +419,7 @@ fn filtered_issue_skips_without_parking() {
 
 #[test]
 fn filtered_barrier_blocks_everything_after_it() {
-    let mut log = CommitLog::new(VecPages::new(4), 1);
+    let mut log = CommitLog::new(common::vec_pages(4), 1);
     push(&mut log, rec(1, Kind::Flush, 0, 0));
     push(&mut log, rec(2, Kind::Write, 0, 8));
     assert!(log.next_to_issue_if(|h| h.kind != Kind::Flush).is_none());
@@ -441,7 +441,7 @@ fn issue_window_bounds_the_scan_and_completion() {
     use specmirror_core::log::commit::SCAN_LIMIT;
     // Many small records; the head record is held back by the filter, so
     // at most SCAN_LIMIT - 1 others are considered.
-    let mut log = CommitLog::new(VecPages::new(64), 1);
+    let mut log = CommitLog::new(common::vec_pages(64), 1);
     log.set_max_inflight(usize::MAX);
     let n = 1000u64;
     for s in 1..=n {

@@ -44,7 +44,7 @@ fn run(
     mut sector: impl FnMut(&mut Lcg) -> u64,
     pick: impl Fn(&mut Lcg, usize) -> usize,
 ) -> f64 {
-    let mut log = CommitLog::new(VecPages::new(LOG_PAGES), 1);
+    let mut log = CommitLog::new(common::vec_pages(LOG_PAGES), 1);
     let data = vec![0x5Au8; 4096];
     let mut rng = Lcg(42);
     let mut next = 1u64;
@@ -142,7 +142,7 @@ fn bench_commit_log() {
 #[test]
 #[ignore]
 fn bench_reissue_failed() {
-    let mut log = CommitLog::new(VecPages::new(LOG_PAGES), 1);
+    let mut log = CommitLog::new(common::vec_pages(LOG_PAGES), 1);
     let data = vec![0u8; 4096];
     let mut n = 1u64;
     while log.can_push(4096) {

@@ -52,7 +52,7 @@ fn gather(r: &RollbackRing<VecPages>) -> Option<Vec<u8>> {
 
 #[test]
 fn basic_flow_and_spans() {
-    let mut r = RollbackRing::new(VecPages::new(2), 1);
+    let mut r = RollbackRing::new(common::vec_pages(2), 1);
     assert_eq!(r.capacity_bytes(), 8192);
     assert!(r.peek_send().is_none());
     let d = payload(1, 4096);
@@ -92,7 +92,7 @@ fn basic_flow_and_spans() {
 
 #[test]
 fn errors_roll_back_cleanly() {
-    let mut r = RollbackRing::new(VecPages::new(1), 10);
+    let mut r = RollbackRing::new(common::vec_pages(1), 10);
     let before = (r.used_bytes(), r.next_seq(), r.len_records());
     // Too short a fill.
     let e = r.append(&Crc, hdr(Kind::Write, 0, 1), 512, |w| w.write(&[1; 100]));
@@ -122,7 +122,7 @@ fn errors_roll_back_cleanly() {
 
 #[test]
 fn zero_pages_never_panics() {
-    let mut r = RollbackRing::new(VecPages::new(0), 1);
+    let mut r = RollbackRing::new(common::vec_pages(0), 1);
     assert_eq!(r.capacity_bytes(), 0);
     assert_eq!(
         append(&mut r, hdr(Kind::Flush, 0, 0), &[], 1),
@@ -179,7 +179,7 @@ proptest! {
     fn ring_matches_model(
         pages in 1usize..4, first in 1u64..1000, ops in prop::collection::vec(arb_op(), 1..200),
     ) {
-        let mut r = RollbackRing::new(VecPages::new(pages), first);
+        let mut r = RollbackRing::new(common::vec_pages(pages), first);
         let cap = pages * PAGE_SIZE;
         let mut m = Model { q: VecDeque::new(), oldest: first, next: first, send: first, hwm: first };
         for op in ops {
@@ -283,7 +283,7 @@ proptest! {
 
 #[test]
 fn seqs_near_u64_max_never_overflow() {
-    let mut r = RollbackRing::new(VecPages::new(1), u64::MAX - 2);
+    let mut r = RollbackRing::new(common::vec_pages(1), u64::MAX - 2);
     assert_eq!(
         append(&mut r, hdr(Kind::Flush, 0, 0), &[], 1),
         Ok(u64::MAX - 2)

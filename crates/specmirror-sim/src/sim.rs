@@ -8,7 +8,7 @@ use std::fmt;
 
 use specmirror_core::log::commit::IssueView;
 use specmirror_core::log::locks::LockSlot;
-use specmirror_core::log::pages::{Pages, PAGE_SIZE};
+use specmirror_core::log::pages::PAGE_SIZE;
 use specmirror_core::log::record::{
     decode_header, Crc32c, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, SECTOR_SIZE,
 };
@@ -32,27 +32,7 @@ impl Crc32c for Crc {
     }
 }
 
-/// Page storage for the rings: boxed 4 KiB pages.
-pub struct VecPages(pub Vec<Box<[u8; PAGE_SIZE]>>);
-
-impl VecPages {
-    /// `n` zeroed pages.
-    pub fn new(n: usize) -> Self {
-        VecPages((0..n).map(|_| Box::new([0u8; PAGE_SIZE])).collect())
-    }
-}
-
-impl Pages for VecPages {
-    fn page_count(&self) -> usize {
-        self.0.len()
-    }
-    fn page(&self, i: usize) -> Option<&[u8; PAGE_SIZE]> {
-        self.0.get(i).map(|b| &**b)
-    }
-    fn page_mut(&mut self, i: usize) -> Option<&mut [u8; PAGE_SIZE]> {
-        self.0.get_mut(i).map(|b| &mut **b)
-    }
-}
+pub use specmirror_core::vec_pages::VecPages;
 
 type Src = Source<VecPages, Vec<HotSlot>, Vec<InflightSlot>>;
 type Tgt = Target<VecPages, Vec<LockSlot>>;

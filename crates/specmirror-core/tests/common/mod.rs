@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use specmirror_core::log::record::{encode_frame, Crc32c, Header};
-use specmirror_core::log::ring::{Pages, PAGE_SIZE};
 
 /// CRC-32C from the `crc32c` crate, in the trait's chained convention.
 pub(crate) struct Crc;
@@ -13,27 +12,12 @@ impl Crc32c for Crc {
     }
 }
 
-/// Page storage over boxed arrays, as tests and the simulator use it.
-pub(crate) struct VecPages(pub(crate) Vec<Box<[u8; PAGE_SIZE]>>);
-
-impl VecPages {
-    pub(crate) fn new(n: usize) -> Self {
-        // Non-zero fill so stale bytes never look like a zeroed header.
-        VecPages((0..n).map(|_| Box::new([0xA5u8; PAGE_SIZE])).collect())
-    }
+/// Test pages: filled with 0xA5 so stale bytes never look like a zeroed header.
+pub(crate) fn vec_pages(n: usize) -> VecPages {
+    VecPages::filled(n, 0xA5)
 }
 
-impl Pages for VecPages {
-    fn page_count(&self) -> usize {
-        self.0.len()
-    }
-    fn page(&self, i: usize) -> Option<&[u8; PAGE_SIZE]> {
-        self.0.get(i).map(|b| &**b)
-    }
-    fn page_mut(&mut self, i: usize) -> Option<&mut [u8; PAGE_SIZE]> {
-        self.0.get_mut(i).map(|b| &mut **b)
-    }
-}
+pub(crate) use specmirror_core::vec_pages::VecPages;
 
 /// Encodes a frame into a fresh Vec.
 pub(crate) fn frame(h: &Header, payload: &[u8]) -> Vec<u8> {
