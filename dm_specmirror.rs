@@ -38,6 +38,11 @@ struct SpecMirrorModule {
 
 impl kernel::Module for SpecMirrorModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // SAFETY: reads a bool module parameter set before init runs.
+        if unsafe { dm::raw::dmsm_selftest_enabled() } {
+            dm::selftest::run().inspect_err(|e| pr_err!("specmirror: selftest failed: {:?}\n", e))?;
+            pr_info!("specmirror: selftest passed\n");
+        }
         let target = Registration::new(module)?;
         pr_info!("specmirror target registered (version 0.1.0)\n");
         Ok(SpecMirrorModule { _target: target })

@@ -6,4 +6,5 @@
  */
 #include <linux/device-mapper.h>
 #include <linux/bio.h>
+#include <linux/in.h>
 #include "helpers.h"

@@ -38,9 +38,13 @@ use kernel::{
     clippy::all,
     clippy::undocumented_unsafe_blocks
 )]
-mod raw {
+pub(crate) mod raw {
     include!("bindings_generated.rs");
 }
+
+pub(crate) mod pages;
+pub(crate) mod selftest;
+pub(crate) mod sync;
 
 use raw::{dm_dev, dm_target, target_type};
 
