@@ -2,6 +2,7 @@
 # Install everything dm-specmirror needs on a Debian 12 machine.
 # Idempotent: each step checks first, so a second run takes a few seconds.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 APT_PKGS=(
 	linux-source-6.12 clang-19 lld-19 llvm-19 libclang-19-dev
@@ -65,9 +66,11 @@ install_rust() {
 }
 
 install_vng() {
-	if vng --version 2>/dev/null | grep -q "$VNG_VERSION"; then return 0; fi
-	log "pip: installing virtme-ng $VNG_VERSION"
-	python3 -m pip install -q --root-user-action=ignore "virtme-ng==$VNG_VERSION"
+	if "$DMSM_VENV/bin/vng" --version 2>/dev/null | grep -q "$VNG_VERSION"; then return 0; fi
+	log "pip: installing virtme-ng $VNG_VERSION into $DMSM_VENV"
+	rm -rf "$DMSM_VENV"
+	python3 -m venv "$DMSM_VENV"
+	"$DMSM_VENV/bin/pip" install -q "virtme-ng==$VNG_VERSION"
 }
 
 need_root

@@ -7,7 +7,10 @@ DMSM_CACHE=${DMSM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dm-specmirror}
 DMSM_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DMSM_LLVM=${DMSM_LLVM:--19}
 DMSM_KSRC_TAR=/usr/src/linux-source-6.12.tar.xz
-export PATH="$HOME/.cargo/bin:$PATH"
+# virtme-ng lives in a venv of its own in the cache (Debian's python
+# refuses system-wide pip installs); cargo's tools under ~/.cargo/bin.
+DMSM_VENV="$DMSM_CACHE/venv"
+export PATH="$DMSM_VENV/bin:$HOME/.cargo/bin:$PATH"
 # bindgen (ours and the kernel's) must find libclang 19, not another one.
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 
