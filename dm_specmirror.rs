@@ -91,11 +91,7 @@ impl TargetOps for SpecMirror {
         let dev = self.data.name().to_str().unwrap_or("?");
         let _ = match kind {
             StatusType::Info => {
-                let role = match self.config.role {
-                    table::Role::Source => "source",
-                    table::Role::Target => "target",
-                };
-                write!(out, "{} {} passthrough", role, dev)
+                write!(out, "{} {} passthrough", self.config.role_str(), dev)
             }
             StatusType::Table => self.config.write_table(out, dev),
             StatusType::Ima => {

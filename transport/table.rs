@@ -281,18 +281,14 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
     c.given |= bit;
     match bit {
         GIVEN_REGION_SIZE => {
-            let v = parse_u32(value).ok_or(TableError::BadRegionSize)?;
-            if !v.is_power_of_two() || !(REGION_SECTORS_MIN..=REGION_SECTORS_MAX).contains(&v) {
+            let v = parse_in(value, REGION_SECTORS_MIN, REGION_SECTORS_MAX, TableError::BadRegionSize)?;
+            if !v.is_power_of_two() {
                 return Err(TableError::BadRegionSize);
             }
             c.region_sectors = v;
         }
         GIVEN_RING_MB => {
-            let v = parse_u32(value).ok_or(TableError::BadRingMb)?;
-            if !(1..=RING_MB_MAX).contains(&v) {
-                return Err(TableError::BadRingMb);
-            }
-            c.ring_mb = v;
+            c.ring_mb = parse_in(value, 1, RING_MB_MAX, TableError::BadRingMb)?;
         }
         GIVEN_MODE => {
             c.mode = match value {
@@ -309,11 +305,7 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
             }
         }
         GIVEN_HOT_REGIONS => {
-            let v = parse_u32(value).ok_or(TableError::BadHotRegions)?;
-            if !(1..=HOT_REGIONS_MAX).contains(&v) {
-                return Err(TableError::BadHotRegions);
-            }
-            c.hot_regions = v;
+            c.hot_regions = parse_in(value, 1, HOT_REGIONS_MAX, TableError::BadHotRegions)?;
         }
         _ => {
             // GIVEN_SECRET: printable, no spaces (dm splits words on them).
@@ -329,6 +321,11 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         }
     }
     Ok(())
+}
+
+/// A decimal in `lo..=hi`, or `err`.
+fn parse_in(value: &[u8], lo: u32, hi: u32, err: TableError) -> Result<u32, TableError> {
+    parse_u32(value).filter(|v| (lo..=hi).contains(v)).ok_or(err)
 }
 
 /// Decimal, digits only (no sign, no spaces), overflow is an error.
@@ -500,10 +497,7 @@ impl TableConfig {
     /// Writes the table line back (STATUSTYPE_TABLE): the words after the
     /// target name that recreate this device, with only the keys given.
     pub fn write_table(&self, f: &mut dyn fmt::Write, data_dev: &str) -> fmt::Result {
-        let role = match self.role {
-            Role::Source => "source",
-            Role::Target => "target",
-        };
+        let role = self.role_str();
         write!(f, "{} {} {}", role, data_dev, self.endpoint)?;
         let n = self.given.count_ones() * 2;
         if n == 0 {
@@ -538,10 +532,7 @@ impl TableConfig {
 
     /// Writes the IMA measurement pairs (`key=value,`), never the secret.
     pub fn write_ima(&self, f: &mut dyn fmt::Write, data_dev: &str) -> fmt::Result {
-        let role = match self.role {
-            Role::Source => "source",
-            Role::Target => "target",
-        };
+        let role = self.role_str();
         write!(
             f,
             "role={},data_dev={},endpoint={},region_size={},ring_mb={},mode={},completion={},hot_regions={},auth={};",
@@ -555,6 +546,14 @@ impl TableConfig {
             self.hot_regions,
             if self.secret.is_some() { "hmac" } else { "none" },
         )
+    }
+
+    /// `source` or `target`.
+    pub fn role_str(&self) -> &'static str {
+        match self.role {
+            Role::Source => "source",
+            Role::Target => "target",
+        }
     }
 
     /// `speculative` or `lock-sync`.
