@@ -10,7 +10,9 @@
 //!   batching, handshake.
 //! - [`hot`]: the source's hot-region LRU.
 //! - [`inflight`]: the source's in-flight write table (overlap, completion).
+//! - [`auth`]: SHA-256 / HMAC-SHA256 for the handshake authentication.
 
+pub mod auth;
 pub mod hot;
 pub mod inflight;
 pub mod source;
