@@ -86,6 +86,11 @@ pub enum Kind {
     /// The lock on region `sector` was rejected; the target dropped every
     /// record from `seq` on, which the source must resend after the grant.
     LockRejected = 0x85,
+    /// Target's authentication challenge, sent once on every accepted
+    /// connection before the HELLO; payload is a [`CHALLENGE_LEN`]-byte
+    /// nonce. The kernel glue sends and consumes it (see
+    /// `transport/proto/auth.rs`); the state machines never see it.
+    Challenge = 0x86,
 }
 
 impl Kind {
@@ -104,6 +109,7 @@ impl Kind {
             0x83 => Kind::Nak,
             0x84 => Kind::LockGranted,
             0x85 => Kind::LockRejected,
+            0x86 => Kind::Challenge,
             _ => return None,
         })
     }
@@ -258,6 +264,7 @@ impl Header {
         }
         let ok = match self.kind {
             Kind::Hello | Kind::HelloReply => self.len as usize == HELLO_LEN,
+            Kind::Challenge => self.len as usize == CHALLENGE_LEN,
             Kind::Write => {
                 // count fits MAX_PAYLOAD, so the product cannot overflow.
                 self.count > 0
@@ -379,6 +386,9 @@ pub fn decode_frame<'a>(c: &impl Crc32c, buf: &'a [u8]) -> Result<(Header, &'a [
 
 /// Size of the [`Hello`] payload in bytes.
 pub const HELLO_LEN: usize = 88;
+
+/// Size of the CHALLENGE payload in bytes: the target's nonce.
+pub const CHALLENGE_LEN: usize = 16;
 
 /// HELLO / HELLO_REPLY payload: both peers describe themselves, the target
 /// reports where to resume, and an HMAC challenge proves the shared secret.

@@ -74,7 +74,7 @@ fn kinds_round_trip_and_direction() {
             assert_eq!(k.is_from_source(), v < 0x80);
         }
     }
-    assert_eq!((0..=255u8).filter_map(Kind::from_u8).count(), 12);
+    assert_eq!((0..=255u8).filter_map(Kind::from_u8).count(), 13);
 }
 
 #[test]
@@ -121,6 +121,14 @@ fn specific_rejections() {
     let mut h = Header::new(Kind::Ack);
     h.len = 8;
     assert_eq!(h.validate(), Err(DecodeError::BadLength));
+    // a CHALLENGE carries exactly its 16-byte nonce.
+    let mut h = Header::new(Kind::Challenge);
+    for len in [0u32, 15, 17, 88] {
+        h.len = len;
+        assert_eq!(h.validate(), Err(DecodeError::BadLength));
+    }
+    h.len = CHALLENGE_LEN as u32;
+    assert_eq!(h.validate(), Ok(()));
 }
 
 #[test]
@@ -205,6 +213,10 @@ fn arb_record() -> impl Strategy<Value = (Header, Vec<u8>)> {
                     hl.last_applied = seed;
                     h.len = HELLO_LEN as u32;
                     hl.to_bytes().to_vec()
+                }
+                Kind::Challenge => {
+                    h.len = CHALLENGE_LEN as u32;
+                    payload(seed, CHALLENGE_LEN)
                 }
                 _ => {
                     h.sector = sector;
@@ -294,10 +306,13 @@ fn exhaustive_single_byte_mutations_of_sample_frames() {
     lock.sector = 3;
     let mut hl = Header::new(Kind::HelloReply);
     hl.len = HELLO_LEN as u32;
+    let mut ch = Header::new(Kind::Challenge);
+    ch.len = CHALLENGE_LEN as u32;
     let samples = [
         frame(&write_hdr(5, 100, 1), &payload(5, 512)),
         frame(&lock, &[]),
         frame(&hl, &hello().to_bytes()),
+        frame(&ch, &[0x5a; CHALLENGE_LEN]),
     ];
     let mut tried = 0;
     for f in &samples {
@@ -313,5 +328,5 @@ fn exhaustive_single_byte_mutations_of_sample_frames() {
             }
         }
     }
-    assert_eq!(tried, (552 + 40 + 128) * 255);
+    assert_eq!(tried, (552 + 40 + 128 + 56) * 255);
 }
