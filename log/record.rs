@@ -404,9 +404,13 @@ pub struct Hello {
     pub generation: u64,
     /// Target: highest seq with everything up to it applied. Source: 0.
     pub last_applied: u64,
-    /// Random challenge for the peer's HMAC.
+    /// The sender's own nonce: a fresh random one in a HELLO (the
+    /// HELLO_REPLY's MAC answers it), the CHALLENGE's repeated in a
+    /// HELLO_REPLY. See `transport/proto/auth.rs`.
     pub nonce: [u8; 16],
-    /// HMAC answering the peer's nonce (zero when no secret is set).
+    /// HMAC-SHA256 answering the peer's nonce (the target's CHALLENGE for a
+    /// HELLO, the HELLO's nonce for a HELLO_REPLY); zero when no secret is
+    /// set. See `transport/proto/auth.rs`.
     pub mac: [u8; 32],
     /// Hello flags (reserved for the state machines; carried verbatim).
     pub flags: u32,

@@ -7,6 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use specmirror_core::log::record::{
     decode_frame, decode_header, encode_frame, Crc32c, Hello, HEADER_LEN,
 };
+use specmirror_core::transport::proto::auth::{
+    decode_challenge, encode_challenge, verify, MacLabel, CHALLENGE_FRAME_LEN,
+};
 
 struct Crc;
 
@@ -20,7 +23,21 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((h, _)) = decode_header(data) {
         assert!(h.validate().is_ok());
     }
-    let _ = Hello::decode(data);
+    if let Ok(hello) = Hello::decode(data) {
+        // A hello from nowhere verifies only without a secret.
+        assert!(verify(None, MacLabel::Hello, &[0; 16], &hello));
+        assert!(!verify(
+            Some(b"fuzz"),
+            MacLabel::Hello,
+            &hello.nonce,
+            &hello
+        ));
+    }
+    if let Ok(nonce) = decode_challenge(&Crc, data) {
+        let mut out = [0u8; CHALLENGE_FRAME_LEN];
+        let n = encode_challenge(&Crc, &nonce, &mut out).expect("a nonce always encodes");
+        assert_eq!(decode_challenge(&Crc, &out[..n]), Ok(nonce));
+    }
     if let Ok((h, payload)) = decode_frame(&Crc, data) {
         let mut out = vec![0u8; HEADER_LEN + payload.len()];
         let n = encode_frame(&Crc, &h, payload, &mut out).expect("decoded frame re-encodes");

@@ -1,12 +1,52 @@
-//! Handshake authentication (pure core): SHA-256, HMAC-SHA256 and a
-//! constant-time tag compare.
+//! Handshake authentication (pure core): SHA-256, HMAC-SHA256, the
+//! CHALLENGE record and the HELLO / HELLO_REPLY MAC scheme.
 //!
-//! Everything here is `core` only and allocates nothing.
+//! Everything here is `core` only, allocates nothing and never generates
+//! randomness: the kernel glue draws the nonces itself and passes them in.
+//!
+//! # The scheme
+//!
+//! (Also in `Documentation/wire-protocol.rst`, "Authentication".)
+//!
+//! 1. On every accepted connection the target first sends
+//!    `CHALLENGE{nonce_t}` ([`encode_challenge`]), a fresh 16-byte random
+//!    `nonce_t`, whether it has a secret or not.
+//! 2. The source reads it ([`decode_challenge`]) and answers with its HELLO,
+//!    whose `nonce` is a fresh random `nonce_s` and whose `mac` is
+//!    `HMAC-SHA256(secret, "specmirror hello v1" || nonce_t || hello)`, the
+//!    hello's 88 bytes taken with the `mac` field zeroed ([`sign`] with
+//!    [`MacLabel::Hello`]).
+//! 3. The target checks that MAC when it has a secret ([`verify`]) and
+//!    answers HELLO_REPLY, whose `mac` is
+//!    `HMAC-SHA256(secret, "specmirror reply v1" || nonce_s || reply)`, the
+//!    reply's bytes again with the `mac` field zeroed ([`MacLabel::Reply`]).
+//!    The reply's `nonce` carries `nonce_t` again (covered by the MAC, not
+//!    checked by the source).
+//! 4. The source checks the reply's MAC when it has a secret, before it
+//!    looks at anything else in the reply.
+//!
+//! Without a secret both MACs are all zero and nobody checks them. A side
+//! *with* a secret refuses a peer whose MAC does not verify, an all-zero one
+//! included: a target refuses with `Refusal::Auth` (and still signs that
+//! reply), a source treats the reply as an `Auth` refusal. The two labels
+//! have the same length and differ, so a HELLO's MAC never verifies as a
+//! HELLO_REPLY's (reflection), and the fresh nonces make a recorded MAC
+//! useless on another connection (replay). The MACs authenticate the
+//! handshake only: the records that follow carry a CRC, not a MAC.
 
+use crate::log::record::{
+    decode_frame, encode_frame, Crc32c, DecodeError, EncodeError, Header, Hello, Kind,
+    CHALLENGE_LEN, HEADER_LEN,
+};
+
+/// Nonce size in bytes (CHALLENGE payload and `Hello::nonce`).
+pub const NONCE_LEN: usize = CHALLENGE_LEN;
 /// SHA-256 digest and HMAC-SHA256 tag size in bytes (`Hello::mac`).
 pub const DIGEST_LEN: usize = 32;
 /// SHA-256 block size in bytes; HMAC keys longer than this are hashed first.
 pub const BLOCK_LEN: usize = 64;
+/// Size of an encoded CHALLENGE frame.
+pub const CHALLENGE_FRAME_LEN: usize = HEADER_LEN + CHALLENGE_LEN;
 
 /// SHA-256 initial hash value (FIPS 180-4, 5.3.3).
 #[rustfmt::skip]
@@ -225,4 +265,95 @@ pub fn ct_eq(a: &[u8; DIGEST_LEN], b: &[u8; DIGEST_LEN]) -> bool {
     }
     // Keeps the compiler from turning the loop into an early-exit compare.
     core::hint::black_box(diff) == 0
+}
+
+/// Which handshake message a MAC is for; each has its own label, so a MAC
+/// computed for one never verifies as the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MacLabel {
+    /// The source's HELLO, answering the target's CHALLENGE nonce.
+    Hello,
+    /// The target's HELLO_REPLY, answering the HELLO's nonce.
+    Reply,
+}
+
+impl MacLabel {
+    /// The label bytes that start the MAC input (both 19 bytes long).
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            MacLabel::Hello => b"specmirror hello v1",
+            MacLabel::Reply => b"specmirror reply v1",
+        }
+    }
+}
+
+/// `HMAC-SHA256(secret, label || peer_nonce || hello bytes)`, the hello
+/// serialized with its `mac` field zeroed (its current `mac` is ignored).
+/// `peer_nonce` is the nonce the *other* side sent: the CHALLENGE's for a
+/// HELLO, the HELLO's for a HELLO_REPLY.
+pub fn hello_mac(
+    secret: &[u8],
+    label: MacLabel,
+    peer_nonce: &[u8; NONCE_LEN],
+    hello: &Hello,
+) -> [u8; DIGEST_LEN] {
+    let mut h = *hello;
+    h.mac = [0; DIGEST_LEN];
+    let mut m = HmacSha256::new(secret);
+    m.update(label.as_bytes());
+    m.update(peer_nonce);
+    m.update(&h.to_bytes());
+    m.finish()
+}
+
+/// Sets `hello.mac`: [`hello_mac`] under `secret`, or all zero without one.
+/// Sign last: the MAC covers every other field.
+pub fn sign(
+    secret: Option<&[u8]>,
+    label: MacLabel,
+    peer_nonce: &[u8; NONCE_LEN],
+    hello: &mut Hello,
+) {
+    hello.mac = match secret {
+        Some(s) => hello_mac(s, label, peer_nonce, hello),
+        None => [0; DIGEST_LEN],
+    };
+}
+
+/// Checks a received hello's MAC. Without a secret there is nothing to
+/// check (true, whatever the MAC); with one, the MAC must equal
+/// [`hello_mac`] (compared in constant time), so an all-zero MAC fails.
+/// `Some(&[])` is an (empty) secret, not "no secret".
+pub fn verify(
+    secret: Option<&[u8]>,
+    label: MacLabel,
+    peer_nonce: &[u8; NONCE_LEN],
+    hello: &Hello,
+) -> bool {
+    match secret {
+        Some(s) => ct_eq(&hello_mac(s, label, peer_nonce, hello), &hello.mac),
+        None => true,
+    }
+}
+
+/// Encodes a CHALLENGE frame carrying `nonce` into `out` (at least
+/// [`CHALLENGE_FRAME_LEN`] bytes); returns its length.
+pub fn encode_challenge(
+    c: &impl Crc32c,
+    nonce: &[u8; NONCE_LEN],
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut h = Header::new(Kind::Challenge);
+    h.len = CHALLENGE_LEN as u32;
+    encode_frame(c, &h, nonce, out)
+}
+
+/// Decodes a buffer holding exactly one CHALLENGE frame; returns its nonce.
+/// Any other kind is [`DecodeError::BadKind`].
+pub fn decode_challenge(c: &impl Crc32c, frame: &[u8]) -> Result<[u8; NONCE_LEN], DecodeError> {
+    let (h, payload) = decode_frame(c, frame)?;
+    if h.kind != Kind::Challenge {
+        return Err(DecodeError::BadKind);
+    }
+    <[u8; NONCE_LEN]>::try_from(payload).map_err(|_| DecodeError::BadLength)
 }

@@ -10,7 +10,8 @@
 //!   batching, handshake.
 //! - [`hot`]: the source's hot-region LRU.
 //! - [`inflight`]: the source's in-flight write table (overlap, completion).
-//! - [`auth`]: SHA-256 / HMAC-SHA256 for the handshake authentication.
+//! - [`auth`]: SHA-256 / HMAC-SHA256, the CHALLENGE record and the HELLO
+//!   MACs (used by the glue around the handshake, not by the machines).
 
 pub mod auth;
 pub mod hot;

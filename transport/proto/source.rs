@@ -137,7 +137,8 @@ pub enum LinkState {
 pub enum SourceRecv {
     /// Handled; poll for sends and completions.
     Ok,
-    /// A HELLO_REPLY: check its MAC if a secret is set, then pass it to
+    /// A HELLO_REPLY: check its MAC ([`super::auth::verify`] with
+    /// `MacLabel::Reply` and the HELLO's own nonce), then pass it to
     /// [`Source::on_hello_reply`].
     HelloReply(Hello),
     /// The frame is corrupt or breaks the protocol: drop the connection,
@@ -433,7 +434,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     }
 
     /// Starts a handshake on a fresh connection: returns the HELLO to send
-    /// (the glue fills `nonce`/`mac` when a secret is set, then encodes it
+    /// (the glue sets `nonce` to a fresh random one and `mac` with
+    /// [`super::auth::sign`] against the CHALLENGE's nonce, then encodes it
     /// with [`super::encode_hello`]).
     pub fn start_handshake(&mut self) -> Hello {
         self.reset_link();

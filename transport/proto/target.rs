@@ -55,7 +55,8 @@ pub enum TargetRecv {
     /// the frame, stop reading the socket, and offer it again after the
     /// next I/O completion or send (back-pressure).
     Busy,
-    /// A HELLO: verify its MAC if a secret is set, then call
+    /// A HELLO: check its MAC ([`super::auth::verify`] with
+    /// `MacLabel::Hello` and the CHALLENGE's nonce), then call
     /// [`Target::on_hello`] (or refuse).
     Hello(Hello),
     /// The byte stream cannot be trusted or the peer broke the protocol:
@@ -459,8 +460,9 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
         r
     }
 
-    /// Access to the pending HELLO_REPLY before it is sent (the glue fills
-    /// `nonce`/`mac` when a secret is set).
+    /// Access to the pending HELLO_REPLY before it is sent (the glue sets
+    /// `nonce` to the CHALLENGE's and `mac` with [`super::auth::sign`]
+    /// against the HELLO's nonce).
     pub fn pending_reply_mut(&mut self) -> Option<&mut Hello> {
         self.reply.as_mut()
     }

@@ -1,10 +1,15 @@
-//! SHA-256 (FIPS 180-2 vectors) and HMAC-SHA256 (RFC 4231).
+//! Handshake authentication: SHA-256 (FIPS 180-2 vectors), HMAC-SHA256
+//! (RFC 4231), the CHALLENGE codec and the HELLO MAC scheme.
 
 mod common;
 
-use common::payload;
+use common::{frame, hello, payload, Crc};
 use proptest::prelude::*;
+use specmirror_core::log::record::{
+    decode_frame, DecodeError, EncodeError, Header, Hello, Kind, HELLO_LEN,
+};
 use specmirror_core::transport::proto::auth::*;
+use specmirror_core::transport::proto::encode_hello;
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -154,4 +159,141 @@ fn ct_eq_compares_every_byte() {
             assert!(!ct_eq(&a, &b));
         }
     }
+}
+
+const SECRET: &[u8] = b"Sw0rdf1sh";
+const NONCE_T: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+
+#[test]
+fn hello_mac_golden() {
+    // Pins the MAC input (label || peer nonce || hello with a zero mac);
+    // the values come from an independent HMAC-SHA256.
+    let mut h = hello();
+    h.mac = [0xff; 32]; // ignored
+    assert_eq!(
+        hello_mac(SECRET, MacLabel::Hello, &NONCE_T, &h).to_vec(),
+        unhex("4678a871adba62902836ae450d97068eb39a6cdb4a5f83f40e031208249b44b8")
+    );
+    assert_eq!(
+        hello_mac(SECRET, MacLabel::Reply, &NONCE_T, &h).to_vec(),
+        unhex("78ffb5c717be8e15de05a59cc895850438e096f4f68dde39fee2da3d2f5a482b")
+    );
+}
+
+#[test]
+fn signed_hello_verifies_and_survives_the_wire() {
+    for label in [MacLabel::Hello, MacLabel::Reply] {
+        let mut h = hello();
+        sign(Some(SECRET), label, &NONCE_T, &mut h);
+        assert_ne!(h.mac, [0; 32]);
+        assert!(verify(Some(SECRET), label, &NONCE_T, &h));
+        let mut out = [0u8; 128];
+        let n = encode_hello(&Crc, &h, label == MacLabel::Reply, &mut out).unwrap();
+        let (_, p) = decode_frame(&Crc, &out[..n]).unwrap();
+        let got = Hello::decode(p).unwrap();
+        assert!(verify(Some(SECRET), label, &NONCE_T, &got));
+    }
+}
+
+#[test]
+fn any_flipped_bit_fails() {
+    let mut h = hello();
+    sign(Some(SECRET), MacLabel::Hello, &NONCE_T, &mut h);
+    let b = h.to_bytes();
+    let mut checked = 0;
+    for i in 0..HELLO_LEN {
+        for bit in 0..8 {
+            let mut f = b;
+            f[i] ^= 1 << bit;
+            match Hello::decode(&f) {
+                Ok(g) => {
+                    assert!(
+                        !verify(Some(SECRET), MacLabel::Hello, &NONCE_T, &g),
+                        "byte {i} bit {bit}"
+                    );
+                    checked += 1;
+                }
+                // Only the reserved bytes may refuse to decode.
+                Err(e) => assert!(i >= 84 && e == DecodeError::BadVersion),
+            }
+        }
+    }
+    assert_eq!(checked, 84 * 8);
+    for i in 0..16 {
+        for bit in 0..8 {
+            let mut n = NONCE_T;
+            n[i] ^= 1 << bit;
+            assert!(!verify(Some(SECRET), MacLabel::Hello, &n, &h));
+        }
+    }
+}
+
+#[test]
+fn wrong_secret_zero_mac_and_label_fail() {
+    let mut h = hello();
+    sign(Some(SECRET), MacLabel::Hello, &NONCE_T, &mut h);
+    assert!(!verify(Some(b"Sw0rdf1sH"), MacLabel::Hello, &NONCE_T, &h));
+    assert!(!verify(Some(b"Sw0rdf1sh "), MacLabel::Hello, &NONCE_T, &h));
+    assert!(!verify(Some(b""), MacLabel::Hello, &NONCE_T, &h));
+    // Label separation: a HELLO's MAC is no HELLO_REPLY's, and back.
+    assert!(!verify(Some(SECRET), MacLabel::Reply, &NONCE_T, &h));
+    let mut r = hello();
+    sign(Some(SECRET), MacLabel::Reply, &NONCE_T, &mut r);
+    assert!(!verify(Some(SECRET), MacLabel::Hello, &NONCE_T, &r));
+    // A peer without a secret sends a zero MAC: refused by a side with one.
+    let mut z = hello();
+    sign(None, MacLabel::Hello, &NONCE_T, &mut z);
+    assert_eq!(z.mac, [0; 32]);
+    assert!(!verify(Some(SECRET), MacLabel::Hello, &NONCE_T, &z));
+}
+
+#[test]
+fn no_secret_signs_zero_and_checks_nothing() {
+    let mut h = hello();
+    h.mac = [0x5a; 32];
+    sign(None, MacLabel::Reply, &NONCE_T, &mut h);
+    assert_eq!(h.mac, [0; 32]);
+    assert!(verify(None, MacLabel::Reply, &NONCE_T, &h));
+    h.mac = [0x5a; 32];
+    assert!(verify(None, MacLabel::Hello, &[0; 16], &h));
+}
+
+#[test]
+fn challenge_round_trip_and_layout() {
+    let mut out = [0u8; CHALLENGE_FRAME_LEN];
+    assert_eq!(
+        encode_challenge(&Crc, &NONCE_T, &mut out),
+        Ok(CHALLENGE_FRAME_LEN)
+    );
+    assert_eq!(CHALLENGE_FRAME_LEN, 56);
+    assert_eq!(out[5], 0x86);
+    assert_eq!(&out[28..32], &16u32.to_le_bytes());
+    assert_eq!(&out[40..], &NONCE_T[..]);
+    assert_eq!(decode_challenge(&Crc, &out), Ok(NONCE_T));
+    let (h, p) = decode_frame(&Crc, &out).unwrap();
+    assert_eq!(h.kind, Kind::Challenge);
+    assert!(!h.kind.is_from_source());
+    assert_eq!(p, &NONCE_T[..]);
+    // Too small a buffer, a truncated or extended frame, a flipped bit.
+    assert_eq!(
+        encode_challenge(&Crc, &NONCE_T, &mut [0u8; 55]),
+        Err(EncodeError::BufferTooSmall)
+    );
+    assert_eq!(decode_challenge(&Crc, &out[..55]), Err(DecodeError::Short));
+    let mut long = out.to_vec();
+    long.push(0);
+    assert_eq!(decode_challenge(&Crc, &long), Err(DecodeError::Trailing));
+    for i in 0..out.len() {
+        let mut f = out;
+        f[i] ^= 0x10;
+        assert!(decode_challenge(&Crc, &f).is_err(), "byte {i}");
+    }
+}
+
+#[test]
+fn challenge_decoder_wants_a_challenge() {
+    let mut h = Header::new(Kind::HelloReply);
+    h.len = HELLO_LEN as u32;
+    let reply = frame(&h, &hello().to_bytes());
+    assert_eq!(decode_challenge(&Crc, &reply), Err(DecodeError::BadKind));
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{frame, payload, Crc};
+use common::{frame, hello, payload, Crc};
 use proptest::prelude::*;
 use specmirror_core::log::record::*;
 
@@ -15,19 +15,6 @@ fn write_hdr(seq: u64, sector: u64, count: u32) -> Header {
         sector,
         count,
         len: count * 512,
-    }
-}
-
-fn hello() -> Hello {
-    Hello {
-        proto_version: 1,
-        dev_sectors: 1 << 21,
-        region_sectors: 2048,
-        generation: 7,
-        last_applied: 42,
-        nonce: [3; 16],
-        mac: [9; 32],
-        flags: 5,
     }
 }
 

@@ -2,12 +2,17 @@
 
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::record::{
-    decode_frame, encode_frame, Header, Hello, Kind, FLAG_FUA, HEADER_LEN, NAK_CORRUPT, NAK_GAP,
+    decode_frame, encode_frame, DecodeError, Header, Hello, Kind, FLAG_FUA, HEADER_LEN,
+    NAK_CORRUPT, NAK_GAP,
+};
+use specmirror_core::transport::proto::auth::{
+    self, decode_challenge, encode_challenge, MacLabel, CHALLENGE_FRAME_LEN,
 };
 use specmirror_core::transport::proto::hot::HotSlot;
 use specmirror_core::transport::proto::inflight::InflightSlot;
 use specmirror_core::transport::proto::source::{
-    HostOp, HostWrite, LinkState, Source, SourceConfig, SourceRecv, Submit, WaitReason,
+    HostOp, HostWrite, LinkState, ProtocolError, Source, SourceConfig, SourceRecv, Submit,
+    WaitReason,
 };
 use specmirror_core::transport::proto::target::{LocalLock, Target, TargetConfig, TargetRecv};
 use specmirror_core::transport::proto::{encode_hello, Completion, Mode, Refusal};
@@ -475,4 +480,62 @@ fn local_holder_skips_records_without_failing_them() {
     assert!(t.commit_log().is_empty());
     // Zero-copy access: the pages the chunks refer to.
     assert_eq!(t.pages().0.len(), 256);
+}
+
+#[test]
+fn challenge_is_glue_only_and_authenticates_the_handshake() {
+    let secret: Option<&[u8]> = Some(b"Sw0rdf1sh");
+    let mut s = source(Mode::Speculative, Completion::Async, 64, 4);
+    let mut t = target(64);
+    let mut ch = [0u8; CHALLENGE_FRAME_LEN];
+    let nonce_t = [0x11; 16];
+    let n = encode_challenge(&C, &nonce_t, &mut ch).unwrap();
+    // Neither machine takes a CHALLENGE: the glue consumes it.
+    assert_eq!(
+        t.on_frame(&C, &ch[..n]),
+        TargetRecv::Disconnect(DecodeError::BadKind)
+    );
+    let mut h = s.start_handshake();
+    assert_eq!(
+        s.on_frame(&C, &ch[..n]),
+        SourceRecv::Reconnect(ProtocolError::Unexpected)
+    );
+
+    // What the glue does: source answers the challenge...
+    let got = decode_challenge(&C, &ch[..n]).unwrap();
+    let nonce_s = [0x22; 16];
+    h.nonce = nonce_s;
+    auth::sign(secret, MacLabel::Hello, &got, &mut h);
+    let mut b = [0u8; 256];
+    let n = encode_hello(&C, &h, false, &mut b).unwrap();
+    // ...the target checks the HELLO, then signs its reply...
+    let TargetRecv::Hello(rh) = t.on_frame(&C, &b[..n]) else {
+        panic!("no hello")
+    };
+    assert!(auth::verify(secret, MacLabel::Hello, &nonce_t, &rh));
+    assert!(!auth::verify(secret, MacLabel::Hello, &[0x12; 16], &rh));
+    t.on_hello(&rh).unwrap();
+    let reply = t.pending_reply_mut().unwrap();
+    reply.nonce = nonce_t;
+    auth::sign(secret, MacLabel::Reply, &rh.nonce, reply);
+    let n = t.poll_send(&C, &mut b).unwrap().unwrap();
+    // ...and the source checks the reply.
+    let SourceRecv::HelloReply(r) = s.on_frame(&C, &b[..n]) else {
+        panic!("no reply")
+    };
+    assert!(auth::verify(secret, MacLabel::Reply, &nonce_s, &r));
+    assert!(!auth::verify(secret, MacLabel::Hello, &nonce_s, &r));
+    s.on_hello_reply(&r).unwrap();
+    assert_eq!(s.link_state(), LinkState::Connected);
+
+    // Connected: still unexpected on both sides.
+    let n = encode_challenge(&C, &nonce_t, &mut ch).unwrap();
+    assert_eq!(
+        s.on_frame(&C, &ch[..n]),
+        SourceRecv::Reconnect(ProtocolError::Unexpected)
+    );
+    assert_eq!(
+        t.on_frame(&C, &ch[..n]),
+        TargetRecv::Disconnect(DecodeError::BadKind)
+    );
 }

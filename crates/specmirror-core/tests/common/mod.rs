@@ -1,7 +1,8 @@
-//! Shared test helpers: a userspace CRC-32C and Vec-backed page storage.
+//! Shared test helpers: a userspace CRC-32C, Vec-backed page storage, frames
+//! and a sample Hello.
 #![allow(dead_code)]
 
-use specmirror_core::log::record::{encode_frame, Crc32c, Header};
+use specmirror_core::log::record::{encode_frame, Crc32c, Header, Hello};
 
 /// CRC-32C from the `crc32c` crate, in the trait's chained convention.
 pub(crate) struct Crc;
@@ -18,6 +19,20 @@ pub(crate) fn vec_pages(n: usize) -> VecPages {
 }
 
 pub(crate) use specmirror_core::vec_pages::VecPages;
+
+/// A sample Hello with every field non-zero (the MAC tests pin MACs of it).
+pub(crate) fn hello() -> Hello {
+    Hello {
+        proto_version: 1,
+        dev_sectors: 1 << 21,
+        region_sectors: 2048,
+        generation: 7,
+        last_applied: 42,
+        nonce: [3; 16],
+        mac: [9; 32],
+        flags: 5,
+    }
+}
 
 /// Encodes a frame into a fresh Vec.
 pub(crate) fn frame(h: &Header, payload: &[u8]) -> Vec<u8> {
