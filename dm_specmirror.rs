@@ -6,9 +6,9 @@
 //! `Documentation/dm-specmirror.rst`): a `source` intercepts the writes of a
 //! host and streams them to a `target` on another host, which applies them.
 //!
-//! Status: scaffolding. The table line is fully parsed and checked, and both
-//! roles map I/O straight to their data device; replication (the `log/` and
-//! `transport/` core) is not wired in yet.
+//! The pure core (`log/`, `transport/proto/`) decides; the kernel glue
+//! (`dm/`, `transport/{net,thread,frames,source_dev,target_dev}.rs`) moves
+//! bytes between bios, ring pages and sockets.
 
 use core::fmt::Write;
 use kernel::{alloc::flags::GFP_KERNEL, c_str, error::code::EINVAL, prelude::*};
@@ -21,8 +21,10 @@ pub mod table;
 
 mod dm;
 
-use dm::{Args, Bio, Ctr, CtrError, DmDev, MapResult, Registration, StatusType, StatusWriter, TargetOps};
-use table::{TableConfig, TableError};
+use dm::{Args, Bio, Ctr, CtrError, DmDev, EndIo, Limits, MapResult, Registration, StatusType, StatusWriter, TargetOps};
+use kernel::sync::Arc;
+use table::{Role, TableConfig, TableError};
+use transport::{source_dev::SourceDev, target_dev::TargetDev};
 
 module! {
     type: SpecMirrorModule,
@@ -44,15 +46,15 @@ impl kernel::Module for SpecMirrorModule {
             pr_info!("specmirror: selftest passed\n");
         }
         let target = Registration::new(module)?;
-        pr_info!("specmirror target registered (version 0.1.0)\n");
+        pr_info!("specmirror target registered (version 0.2.0)\n");
         Ok(SpecMirrorModule { _target: target })
     }
 }
 
-/// One `specmirror` device: its parsed table line and its data device.
-struct SpecMirror {
-    config: TableConfig,
-    data: DmDev,
+/// One `specmirror` device: a source or a target.
+enum SpecMirror {
+    Source(Arc<SourceDev>),
+    Target(Arc<TargetDev>),
 }
 
 /// `ti->error` strings for the table errors, NUL-terminated by `table.rs`.
@@ -63,9 +65,34 @@ fn table_error(e: TableError) -> CtrError {
     }
 }
 
+/// Largest bio the source copies into one record: 512 KiB keeps a record
+/// within one bio of the target (BIO_MAX_VECS pages) and bounds the time
+/// `map` holds the ring lock.
+const MAX_BIO_SECTORS: u32 = 1024;
+
+impl SpecMirror {
+    fn config(&self) -> &TableConfig {
+        match self {
+            SpecMirror::Source(s) => s.config(),
+            SpecMirror::Target(t) => t.config(),
+        }
+    }
+}
+
+impl Drop for SpecMirror {
+    fn drop(&mut self) {
+        // dtr: dm suspended the device first, but stop again in case the
+        // table was never resumed (threads are not running then).
+        match self {
+            SpecMirror::Source(s) => s.stop(),
+            SpecMirror::Target(t) => t.stop(),
+        }
+    }
+}
+
 impl TargetOps for SpecMirror {
     const NAME: &'static CStr = c_str!("specmirror");
-    const VERSION: [u32; 3] = [0, 1, 0];
+    const VERSION: [u32; 3] = [0, 2, 0];
 
     fn ctr(ctx: &Ctr<'_>, args: &Args<'_>) -> Result<KBox<Self>, CtrError> {
         let line = table::parse(args.iter()).map_err(|e| {
@@ -76,38 +103,90 @@ impl TargetOps for SpecMirror {
         let path = args.get(1).ok_or(table_error(TableError::TooFewArgs))?;
         let data = ctx.get_device(path)?;
         ctx.accept_flush_discard_zeroes();
-        let _ = ctx.len();
-        KBox::new(SpecMirror { config: line.config, data }, GFP_KERNEL)
-            .map_err(|_| CtrError { msg: c_str!("Cannot allocate target context"), err: ENOMEM })
+        ctx.set_per_bio_data_size(core::mem::size_of::<dm::bio::PerBio>());
+        ctx.set_max_io_len(line.config.region_sectors.min(MAX_BIO_SECTORS))?;
+        let nomem = |_| CtrError { msg: c_str!("Cannot allocate the ring or the threads' state"), err: ENOMEM };
+        let dev = match line.config.role {
+            Role::Source => SpecMirror::Source(SourceDev::new(line.config, data, ctx.events(), ctx.len()).map_err(nomem)?),
+            Role::Target => SpecMirror::Target(TargetDev::new(line.config, data, ctx.events(), ctx.len()).map_err(nomem)?),
+        };
+        KBox::new(dev, GFP_KERNEL).map_err(|_| CtrError { msg: c_str!("Cannot allocate target context"), err: ENOMEM })
     }
 
     fn map(&self, bio: &mut Bio<'_>) -> MapResult {
-        // Scaffolding: both roles pass I/O straight to the data device.
-        bio.remap(&self.data);
-        MapResult::Remapped
+        match self {
+            SpecMirror::Source(s) => s.map(bio),
+            SpecMirror::Target(t) => t.map(bio),
+        }
+    }
+
+    fn end_io(&self, bio: &mut Bio<'_>, status: u8) -> EndIo {
+        match self {
+            SpecMirror::Source(s) => s.end_io(bio, status),
+            SpecMirror::Target(t) => t.end_io(bio, status),
+        }
+    }
+
+    fn io_hints(&self, limits: &mut Limits<'_>) {
+        limits.cap_abnormal_io(self.config().region_sectors);
+    }
+
+    fn preresume(&self) -> Result {
+        match self {
+            SpecMirror::Source(s) => s.start(),
+            SpecMirror::Target(t) => t.start(),
+        }
+    }
+
+    fn postsuspend(&self) {
+        match self {
+            SpecMirror::Source(s) => s.stop(),
+            SpecMirror::Target(t) => t.stop(),
+        }
     }
 
     fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>) {
-        let dev = self.data.name().to_str().unwrap_or("?");
+        let dev = self.data_dev().name().to_str().unwrap_or("?");
         let _ = match kind {
             StatusType::Info => {
-                write!(out, "{} {} passthrough", self.config.role_str(), dev)
+                match self {
+                    SpecMirror::Source(s) => s.status(out, dev),
+                    SpecMirror::Target(t) => t.status(out, dev),
+                }
+                Ok(())
             }
-            StatusType::Table => self.config.write_table(out, dev),
+            StatusType::Table => self.config().write_table(out, dev),
             StatusType::Ima => {
-                let _ = write!(out, "target_name=specmirror,target_version=0.1.0,");
-                self.config.write_ima(out, dev)
+                let _ = write!(out, "target_name=specmirror,target_version=0.2.0,");
+                self.config().write_ima(out, dev)
             }
         };
     }
 
     fn message(&self, args: &Args<'_>, _out: &mut StatusWriter<'_>) -> Result {
-        let verb = args.get(0).and_then(|s| s.to_str().ok()).unwrap_or("");
-        pr_warn!("specmirror: unrecognised message '{}' ({} words)\n", verb, args.len());
-        Err(EINVAL)
+        let mut words: [&[u8]; 4] = [&[]; 4];
+        if args.len() > words.len() {
+            return Err(EINVAL);
+        }
+        for (w, a) in words.iter_mut().zip(args.iter()) {
+            *w = a;
+        }
+        let words = words.get(..args.len()).unwrap_or(&[]);
+        let r = match self {
+            SpecMirror::Source(s) => s.message(words),
+            SpecMirror::Target(t) => t.message(words),
+        };
+        if r.is_err() {
+            let verb = args.get(0).and_then(|s| s.to_str().ok()).unwrap_or("");
+            pr_warn!("specmirror: message '{}' ({} words) failed: {:?}\n", verb, args.len(), r);
+        }
+        r
     }
 
     fn data_dev(&self) -> &DmDev {
-        &self.data
+        match self {
+            SpecMirror::Source(s) => s.data(),
+            SpecMirror::Target(t) => t.data(),
+        }
     }
 }

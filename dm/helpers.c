@@ -10,6 +10,8 @@
 #include <linux/kthread.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/random.h>
+#include <linux/blkdev.h>
 #include <linux/net.h>
 #include <linux/nsproxy.h>
 #include <linux/sched.h>
@@ -168,6 +170,179 @@ void dmsm_call_in_hardirq(void (*fn)(void *arg), void *arg)
 	irq_work_sync(&c.work);
 }
 
+
+void *dmsm_per_bio_data(struct bio *bio, size_t size)
+{
+	return dm_per_bio_data(bio, size);
+}
+
+int dmsm_bio_copy_data(struct bio *bio,
+		       int (*cb)(void *ctx, const void *data, unsigned int len),
+		       void *ctx)
+{
+	struct bio_vec bv;
+	struct bvec_iter iter;
+	int r = 0;
+
+	bio_for_each_segment(bv, bio, iter) {
+		void *p = bvec_kmap_local(&bv);
+
+		r = cb(ctx, p, bv.bv_len);
+		kunmap_local(p);
+		if (r)
+			break;
+	}
+	return r;
+}
+
+void dmsm_bio_endio(struct bio *bio, u8 status)
+{
+	bio->bi_status = status;
+	bio_endio(bio);
+}
+
+void dmsm_bio_submit_remapped(struct bio *bio, struct dm_target *ti,
+			      struct block_device *bdev)
+{
+	dmsm_bio_remap(bio, ti, bdev);
+	dm_submit_bio_remap(bio, NULL);
+}
+
+void dmsm_limit_abnormal_io(struct queue_limits *limits, unsigned int max)
+{
+	limits->max_hw_discard_sectors = min(limits->max_hw_discard_sectors, max);
+	limits->max_write_zeroes_sectors = min(limits->max_write_zeroes_sectors, max);
+}
+
+/* What travels with each bio the target role builds. */
+struct dmsm_io {
+	void *owner;
+	u64 seq;
+	struct bio bio;
+};
+
+struct bio_set *dmsm_bioset_create(unsigned int pool_size)
+{
+	struct bio_set *bs = kzalloc(sizeof(*bs), GFP_KERNEL);
+
+	if (!bs)
+		return NULL;
+	if (bioset_init(bs, pool_size, offsetof(struct dmsm_io, bio), BIOSET_NEED_BVECS)) {
+		kfree(bs);
+		return NULL;
+	}
+	return bs;
+}
+
+void dmsm_bioset_destroy(struct bio_set *bs)
+{
+	if (!bs)
+		return;
+	bioset_exit(bs);
+	kfree(bs);
+}
+
+static void dmsm_io_endio(struct bio *bio)
+{
+	struct dmsm_io *io = container_of(bio, struct dmsm_io, bio);
+	int err = blk_status_to_errno(bio->bi_status);
+	void *owner = io->owner;
+	u64 seq = io->seq;
+
+	bio_put(bio);
+	specmirror_io_done(owner, seq, err);
+}
+
+struct bio *dmsm_io_alloc(struct bio_set *bs, struct block_device *bdev,
+			  unsigned int op, bool preflush, bool fua,
+			  u64 sector, u32 sectors, unsigned short nr_vecs,
+			  void *owner, u64 seq)
+{
+	blk_opf_t opf;
+	struct bio *bio;
+	struct dmsm_io *io;
+
+	switch (op) {
+	case DMSM_IO_FLUSH:
+		opf = REQ_OP_WRITE | REQ_PREFLUSH;
+		break;
+	case DMSM_IO_DISCARD:
+		opf = REQ_OP_DISCARD;
+		break;
+	case DMSM_IO_WRITE_ZEROES:
+		opf = REQ_OP_WRITE_ZEROES;
+		break;
+	default:
+		opf = REQ_OP_WRITE | REQ_SYNC;
+		break;
+	}
+	if (preflush)
+		opf |= REQ_PREFLUSH;
+	if (fua)
+		opf |= REQ_FUA;
+	bio = bio_alloc_bioset(bdev, nr_vecs, opf, GFP_NOIO, bs);
+	if (!bio)
+		return NULL;
+	io = container_of(bio, struct dmsm_io, bio);
+	io->owner = owner;
+	io->seq = seq;
+	bio->bi_iter.bi_sector = sector;
+	if (op == DMSM_IO_DISCARD || op == DMSM_IO_WRITE_ZEROES)
+		bio->bi_iter.bi_size = sectors << SECTOR_SHIFT;
+	bio->bi_end_io = dmsm_io_endio;
+	return bio;
+}
+
+struct bio *dmsm_io_add_page(struct bio_set *bs, struct bio *bio,
+			     struct page *page, unsigned int len,
+			     unsigned int off)
+{
+	struct dmsm_io *io = container_of(bio, struct dmsm_io, bio);
+	struct dmsm_io *nio;
+	struct bio *next;
+
+	if (bio_add_page(bio, page, len, off) == len)
+		return bio;
+	/*
+	 * Full (a payload over BIO_MAX_VECS pages): go on in a new bio that
+	 * takes over the completion, chain the full one to it and submit it,
+	 * as blk_next_bio() does.
+	 */
+	next = bio_alloc_bioset(bio->bi_bdev, BIO_MAX_VECS,
+				bio->bi_opf & ~REQ_PREFLUSH, GFP_NOIO, bs);
+	nio = container_of(next, struct dmsm_io, bio);
+	nio->owner = io->owner;
+	nio->seq = io->seq;
+	next->bi_iter.bi_sector = bio_end_sector(bio);
+	next->bi_end_io = dmsm_io_endio;
+	bio_chain(bio, next);
+	submit_bio(bio);
+	if (bio_add_page(next, page, len, off) != len) {
+		/* A single page always fits an empty bio. */
+		next->bi_status = BLK_STS_IOERR;
+	}
+	return next;
+}
+
+void dmsm_io_submit(struct bio *bio)
+{
+	submit_bio(bio);
+}
+
+void dmsm_get_random_bytes(void *buf, size_t len)
+{
+	get_random_bytes(buf, len);
+}
+
+void dmsm_sock_set_rcvtimeo(struct socket *sock, long timeout)
+{
+	struct sock *sk = sock->sk;
+
+	lock_sock(sk);
+	WRITE_ONCE(sk->sk_rcvtimeo, timeout > 0 ? timeout : MAX_SCHEDULE_TIMEOUT);
+	release_sock(sk);
+}
+
 /*
  * Developer only (Documentation/dm-specmirror.rst, "Developer options"):
  * module init runs a smoke test of the kernel glue and fails if it fails.
@@ -179,4 +354,17 @@ MODULE_PARM_DESC(dmsm_selftest, "Developer only: run the kernel glue self-test a
 bool dmsm_selftest_enabled(void)
 {
 	return dmsm_selftest;
+}
+
+/*
+ * Developer only: enables the fault-injection messages (corrupt, drop);
+ * off by default so that production devices never accept them.
+ */
+static bool dmsm_fault_injection;
+module_param(dmsm_fault_injection, bool, 0444);
+MODULE_PARM_DESC(dmsm_fault_injection, "Developer only: allow fault-injection messages (corrupt, drop)");
+
+bool dmsm_fault_injection_enabled(void)
+{
+	return dmsm_fault_injection;
 }

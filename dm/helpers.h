@@ -66,7 +66,71 @@ u32 dmsm_crc32c(u32 crc, const void *data, size_t len);
 /* Runs fn(arg) once in hard irq context (irq_work) and waits for it. */
 void dmsm_call_in_hardirq(void (*fn)(void *arg), void *arg);
 
+
+/* --- bios dm hands to the target --------------------------------------- */
+
+/* dm_per_bio_data(bio, size). */
+void *dmsm_per_bio_data(struct bio *bio, size_t size);
+/*
+ * Calls cb(ctx, data, len) for each segment of @bio's payload, in order,
+ * mapped with kmap_local (callable in atomic context); stops at and returns
+ * the first non-zero return of @cb.
+ */
+int dmsm_bio_copy_data(struct bio *bio,
+		       int (*cb)(void *ctx, const void *data, unsigned int len),
+		       void *ctx);
+/* Ends @bio with @status (a blk_status_t). */
+void dmsm_bio_endio(struct bio *bio, u8 status);
+/* Remaps @bio like dmsm_bio_remap and submits it (dm_submit_bio_remap). */
+void dmsm_bio_submit_remapped(struct bio *bio, struct dm_target *ti,
+			      struct block_device *bdev);
+/* Caps discard and write-zeroes bios at @max sectors (io_hints). */
+struct queue_limits;
+void dmsm_limit_abnormal_io(struct queue_limits *limits, unsigned int max);
+
+/* --- bios the target role builds to apply records ---------------------- */
+
+struct bio_set;
+/* A bio_set whose bios carry the owner and seq of their record. */
+struct bio_set *dmsm_bioset_create(unsigned int pool_size);
+void dmsm_bioset_destroy(struct bio_set *bs);
+
+/* Operations of dmsm_io_alloc. */
+#define DMSM_IO_WRITE 0
+#define DMSM_IO_FLUSH 1
+#define DMSM_IO_DISCARD 2
+#define DMSM_IO_WRITE_ZEROES 3
+
+/*
+ * A bio of @op at @sector for @sectors sectors (0 for a flush) with room
+ * for @nr_vecs pages; when it ends, specmirror_io_done(@owner, @seq,
+ * errno) runs (any context). GFP_NOIO from @bs: never fails for
+ * nr_vecs <= BIO_MAX_VECS.
+ */
+struct bio *dmsm_io_alloc(struct bio_set *bs, struct block_device *bdev,
+			  unsigned int op, bool preflush, bool fua,
+			  u64 sector, u32 sectors, unsigned short nr_vecs,
+			  void *owner, u64 seq);
+/*
+ * Adds @len bytes of @page at @off to @bio; when @bio is full, submits it
+ * chained to a new bio from @bs, which it returns: keep adding to (and at
+ * last submit) the returned bio.
+ */
+struct bio *dmsm_io_add_page(struct bio_set *bs, struct bio *bio,
+			     struct page *page, unsigned int len,
+			     unsigned int off);
+void dmsm_io_submit(struct bio *bio);
+/* Implemented in Rust (transport/target_dev.rs). */
+void specmirror_io_done(void *owner, u64 seq, int error);
+
+/* get_random_bytes(). */
+void dmsm_get_random_bytes(void *buf, size_t len);
+/* Receive timeout in jiffies (0 = none). */
+void dmsm_sock_set_rcvtimeo(struct socket *sock, long timeout);
+
 /* Module parameter dmsm_selftest (developer only, see the docs). */
 bool dmsm_selftest_enabled(void);
+/* Module parameter dmsm_fault_injection (developer only). */
+bool dmsm_fault_injection_enabled(void);
 
 #endif

@@ -42,10 +42,13 @@ pub(crate) mod raw {
     include!("bindings_generated.rs");
 }
 
+pub(crate) mod bio;
+pub(crate) mod devio;
 pub(crate) mod pages;
 pub(crate) mod selftest;
 pub(crate) mod sync;
 
+pub(crate) use bio::Bio;
 use raw::{dm_dev, dm_target, target_type};
 
 /// What `map` tells dm to do with a bio.
@@ -53,11 +56,10 @@ use raw::{dm_dev, dm_target, target_type};
 pub(crate) enum MapResult {
     /// The bio was remapped; dm submits it to the new device.
     Remapped,
-    /// The target took the bio and will end it itself.
-    #[allow(dead_code)]
+    /// The target took the bio (see [`Bio::take`]) and will submit or
+    /// end it itself.
     Submitted,
     /// End the bio with an I/O error.
-    #[allow(dead_code)]
     Kill,
 }
 
@@ -167,7 +169,7 @@ impl DmDev {
         unsafe { CStr::from_char_ptr((*self.dev).name.as_ptr()) }
     }
 
-    fn bdev(&self) -> *mut kernel::bindings::block_device {
+    pub(crate) fn bdev(&self) -> *mut kernel::bindings::block_device {
         // SAFETY: by the type invariant `dev` is a live dm_dev.
         unsafe { (*self.dev).bdev }
     }
@@ -214,6 +216,31 @@ impl Ctr<'_> {
         unsafe { (*self.ti).len }
     }
 
+    /// Reserves `size` bytes of per-bio data (see [`Bio::per_bio`]).
+    pub(crate) fn set_per_bio_data_size(&self, size: usize) {
+        // SAFETY: `ti` is valid and owned by this ctr call (type invariant).
+        unsafe { (*self.ti).per_io_data_size = size as c_uint };
+    }
+
+    /// Makes dm split bios so that none crosses a multiple of `sectors`
+    /// (a power of two), discards and write-zeroes included.
+    pub(crate) fn set_max_io_len(&self, sectors: u32) -> Result<(), CtrError> {
+        // SAFETY: `ti` is valid and owned by this ctr call (type invariant).
+        let r = unsafe {
+            (*self.ti).set_max_discard_granularity(true);
+            raw::dm_set_target_max_io_len(self.ti, sectors.into())
+        };
+        to_result(r).map_err(|_| CtrError::inval(c_str!("Invalid region size for this device")))
+    }
+
+    /// A handle to raise dm events for this target from any thread.
+    pub(crate) fn events(&self) -> Events {
+        // INVARIANT: the table of a target under construction lives at
+        // least until the target's dtr.
+        // SAFETY: `ti` is valid (type invariant).
+        Events { table: unsafe { (*self.ti).table } }
+    }
+
     /// Asks dm to pass us flushes, discards and write-zeroes (one bio each).
     pub(crate) fn accept_flush_discard_zeroes(&self) {
         // SAFETY: `ti` is valid and owned by this ctr call (type invariant);
@@ -226,24 +253,48 @@ impl Ctr<'_> {
     }
 }
 
-/// A bio handed to `map`.
+/// Raises dm events (`dmsetup wait`, `dmeventd`) for one target.
 ///
 /// # Invariants
 ///
-/// `bio` and `ti` are the pointers dm passed to `map`; the bio belongs to
-/// the target until `map` returns.
-pub(crate) struct Bio<'a> {
-    bio: *mut kernel::bindings::bio,
-    ti: *mut dm_target,
-    _p: PhantomData<&'a mut ()>,
+/// `table` is the table of the target this came from; the owner stops
+/// using it before that target's dtr returns.
+pub(crate) struct Events {
+    table: *mut raw::dm_table,
 }
 
-impl Bio<'_> {
-    /// Sends the bio to `dev` at the same offset inside the target.
-    pub(crate) fn remap(&mut self, dev: &DmDev) {
-        // SAFETY: `bio` and `ti` are valid for the map call (type
-        // invariant); `dev.bdev()` is a live block device held by `dev`.
-        unsafe { raw::dmsm_bio_remap(self.bio, self.ti, dev.bdev()) };
+// SAFETY: `dm_table_event` may be called from any process context.
+unsafe impl Send for Events {}
+// SAFETY: as above.
+unsafe impl Sync for Events {}
+
+impl Events {
+    /// Signals a state change. Process context only (takes a mutex).
+    pub(crate) fn raise(&self) {
+        // SAFETY: the table is alive (type invariant).
+        unsafe { raw::dm_table_event(self.table) };
+    }
+}
+
+/// What `end_io` tells dm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EndIo {
+    /// The bio is finished.
+    Done,
+    /// The target took the bio and ends it later.
+    Incomplete,
+}
+
+/// Queue limits handed to `io_hints`.
+pub(crate) struct Limits<'a> {
+    l: &'a mut kernel::bindings::queue_limits,
+}
+
+impl Limits<'_> {
+    /// Caps discard and write-zeroes bios at `sectors`.
+    pub(crate) fn cap_abnormal_io(&mut self, sectors: u32) {
+        // SAFETY: `l` is a valid, exclusively borrowed queue_limits.
+        unsafe { raw::dmsm_limit_abnormal_io(self.l, sectors) };
     }
 }
 
@@ -297,8 +348,23 @@ pub(crate) trait TargetOps: Sized + Send + Sync {
 
     /// Builds one instance from its table line.
     fn ctr(ctx: &Ctr<'_>, args: &Args<'_>) -> Result<KBox<Self>, CtrError>;
-    /// Routes one bio; called concurrently on many CPUs.
+    /// Routes one bio; called concurrently on many CPUs, in atomic
+    /// context at worst (never sleep).
     fn map(&self, bio: &mut Bio<'_>) -> MapResult;
+    /// A bio `map` remapped has ended with `status` (any context, hard irq
+    /// included). [`EndIo::Incomplete`] keeps the bio (see [`Bio::take`]).
+    fn end_io(&self, _bio: &mut Bio<'_>, _status: u8) -> EndIo {
+        EndIo::Done
+    }
+    /// Adjusts the queue limits dm computed from the data device.
+    fn io_hints(&self, _limits: &mut Limits<'_>) {}
+    /// Before the table goes live (create, resume): start threads and
+    /// sockets. An error fails the resume.
+    fn preresume(&self) -> Result {
+        Ok(())
+    }
+    /// After a suspend completed (in-flight bios are done): stop them.
+    fn postsuspend(&self) {}
     /// Writes one status line.
     fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>);
     /// Handles `dmsetup message <dev> 0 <words...>`.
@@ -364,9 +430,75 @@ unsafe extern "C" fn dtr_callback<T: TargetOps>(ti: *mut dm_target) {
 unsafe extern "C" fn map_callback<T: TargetOps>(ti: *mut dm_target, bio: *mut kernel::bindings::bio) -> c_int {
     // SAFETY: map runs between ctr and dtr.
     let t = unsafe { instance::<T>(ti) };
-    // INVARIANT: `bio` and `ti` are dm's, valid for this call.
-    let mut b = Bio { bio, ti, _p: PhantomData };
-    t.map(&mut b).to_c()
+    // SAFETY: `bio` and `ti` are dm's, valid for this call; the bio is
+    // ours until map returns.
+    let mut b = unsafe { Bio::from_raw(bio, ti) };
+    let r = t.map(&mut b);
+    if b.was_taken() {
+        return raw::DM_MAPIO_SUBMITTED as c_int;
+    }
+    r.to_c()
+}
+
+/// dm's `end_io` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, with a constructed `ti` and a bio `map` remapped.
+unsafe extern "C" fn end_io_callback<T: TargetOps>(
+    ti: *mut dm_target,
+    bio: *mut kernel::bindings::bio,
+    error: *mut kernel::bindings::blk_status_t,
+) -> c_int {
+    // SAFETY: end_io runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    // SAFETY: dm passes a valid status pointer.
+    let status = unsafe { *error };
+    // SAFETY: `bio` and `ti` are dm's, valid for this call.
+    let mut b = unsafe { Bio::from_raw(bio, ti) };
+    let r = t.end_io(&mut b, status);
+    if b.was_taken() || r == EndIo::Incomplete {
+        return raw::DM_ENDIO_INCOMPLETE as c_int;
+    }
+    raw::DM_ENDIO_DONE as c_int
+}
+
+/// dm's `io_hints` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, with a constructed `ti` and valid limits.
+unsafe extern "C" fn io_hints_callback<T: TargetOps>(ti: *mut dm_target, limits: *mut kernel::bindings::queue_limits) {
+    // SAFETY: io_hints runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    // SAFETY: dm passes limits it owns for the duration of the call.
+    let Some(l) = (unsafe { limits.as_mut() }) else { return };
+    t.io_hints(&mut Limits { l });
+}
+
+/// dm's `preresume` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, with a constructed `ti`, in process context.
+unsafe extern "C" fn preresume_callback<T: TargetOps>(ti: *mut dm_target) -> c_int {
+    // SAFETY: preresume runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    match t.preresume() {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// dm's `postsuspend` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, with a constructed `ti`, in process context.
+unsafe extern "C" fn postsuspend_callback<T: TargetOps>(ti: *mut dm_target) {
+    // SAFETY: postsuspend runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    t.postsuspend();
 }
 
 /// dm's `status` for `T`.
@@ -465,6 +597,10 @@ impl<T: TargetOps> Registration<T> {
             ctr: Some(ctr_callback::<T>),
             dtr: Some(dtr_callback::<T>),
             map: Some(map_callback::<T>),
+            end_io: Some(end_io_callback::<T>),
+            io_hints: Some(io_hints_callback::<T>),
+            preresume: Some(preresume_callback::<T>),
+            postsuspend: Some(postsuspend_callback::<T>),
             status: Some(status_callback::<T>),
             message: Some(message_callback::<T>),
             iterate_devices: Some(iterate_devices_callback::<T>),

@@ -79,6 +79,13 @@ impl KPages {
         self.slots.get(i).map(|s| s.page.as_ptr())
     }
 
+    /// The direct-map address of page `i` (`None` if out of range), for
+    /// zero-copy sends. Valid while `self` lives; reading through it races
+    /// only with writers of the same bytes, which the rings exclude.
+    pub(crate) fn addr(&self, i: usize) -> Option<*const u8> {
+        self.slots.get(i).map(|s| s.addr.cast_const())
+    }
+
     /// Total bytes of storage.
     pub(crate) fn bytes(&self) -> usize {
         self.slots.len().saturating_mul(PAGE_SIZE)

@@ -69,3 +69,62 @@ sm_check() {
 		ktap_test_fail "$desc"
 	fi
 }
+
+# --- two hosts: network namespaces joined by veth --------------------------
+
+SM_NS_SRC=smt-src
+SM_NS_DST=smt-dst
+SM_IP_SRC=10.78.0.1
+SM_IP_DST=10.78.0.2
+
+# sm_netns_up: the two namespaces, addresses and links.
+sm_netns_up() {
+	ip netns add $SM_NS_SRC && ip netns add $SM_NS_DST &&
+	ip link add smt-veth-s netns $SM_NS_SRC type veth peer name smt-veth-d netns $SM_NS_DST &&
+	ip -n $SM_NS_SRC addr add $SM_IP_SRC/24 dev smt-veth-s &&
+	ip -n $SM_NS_DST addr add $SM_IP_DST/24 dev smt-veth-d &&
+	ip -n $SM_NS_SRC link set smt-veth-s up && ip -n $SM_NS_SRC link set lo up &&
+	ip -n $SM_NS_DST link set smt-veth-d up && ip -n $SM_NS_DST link set lo up
+}
+
+sm_netns_down() {
+	ip netns del $SM_NS_SRC 2>/dev/null
+	ip netns del $SM_NS_DST 2>/dev/null
+	true
+}
+
+# sm_netem DELAY_MS: delay each direction by DELAY_MS/2 (RTT = DELAY_MS);
+# 0 removes it.
+sm_netem() {
+	local half=$(( $1 / 2 ))
+	tc -n $SM_NS_SRC qdisc del dev smt-veth-s root 2>/dev/null
+	tc -n $SM_NS_DST qdisc del dev smt-veth-d root 2>/dev/null
+	[ "$1" -eq 0 ] && return 0
+	tc -n $SM_NS_SRC qdisc add dev smt-veth-s root netem delay ${half}ms &&
+	tc -n $SM_NS_DST qdisc add dev smt-veth-d root netem delay ${half}ms
+}
+
+# sm_status_field DEV KEY: the value of KEY=value in DEV's status line.
+sm_status_field() {
+	dmsetup status "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# sm_quiesce SRC TIMEOUT_S: waits until the source's ring is empty and no
+# host write is in flight (everything applied on the target).
+sm_quiesce() {
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		if [ "$(sm_status_field "$1" ring | cut -d/ -f1)" = 0 ] &&
+		   [ "$(sm_status_field "$1" inflight)" = 0 ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "not quiet after $2 s: $(dmsetup status "$1")"
+	return 1
+}
+
+# sm_equal A B: byte-for-byte equality of two block devices.
+sm_equal() {
+	cmp <(dd if="$1" bs=1M iflag=direct status=none) <(dd if="$2" bs=1M iflag=direct status=none)
+}

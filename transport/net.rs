@@ -232,35 +232,56 @@ impl Socket {
         self.send_vec(&[buf])
     }
 
-    /// Sends all of `bufs`, in order, gathering up to 16 slices per
-    /// `kernel_sendmsg`. Sleeps; fails with the socket's error (`EPIPE` on
-    /// a shut-down socket).
+    /// Sends all of `bufs`, in order. Sleeps; fails with the socket's
+    /// error (`EPIPE` on a shut-down socket).
     pub(crate) fn send_vec(&self, bufs: &[&[u8]]) -> Result {
-        // The first unsent byte is `bufs[idx][off]`.
+        for group in bufs.chunks(MAX_IOV) {
+            let mut pieces = [(core::ptr::null::<u8>(), 0usize); MAX_IOV];
+            for (p, b) in pieces.iter_mut().zip(group.iter()) {
+                *p = (b.as_ptr(), b.len());
+            }
+            let n = group.len().min(MAX_IOV);
+            // SAFETY: each piece is a borrowed slice, readable for the call.
+            unsafe { self.send_raw(pieces.get(..n).unwrap_or(&[]))? };
+        }
+        Ok(())
+    }
+
+    /// Sends all bytes of `pieces` (`(address, length)`), in order,
+    /// gathering up to 16 per `kernel_sendmsg`: the bytes go straight from
+    /// their pages into the socket. Sleeps; fails with the socket's error
+    /// (`EPIPE` on a shut-down socket).
+    ///
+    /// # Safety
+    ///
+    /// Every piece must be valid for reads of its length until this returns.
+    pub(crate) unsafe fn send_raw(&self, pieces: &[(*const u8, usize)]) -> Result {
+        // The first unsent byte is `pieces[idx]` + `off`.
         let mut idx = 0usize;
         let mut off = 0usize;
         loop {
-            while bufs.get(idx).is_some_and(|b| off >= b.len()) {
+            while pieces.get(idx).is_some_and(|p| off >= p.1) {
                 idx += 1;
                 off = 0;
             }
-            let Some(rest) = bufs.get(idx..) else { return Ok(()) };
+            let Some(rest) = pieces.get(idx..) else { return Ok(()) };
             if rest.is_empty() {
                 return Ok(());
             }
             let mut iov = [bindings::kvec::default(); MAX_IOV];
             let mut n = 0usize;
             let mut total = 0usize;
-            for (i, b) in rest.iter().enumerate() {
-                let b = if i == 0 { b.get(off..).unwrap_or(&[]) } else { b };
-                if b.is_empty() {
+            for (i, &(p, len)) in rest.iter().enumerate() {
+                let skip = if i == 0 { off } else { 0 };
+                if len <= skip {
                     continue;
                 }
                 let Some(v) = iov.get_mut(n) else { break };
-                // The kernel only reads a kvec's bytes when sending.
-                v.iov_base = b.as_ptr().cast_mut().cast::<c_void>();
-                v.iov_len = b.len();
-                total += b.len();
+                // The kernel only reads a kvec's bytes when sending; `skip`
+                // stays inside the piece.
+                v.iov_base = p.wrapping_add(skip).cast_mut().cast::<c_void>();
+                v.iov_len = len - skip;
+                total += len - skip;
                 n += 1;
             }
             let mut msg = bindings::msghdr {
@@ -268,7 +289,8 @@ impl Socket {
                 ..Default::default()
             };
             // SAFETY: `sock` is live (type invariant); the first `n` kvecs
-            // describe `total` readable bytes borrowed for this call.
+            // describe `total` bytes readable for this call (the caller's
+            // guarantee).
             let r = unsafe { bindings::kernel_sendmsg(self.sock.as_ptr(), &mut msg, iov.as_mut_ptr(), n, total) };
             if r < 0 {
                 return Err(Error::from_errno(r));
@@ -279,7 +301,7 @@ impl Socket {
             }
             // Move the cursor past `sent` bytes (`off <= len` throughout).
             while sent > 0 {
-                let len = bufs.get(idx).ok_or(EIO)?.len();
+                let len = pieces.get(idx).ok_or(EIO)?.1;
                 let here = len.saturating_sub(off).min(sent);
                 off += here;
                 sent -= here;
@@ -289,6 +311,14 @@ impl Socket {
                 }
             }
         }
+    }
+
+    /// Sets (or with 0, clears) a receive timeout: a `recv_exact` that
+    /// waits longer fails with `EAGAIN`.
+    pub(crate) fn set_recv_timeout(&self, ms: u32) {
+        let timeo = msecs_to_jiffies(ms).min(c_long::MAX as _) as c_long;
+        // SAFETY: `sock` is live (type invariant).
+        unsafe { raw::dmsm_sock_set_rcvtimeo(self.sock.as_ptr(), timeo) };
     }
 
     /// Fills all of `buf`. Sleeps. Fails with `ECONNRESET` when the peer

@@ -330,15 +330,23 @@ fn parse_in(value: &[u8], lo: u32, hi: u32, err: TableError) -> Result<u32, Tabl
 
 /// Decimal, digits only (no sign, no spaces), overflow is an error.
 pub fn parse_u32(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || s.len() > 10 {
+    if s.len() > 10 {
         return None;
     }
-    let mut v: u32 = 0;
+    parse_u64(s).and_then(|v| u32::try_from(v).ok())
+}
+
+/// Decimal `u64`, digits only (no sign, no spaces), overflow is an error.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
     for &b in s {
         if !b.is_ascii_digit() {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add(u32::from(b - b'0'))?;
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     Some(v)
 }

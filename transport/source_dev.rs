@@ -1,0 +1,817 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The source role in the kernel: glue between dm's bios, the source state
+//! machine ([`crate::transport::proto::source`]) and a kernel TCP socket.
+//!
+//! - `map` offers each write to the machine, which copies its payload into
+//!   the rollback ring; accepted writes are remapped to the data device at
+//!   once, the others wait in a deferred list (never failed for lack of
+//!   room, never a sleep in `map`).
+//! - `end_io` reports the local completion; with `completion sync` the bio
+//!   is kept (`DM_ENDIO_INCOMPLETE`) until the target acknowledged it.
+//! - Three kthreads per device, started at resume and stopped at suspend:
+//!   the *worker* retries deferred bios and ends acknowledged ones, the
+//!   *sender* connects (with back-off), shakes hands and streams the ring
+//!   straight from its pages, the *receiver* (one per connection) feeds
+//!   ACK / NAK / lock replies to the machine.
+//!
+//! All state sits behind one irq-safe spinlock ([`IrqSpinLock`]): bios end
+//! in interrupt context. Nothing sleeps or allocates under it, and the
+//! last reference to a socket is never dropped under it.
+
+use core::fmt::Write;
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KVec},
+    c_str, new_condvar, new_mutex,
+    prelude::*,
+    sync::{Arc, CondVar, Mutex},
+    time::msecs_to_jiffies,
+};
+
+use super::frames::{self, Backoff, RecvError};
+use super::net::{NetNs, Socket};
+use super::proto::auth::{self, MacLabel};
+use super::proto::hot::HotSlot;
+use super::proto::inflight::InflightSlot;
+use super::proto::source::{HostOp, HostWrite, LinkState, Source, SourceConfig, SourceRecv, Submit};
+use super::proto::{encode_hello, Refusal, MAX_CONTROL_FRAME};
+use super::thread::Thread;
+use crate::dm::bio::{Bio, BioList, BioOp, BioView, BLK_STS_IOERR, BLK_STS_OK};
+use crate::dm::pages::{KPages, KernelCrc};
+use crate::dm::sync::IrqSpinLock;
+use crate::dm::{DmDev, EndIo, Events, MapResult, StatusWriter};
+use crate::log::record::{FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, OFF_CRC};
+use crate::log::ring::RingError;
+use crate::new_irq_spinlock;
+use crate::table::TableConfig;
+
+type Machine = Source<KPages, KVec<HotSlot>, KVec<InflightSlot>>;
+
+/// Per-bio tags (`PerBio::tag`).
+const TAG_NONE: u32 = 0;
+/// Accepted: local I/O in flight for record `seq`.
+const TAG_WRITE: u32 = 1;
+/// Local I/O done, waiting for the target's ACK (`completion sync`).
+const TAG_PARKED: u32 = 2;
+/// Acknowledged: end with the status the local I/O left.
+const TAG_RELEASE: u32 = 3;
+
+/// Host writes in flight at once (in-flight slots of the machine).
+const INFLIGHT_SLOTS: usize = 256;
+/// Pieces (page spans) gathered into one send.
+const SEND_PIECES: usize = 512;
+/// Bytes gathered into one send before it goes out.
+const SEND_BATCH: usize = 512 * 1024;
+/// Connect and handshake timeouts.
+const CONNECT_TIMEOUT_MS: u32 = 5000;
+const HANDSHAKE_TIMEOUT_MS: u32 = 10000;
+/// Deferred bios retried per pass of the worker (bounds lock hold time).
+const RETRY_BATCH: usize = 64;
+
+/// Connection state as status shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conn {
+    /// Not started (suspended) or stopped.
+    Stopped,
+    /// `dmsetup message .. disconnect`: waits for `connect`.
+    AdminDown,
+    /// Trying to connect (or waiting for the next attempt).
+    Connecting,
+    /// Connected, handshake in progress.
+    Handshake,
+    /// Streaming.
+    Connected,
+    /// The peer refused us (or failed authentication); retrying slowly.
+    Refused(Refusal),
+}
+
+impl Conn {
+    fn as_str(self) -> &'static str {
+        match self {
+            Conn::Stopped => "stopped",
+            Conn::AdminDown => "disconnected",
+            Conn::Connecting => "connecting",
+            Conn::Handshake => "handshake",
+            Conn::Connected => "connected",
+            Conn::Refused(r) => refusal_str(r),
+        }
+    }
+}
+
+/// Status word for a refused handshake.
+pub(crate) fn refusal_str(r: Refusal) -> &'static str {
+    match r {
+        Refusal::Version => "refused:version",
+        Refusal::DeviceSize => "refused:device-size",
+        Refusal::RegionSize => "refused:region-size",
+        Refusal::Busy => "refused:busy",
+        Refusal::Generation => "refused:generation",
+        Refusal::Diverged => "refused:diverged",
+        Refusal::Auth => "refused:auth",
+        Refusal::Protocol => "refused:protocol",
+    }
+}
+
+struct State {
+    m: Machine,
+    /// Writes waiting for room, an overlap or a slot (FIFO).
+    deferred: BioList,
+    /// Sync completion: locally done, waiting for the ACK.
+    parked: BioList,
+    /// Acknowledged parked bios the worker ends.
+    release: BioList,
+    /// The current connection's socket (also while shaking hands), so
+    /// that stop and `disconnect` can shut it down.
+    sock: Option<Arc<Socket>>,
+    conn: Conn,
+    /// The current connection failed; the sender tears it down.
+    broken: bool,
+    admin_down: bool,
+    stopping: bool,
+    work_kick: bool,
+    /// Fault injection: corrupt the CRC of the next N records sent.
+    corrupt_next: u32,
+    auth_failures: u64,
+    connect_failures: u64,
+    invalid_bios: u64,
+}
+
+/// The threads of a running source.
+struct Threads {
+    sender: Thread,
+    worker: Thread,
+}
+
+/// One source device.
+#[pin_data]
+pub(crate) struct SourceDev {
+    cfg: TableConfig,
+    data: DmDev,
+    ns: NetNs,
+    events: Events,
+    crc: KernelCrc,
+    ring_bytes: usize,
+    #[pin]
+    st: IrqSpinLock<State>,
+    /// The sender waits here for records, state changes and back-off.
+    #[pin]
+    tx_wait: CondVar,
+    /// The worker waits here for a kick.
+    #[pin]
+    work_wait: CondVar,
+    #[pin]
+    threads: Mutex<Option<Threads>>,
+}
+
+/// The machine's view of a host bio.
+fn host_write(op: BioOp, sector: u64, sectors: u32, preflush: bool, fua: bool) -> Option<HostWrite> {
+    let op = match op {
+        BioOp::Write => HostOp::Write,
+        BioOp::Flush => HostOp::Flush,
+        BioOp::Discard => HostOp::Discard,
+        BioOp::WriteZeroes => HostOp::WriteZeroes,
+        BioOp::Read | BioOp::Other => return None,
+    };
+    let mut flags = 0;
+    if preflush {
+        flags |= FLAG_PREFLUSH;
+    }
+    if fua {
+        flags |= FLAG_FUA;
+    }
+    Some(HostWrite { op, sector, count: sectors, flags })
+}
+
+impl SourceDev {
+    /// Builds the device: ring pages (`ring_mb`), in-flight and hot-region
+    /// slots, all allocated here, never on the I/O path.
+    pub(crate) fn new(cfg: TableConfig, data: DmDev, events: Events, dev_sectors: u64) -> Result<Arc<SourceDev>> {
+        let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL)?;
+        let ring_bytes = pages.bytes();
+        let mut hot = KVec::with_capacity(cfg.hot_regions as usize, GFP_KERNEL)?;
+        for _ in 0..cfg.hot_regions {
+            hot.push(HotSlot::default(), GFP_KERNEL)?;
+        }
+        let mut inflight = KVec::with_capacity(INFLIGHT_SLOTS, GFP_KERNEL)?;
+        for _ in 0..INFLIGHT_SLOTS {
+            inflight.push(InflightSlot::default(), GFP_KERNEL)?;
+        }
+        // A new generation per table load: the target starts a new stream
+        // from this ring's first record.
+        let mut g = [0u8; 8];
+        g.copy_from_slice(frames::nonce().get(..8).unwrap_or(&[1; 8]));
+        let generation = u64::from_le_bytes(g).max(1);
+        let scfg = SourceConfig {
+            region_sectors: cfg.region_sectors,
+            mode: cfg.mode,
+            completion: cfg.completion,
+            dev_sectors,
+            generation,
+        };
+        let m = Source::new(scfg, pages, 1, hot, inflight).map_err(|_| EINVAL)?;
+        let ns = NetNs::current()?;
+        let state = State {
+            m,
+            deferred: BioList::new(),
+            parked: BioList::new(),
+            release: BioList::new(),
+            sock: None,
+            conn: Conn::Stopped,
+            broken: false,
+            admin_down: false,
+            stopping: true,
+            work_kick: false,
+            corrupt_next: 0,
+            auth_failures: 0,
+            connect_failures: 0,
+            invalid_bios: 0,
+        };
+        Arc::pin_init(
+            pin_init!(SourceDev {
+                cfg,
+                data,
+                ns,
+                events,
+                crc: KernelCrc,
+                ring_bytes,
+                st <- new_irq_spinlock!(state, "specmirror_source"),
+                tx_wait <- new_condvar!("specmirror_source_tx"),
+                work_wait <- new_condvar!("specmirror_source_work"),
+                threads <- new_mutex!(None, "specmirror_source_threads"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The data device.
+    pub(crate) fn data(&self) -> &DmDev {
+        &self.data
+    }
+
+    /// The parsed table line.
+    pub(crate) fn config(&self) -> &TableConfig {
+        &self.cfg
+    }
+
+    fn kick_worker(&self) {
+        self.work_wait.notify_all();
+    }
+
+    /// dm `map`: see the module docs.
+    pub(crate) fn map(&self, bio: &mut Bio<'_>) -> MapResult {
+        bio.per_bio().tag = TAG_NONE;
+        let op = bio.op();
+        if op == BioOp::Read {
+            bio.remap(&self.data);
+            return MapResult::Remapped;
+        }
+        let Some(hw) = host_write(op, bio.sector(), bio.sectors(), bio.is_preflush(), bio.is_fua()) else {
+            return MapResult::Kill;
+        };
+        let mut g = self.st.lock();
+        if !g.deferred.is_empty() {
+            // Keep arrival order behind writes that already wait.
+            if let Some(b) = bio.take() {
+                g.deferred.push_back(b);
+            }
+            drop(g);
+            self.kick_worker();
+            return MapResult::Submitted;
+        }
+        let r = submit(&mut g.m, &self.crc, &hw, bio);
+        match r {
+            Submit::Accepted(seq) => {
+                drop(g);
+                let pb = bio.per_bio();
+                pb.tag = TAG_WRITE;
+                pb.seq = seq;
+                self.tx_wait.notify_all();
+                bio.remap(&self.data);
+                MapResult::Remapped
+            }
+            Submit::Wait(_) => {
+                if let Some(b) = bio.take() {
+                    g.deferred.push_back(b);
+                }
+                MapResult::Submitted
+            }
+            Submit::Invalid(why) => {
+                g.invalid_bios = g.invalid_bios.saturating_add(1);
+                drop(g);
+                pr_warn!("specmirror: refused write at {} (+{}): {:?}\n", hw.sector, hw.count, why);
+                MapResult::Kill
+            }
+        }
+    }
+
+    /// dm `end_io`: see the module docs. Any context.
+    pub(crate) fn end_io(&self, bio: &mut Bio<'_>, status: u8) -> EndIo {
+        let pb = *bio.per_bio();
+        if pb.tag != TAG_WRITE {
+            // Reads, and parked bios ended a second time (TAG_RELEASE).
+            return EndIo::Done;
+        }
+        let mut g = self.st.lock();
+        g.m.local_done(pb.seq, status == BLK_STS_OK);
+        let mut mine = false;
+        while let Some(c) = g.m.poll_completed() {
+            if c.seq == pb.seq {
+                mine = true;
+            } else if let Some(mut b) = g.parked.remove_first(|p| p.seq == c.seq) {
+                b.per_bio().tag = TAG_RELEASE;
+                g.release.push_back(b);
+            }
+        }
+        let r = if mine {
+            EndIo::Done
+        } else {
+            match bio.take() {
+                Some(mut b) => {
+                    b.per_bio().tag = TAG_PARKED;
+                    g.parked.push_back(b);
+                    EndIo::Incomplete
+                }
+                None => EndIo::Done,
+            }
+        };
+        g.work_kick = true;
+        drop(g);
+        // A finished local write may unblock an overlapping deferred one.
+        self.kick_worker();
+        r
+    }
+
+    /// Starts the threads (resume). Process context.
+    pub(crate) fn start(self: &Arc<Self>) -> Result {
+        let mut t = self.threads.lock();
+        if t.is_some() {
+            return Ok(());
+        }
+        {
+            let mut g = self.st.lock();
+            g.stopping = false;
+            g.conn = if g.admin_down { Conn::AdminDown } else { Conn::Connecting };
+        }
+        let d = self.clone();
+        let worker = Thread::spawn(c_str!("specmirror-wk"), move || d.worker_main())?;
+        let d = self.clone();
+        let sender = match Thread::spawn(c_str!("specmirror-tx"), move || d.sender_main()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.set_stopping();
+                drop(worker);
+                return Err(e);
+            }
+        };
+        *t = Some(Threads { sender, worker });
+        Ok(())
+    }
+
+    fn set_stopping(&self) {
+        let sock = {
+            let mut g = self.st.lock();
+            g.stopping = true;
+            g.sock.clone()
+        };
+        if let Some(s) = sock {
+            s.shutdown();
+        }
+        self.tx_wait.notify_all();
+        self.kick_worker();
+    }
+
+    /// Stops the threads (suspend, remove) and closes the connection.
+    /// Process context; waits for the threads to exit.
+    pub(crate) fn stop(&self) {
+        let mut t = self.threads.lock();
+        let Some(th) = t.take() else { return };
+        self.set_stopping();
+        drop(th.sender);
+        drop(th.worker);
+        let mut g = self.st.lock();
+        g.conn = Conn::Stopped;
+        // Anything the worker did not get to: acknowledged bios end now,
+        // the rest stays (a stopped device has no I/O in flight: dm
+        // suspends before it stops us).
+        let mut rel = core::mem::replace(&mut g.release, BioList::new());
+        drop(g);
+        while let Some(b) = rel.pop_front() {
+            b.end_keep_status();
+        }
+    }
+
+    fn worker_main(&self) {
+        loop {
+            let mut g = self.st.lock();
+            while !g.work_kick && !g.stopping {
+                self.work_wait.wait(&mut g);
+            }
+            if g.stopping && g.deferred.is_empty() && g.release.is_empty() {
+                return;
+            }
+            g.work_kick = false;
+            let mut release = core::mem::replace(&mut g.release, BioList::new());
+            let mut ready = BioList::new();
+            let mut failed = BioList::new();
+            let mut n = 0;
+            while n < RETRY_BATCH {
+                let Some(mut b) = g.deferred.pop_front() else { break };
+                n += 1;
+                let Some(hw) = host_write(b.op(), b.sector(), b.sectors(), b.is_preflush(), b.is_fua()) else {
+                    failed.push_back(b);
+                    continue;
+                };
+                let r = submit(&mut g.m, &self.crc, &hw, &b);
+                match r {
+                    Submit::Accepted(seq) => {
+                        let pb = b.per_bio();
+                        pb.tag = TAG_WRITE;
+                        pb.seq = seq;
+                        ready.push_back(b);
+                    }
+                    Submit::Wait(_) => {
+                        g.deferred.push_front(b);
+                        break;
+                    }
+                    Submit::Invalid(_) => {
+                        g.invalid_bios = g.invalid_bios.saturating_add(1);
+                        failed.push_back(b);
+                    }
+                }
+            }
+            if n >= RETRY_BATCH && !g.deferred.is_empty() {
+                // More to try: come back without waiting.
+                g.work_kick = true;
+            }
+            drop(g);
+            if !ready.is_empty() {
+                self.tx_wait.notify_all();
+            }
+            while let Some(b) = release.pop_front() {
+                b.end_keep_status();
+            }
+            while let Some(b) = ready.pop_front() {
+                b.submit_remapped(&self.data);
+            }
+            while let Some(b) = failed.pop_front() {
+                b.end(BLK_STS_IOERR);
+            }
+        }
+    }
+
+    /// Waits up to `ms` or until stopped / kicked; false once stopping.
+    fn sleep_ms(&self, ms: u32) -> bool {
+        let mut g = self.st.lock();
+        if g.stopping {
+            return false;
+        }
+        let _ = self.tx_wait.wait_interruptible_timeout(&mut g, msecs_to_jiffies(ms));
+        !g.stopping
+    }
+
+    fn set_conn(&self, c: Conn) {
+        let changed = {
+            let mut g = self.st.lock();
+            let changed = g.conn != c;
+            g.conn = c;
+            changed
+        };
+        if changed {
+            self.events.raise();
+        }
+    }
+
+    fn sender_main(self: Arc<Self>) {
+        let mut backoff = Backoff::new();
+        let mut pieces: KVec<(*const u8, usize)> = match KVec::with_capacity(SEND_PIECES, GFP_KERNEL) {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        loop {
+            {
+                let mut g = self.st.lock();
+                while g.admin_down && !g.stopping {
+                    g.conn = Conn::AdminDown;
+                    self.tx_wait.wait(&mut g);
+                }
+                if g.stopping {
+                    return;
+                }
+            }
+            let refused = self.st.lock().conn;
+            if !matches!(refused, Conn::Refused(_)) {
+                self.set_conn(Conn::Connecting);
+            }
+            let sock = match Socket::connect(&self.ns, &self.cfg.endpoint, CONNECT_TIMEOUT_MS).and_then(|s| Ok(Arc::new(s, GFP_KERNEL)?)) {
+                Ok(s) => s,
+                Err(_) => {
+                    {
+                        let mut g = self.st.lock();
+                        g.connect_failures = g.connect_failures.saturating_add(1);
+                    }
+                    if !self.sleep_ms(backoff.next_ms()) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            {
+                let mut g = self.st.lock();
+                if g.stopping || g.admin_down {
+                    drop(g);
+                    sock.shutdown();
+                    continue;
+                }
+                g.sock = Some(sock.clone());
+                g.broken = false;
+            }
+            self.set_conn(Conn::Handshake);
+            match self.handshake(&sock) {
+                Ok(()) => {
+                    backoff.reset();
+                    self.set_conn(Conn::Connected);
+                    let d = self.clone();
+                    let s = sock.clone();
+                    match Thread::spawn(c_str!("specmirror-rx"), move || d.receiver_main(s)) {
+                        Ok(rx) => {
+                            self.stream(&sock, &mut pieces);
+                            sock.shutdown();
+                            drop(rx);
+                        }
+                        Err(_) => sock.shutdown(),
+                    }
+                }
+                Err(r) => {
+                    sock.shutdown();
+                    if let Some(r) = r {
+                        pr_warn!("specmirror: {} refused the handshake: {}\n", self.cfg.endpoint, refusal_str(r));
+                        self.set_conn(Conn::Refused(r));
+                    }
+                }
+            }
+            let old = {
+                let mut g = self.st.lock();
+                g.m.on_disconnect();
+                if g.conn == Conn::Connected || g.conn == Conn::Handshake {
+                    g.conn = Conn::Connecting;
+                }
+                g.sock.take()
+            };
+            // Released outside the spinlock: sock_release sleeps.
+            drop(old);
+            drop(sock);
+            self.events.raise();
+            if !self.sleep_ms(backoff.next_ms()) {
+                return;
+            }
+        }
+    }
+
+    /// CHALLENGE, HELLO, HELLO_REPLY. `Err(Some(r))`: refused by the peer
+    /// or by us (authentication); `Err(None)`: the connection failed.
+    fn handshake(&self, sock: &Socket) -> Result<(), Option<Refusal>> {
+        let secret = self.cfg.secret.as_ref().map(|s| s.as_bytes());
+        let mut buf = [0u8; MAX_CONTROL_FRAME];
+        sock.set_recv_timeout(HANDSHAKE_TIMEOUT_MS);
+        let n = frames::recv_frame(sock, &mut buf).map_err(|_| None)?;
+        let peer_nonce = auth::decode_challenge(&self.crc, buf.get(..n).unwrap_or(&[])).map_err(|_| Some(Refusal::Protocol))?;
+        let mut hello = self.st.lock().m.start_handshake();
+        hello.nonce = frames::nonce();
+        auth::sign(secret, MacLabel::Hello, &peer_nonce, &mut hello);
+        let len = encode_hello(&self.crc, &hello, false, &mut buf).map_err(|_| None)?;
+        sock.send_all(buf.get(..len).unwrap_or(&[])).map_err(|_| None)?;
+        let n = frames::recv_frame(sock, &mut buf).map_err(|_| None)?;
+        sock.set_recv_timeout(0);
+        let mut g = self.st.lock();
+        match g.m.on_frame(&self.crc, buf.get(..n).unwrap_or(&[])) {
+            SourceRecv::HelloReply(reply) => {
+                if !auth::verify(secret, MacLabel::Reply, &hello.nonce, &reply) {
+                    g.auth_failures = g.auth_failures.saturating_add(1);
+                    return Err(Some(Refusal::Auth));
+                }
+                g.m.on_hello_reply(&reply).map_err(Some)
+            }
+            _ => Err(Some(Refusal::Protocol)),
+        }
+    }
+
+    /// Sends records until the connection breaks or the device stops.
+    fn stream(&self, sock: &Socket, pieces: &mut KVec<(*const u8, usize)>) {
+        // Header copy for a record whose CRC fault injection corrupts.
+        let mut bad_hdr = [0u8; HEADER_LEN];
+        loop {
+            clear(pieces);
+            let mut g = self.st.lock();
+            loop {
+                if g.stopping || g.broken || g.admin_down {
+                    return;
+                }
+                if g.m.peek_send().is_some() {
+                    break;
+                }
+                self.tx_wait.wait(&mut g);
+            }
+            let mut bytes = 0usize;
+            while bytes < SEND_BATCH {
+                let Some(v) = g.m.peek_send() else { break };
+                let spans = v.chunks().count();
+                if !pieces.is_empty() && pieces.len() + spans + 2 > SEND_PIECES {
+                    break;
+                }
+                let corrupt = g.corrupt_next > 0;
+                let mut skip = 0usize;
+                if corrupt {
+                    // Copy the header out, flip a CRC bit, send the copy.
+                    let pages = g.m.ring().pages();
+                    let mut filled = 0usize;
+                    for (pi, off, len) in v.chunks() {
+                        let Some(page) = kernel_page(pages, pi) else { break };
+                        let take = len.min(HEADER_LEN - filled);
+                        if let (Some(d), Some(s)) = (bad_hdr.get_mut(filled..filled + take), page.get(off..off + take)) {
+                            d.copy_from_slice(s);
+                        }
+                        filled += take;
+                        if filled >= HEADER_LEN {
+                            break;
+                        }
+                    }
+                    if let Some(b) = bad_hdr.get_mut(OFF_CRC) {
+                        *b ^= 0x01;
+                    }
+                    let _ = pieces.push((bad_hdr.as_ptr(), HEADER_LEN), GFP_KERNEL);
+                    skip = HEADER_LEN;
+                    g.corrupt_next -= 1;
+                }
+                for (pi, off, len) in v.chunks() {
+                    let Some(base) = g.m.ring().pages().addr(pi) else { break };
+                    let drop_n = skip.min(len);
+                    skip -= drop_n;
+                    if len > drop_n {
+                        // `pieces` has room: checked against SEND_PIECES.
+                        let _ = pieces.push((base.wrapping_add(off + drop_n), len - drop_n), GFP_KERNEL);
+                    }
+                }
+                bytes += v.frame_len;
+                g.m.advance_send();
+                if corrupt {
+                    // `bad_hdr` is reused: one corrupted record per send.
+                    break;
+                }
+            }
+            drop(g);
+            // SAFETY: the pieces point into ring pages that stay allocated
+            // while the device lives and hold sealed records that are only
+            // freed by an ACK for them, which cannot come before the
+            // target received these bytes; `bad_hdr` lives on this stack.
+            if unsafe { sock.send_raw(pieces) }.is_err() {
+                self.st.lock().broken = true;
+                return;
+            }
+        }
+    }
+
+    fn receiver_main(self: Arc<Self>, sock: Arc<Socket>) {
+        let mut buf = [0u8; MAX_CONTROL_FRAME];
+        loop {
+            let n = match frames::recv_frame(&sock, &mut buf) {
+                Ok(n) => n,
+                Err(RecvError::Header) | Err(RecvError::TooLong) => {
+                    // Count it like a corrupt frame and reconnect.
+                    let mut g = self.st.lock();
+                    let _ = g.m.on_frame(&self.crc, &[]);
+                    break;
+                }
+                Err(RecvError::Io) => break,
+            };
+            let mut release = BioList::new();
+            let mut g = self.st.lock();
+            let r = g.m.on_frame(&self.crc, buf.get(..n).unwrap_or(&[]));
+            if r != SourceRecv::Ok {
+                drop(g);
+                break;
+            }
+            while let Some(c) = g.m.poll_completed() {
+                if let Some(mut b) = g.parked.remove_first(|p| p.seq == c.seq) {
+                    b.per_bio().tag = TAG_RELEASE;
+                    release.push_back(b);
+                }
+            }
+            g.work_kick = true;
+            drop(g);
+            self.tx_wait.notify_all();
+            self.kick_worker();
+            while let Some(b) = release.pop_front() {
+                b.end_keep_status();
+            }
+        }
+        self.st.lock().broken = true;
+        sock.shutdown();
+        self.tx_wait.notify_all();
+    }
+
+    /// `dmsetup message`: `connect`, `disconnect`, and with the
+    /// fault-injection parameter `fault corrupt <n>` / `fault drop`.
+    pub(crate) fn message(&self, words: &[&[u8]]) -> Result {
+        match words {
+            [b"disconnect"] => {
+                let sock = {
+                    let mut g = self.st.lock();
+                    g.admin_down = true;
+                    g.sock.clone()
+                };
+                if let Some(s) = sock {
+                    s.shutdown();
+                }
+                self.tx_wait.notify_all();
+                Ok(())
+            }
+            [b"connect"] => {
+                self.st.lock().admin_down = false;
+                self.tx_wait.notify_all();
+                Ok(())
+            }
+            [b"fault", b"corrupt", n] if fault_injection() => {
+                let n = crate::table::parse_u32(n).ok_or(EINVAL)?;
+                self.st.lock().corrupt_next = n;
+                Ok(())
+            }
+            [b"fault", b"drop"] if fault_injection() => {
+                let sock = self.st.lock().sock.clone();
+                if let Some(s) = sock {
+                    s.shutdown();
+                }
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// `dmsetup status` (INFO).
+    pub(crate) fn status(&self, out: &mut StatusWriter<'_>, dev: &str) {
+        let g = self.st.lock();
+        let s = *g.m.stats();
+        let ring = g.m.ring();
+        let conn = match (g.conn, g.m.link_state()) {
+            (Conn::Connected, LinkState::Connected) => "connected",
+            (c, _) => c.as_str(),
+        };
+        let _ = write!(
+            out,
+            "source {} {} ring={}/{} queued={} sent={} acked={} lag={} inflight={} deferred={} \
+             resends={} crc_errors={} naks={} lock_rejections={} reconnects={} auth_failures={} \
+             connect_failures={} waits={} local_errors={}",
+            dev,
+            conn,
+            ring.used_bytes(),
+            self.ring_bytes,
+            ring.next_seq().saturating_sub(1),
+            ring.send_seq().saturating_sub(1),
+            g.m.acked_seq(),
+            ring.used_bytes(),
+            g.m.inflight_len(),
+            g.deferred.len(),
+            s.resends,
+            s.crc_errors,
+            s.naks,
+            s.lock_rejections,
+            s.reconnects,
+            g.auth_failures,
+            g.connect_failures,
+            s.waits,
+            s.local_errors,
+        );
+    }
+}
+
+/// Offers `hw` to the machine, copying the payload from `bio`'s pages into
+/// the ring if it is accepted.
+fn submit(m: &mut Machine, crc: &KernelCrc, hw: &HostWrite, bio: &impl BioView) -> Submit {
+    m.submit(crc, hw, |w| {
+        let mut err: Option<RingError> = None;
+        bio.copy_data(|seg| match w.write(seg) {
+            Ok(()) => true,
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        });
+        err.map_or(Ok(()), Err)
+    })
+}
+
+/// Empties a vector of plain values, keeping its allocation.
+fn clear<T: Copy>(v: &mut KVec<T>) {
+    // SAFETY: length 0 is always initialised; `T: Copy` needs no drop.
+    unsafe { v.set_len(0) };
+}
+
+/// Whether the developer-only fault-injection messages are enabled.
+pub(crate) fn fault_injection() -> bool {
+    // SAFETY: reads a module parameter; no preconditions.
+    unsafe { crate::dm::raw::dmsm_fault_injection_enabled() }
+}
+
+/// Page `i` of the ring's storage as bytes (under the state lock).
+fn kernel_page(p: &KPages, i: usize) -> Option<&[u8; crate::log::pages::PAGE_SIZE]> {
+    crate::log::pages::Pages::page(p, i)
+}

@@ -1,0 +1,769 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The target role in the kernel: glue between a listening kernel socket,
+//! the target state machine ([`crate::transport::proto::target`]) and the
+//! bios that apply records to the data device.
+//!
+//! Threads, started at resume and stopped at suspend:
+//! - *listener*: accepts one source at a time (a second one is closed at
+//!   once and counted) and starts a *receiver* for it;
+//! - *receiver*: challenge, HELLO check, HELLO_REPLY, then frames into the
+//!   commit log (back-pressure: it stops reading while the log is full);
+//! - *applier*: turns records into bios built straight from the commit
+//!   log's pages (flush epochs and lock waits are the machine's business),
+//!   lets waiting reads go, retries failed writes every second;
+//! - *sender*: ACK, NAK, LOCK_GRANTED / LOCK_REJECTED.
+//!
+//! Reads through the target's own dm device wait while unapplied stream
+//! writes touch their range; writes through it fail (a replica is
+//! read-only in this one-way mode).
+
+use core::fmt::Write;
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KBox, KVec, VVec},
+    bindings, c_str,
+    error::code::{EBUSY, EINVAL},
+    new_condvar, new_mutex,
+    prelude::*,
+    sync::{Arc, CondVar, Mutex},
+    time::msecs_to_jiffies,
+};
+
+use super::frames::{self, RecvError};
+use super::net::{NetNs, Socket};
+use super::proto::auth::{self, MacLabel};
+use super::proto::target::{LocalLock, Target, TargetConfig, TargetRecv};
+use super::proto::{encode_hello, Refusal, MAX_CONTROL_FRAME};
+use super::source_dev::{fault_injection, refusal_str};
+use super::thread::Thread;
+use crate::dm::bio::{Bio, BioList, BioOp, BioView};
+use crate::dm::devio::{BioSet, DevIo, IoOp, IoOwner};
+use crate::dm::pages::{KPages, KernelCrc};
+use crate::dm::sync::IrqSpinLock;
+use crate::dm::{DmDev, EndIo, Events, MapResult, StatusWriter};
+use crate::log::locks::LockSlot;
+use crate::log::record::{Header, Hello, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, MAX_PAYLOAD, VERSION};
+use crate::new_irq_spinlock;
+use crate::table::{parse_u64, TableConfig};
+
+type Machine = Target<KPages, KVec<LockSlot>>;
+
+/// Per-bio tags (`PerBio::tag`).
+const TAG_NONE: u32 = 0;
+
+/// Lock slots: the source's hot regions (at most the default 64 unless
+/// the source says otherwise; more share slots) plus local locks.
+const LOCK_SLOTS: usize = 1024;
+/// Records applied at once (the machine's issue window bounds it too).
+const APPLY_BATCH: usize = 32;
+/// Page spans gathered per batch (a 1 MiB record spans up to 257).
+const APPLY_SPANS: usize = APPLY_BATCH * 260;
+/// Acknowledge at least every this many applied records.
+const ACK_EVERY: u32 = 32;
+/// Failed device writes are retried this often.
+const RETRY_MS: u32 = 1000;
+const HANDSHAKE_TIMEOUT_MS: u32 = 10000;
+/// `dmsetup message .. lock` waits at most this long for the grant.
+const LOCK_WAIT_MS: u32 = 5000;
+/// Explicit local locks (`dmsetup message .. lock`) held at once.
+const MAX_MSG_LOCKS: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conn {
+    Stopped,
+    Listening,
+    Handshake,
+    Connected,
+}
+
+impl Conn {
+    fn as_str(self) -> &'static str {
+        match self {
+            Conn::Stopped => "stopped",
+            Conn::Listening => "listening",
+            Conn::Handshake => "handshake",
+            Conn::Connected => "connected",
+        }
+    }
+}
+
+struct State {
+    m: KBox<Machine>,
+    /// The current connection (handshake or streaming).
+    sock: Option<Arc<Socket>>,
+    conn: Conn,
+    /// The sender may use `sock` (the handshake is over).
+    streaming: bool,
+    stopping: bool,
+    apply_kick: bool,
+    tx_kick: bool,
+    /// Bios of records handed to the device and not yet ended.
+    ios: u32,
+    /// Headers of those records (`io_done` wants them back).
+    io_hdrs: KVec<(u64, Header)>,
+    /// Reads waiting for unapplied writes to their range.
+    reads: BioList,
+    /// Explicit local locks, `(sector, count)`.
+    msg_locks: [Option<(u64, u64)>; MAX_MSG_LOCKS],
+    last_refusal: Option<Refusal>,
+    refused_conns: u64,
+    auth_failures: u64,
+    protocol_errors: u64,
+    writes_refused: u64,
+    connections: u64,
+}
+
+struct Threads {
+    listener: Thread,
+    applier: Thread,
+    sender: Thread,
+    lsock: Arc<Socket>,
+}
+
+/// One target device.
+#[pin_data]
+pub(crate) struct TargetDev {
+    cfg: TableConfig,
+    data: DmDev,
+    ns: NetNs,
+    events: Events,
+    crc: KernelCrc,
+    log_bytes: usize,
+    dev_sectors: u64,
+    #[pin]
+    st: IrqSpinLock<State>,
+    /// The applier waits here (completions, new records, reads).
+    #[pin]
+    apply_wait: CondVar,
+    /// The sender waits here.
+    #[pin]
+    tx_wait: CondVar,
+    /// The receiver waits here while the commit log is full; lockers of
+    /// `dmsetup message .. lock` wait here too.
+    #[pin]
+    rx_wait: CondVar,
+    #[pin]
+    threads: Mutex<Option<Threads>>,
+}
+
+impl TargetDev {
+    /// Builds the device: commit log pages (`ring_mb`) and lock slots,
+    /// allocated here, never on the I/O path.
+    pub(crate) fn new(cfg: TableConfig, data: DmDev, events: Events, dev_sectors: u64) -> Result<Arc<TargetDev>> {
+        let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL)?;
+        let log_bytes = pages.bytes();
+        let mut slots = KVec::with_capacity(LOCK_SLOTS, GFP_KERNEL)?;
+        for _ in 0..LOCK_SLOTS {
+            slots.push(LockSlot::EMPTY, GFP_KERNEL)?;
+        }
+        let tcfg = TargetConfig { region_sectors: cfg.region_sectors, dev_sectors, ack_every: ACK_EVERY };
+        let m = KBox::new(Target::new(tcfg, pages, slots).map_err(|_| EINVAL)?, GFP_KERNEL)?;
+        let io_hdrs = KVec::with_capacity(crate::log::commit::SCAN_LIMIT, GFP_KERNEL)?;
+        let state = State {
+            m,
+            sock: None,
+            conn: Conn::Stopped,
+            streaming: false,
+            stopping: true,
+            apply_kick: false,
+            tx_kick: false,
+            ios: 0,
+            io_hdrs,
+            reads: BioList::new(),
+            msg_locks: [None; MAX_MSG_LOCKS],
+            last_refusal: None,
+            refused_conns: 0,
+            auth_failures: 0,
+            protocol_errors: 0,
+            writes_refused: 0,
+            connections: 0,
+        };
+        let ns = NetNs::current()?;
+        Arc::pin_init(
+            pin_init!(TargetDev {
+                cfg,
+                data,
+                ns,
+                events,
+                crc: KernelCrc,
+                log_bytes,
+                dev_sectors,
+                st <- new_irq_spinlock!(state, "specmirror_target"),
+                apply_wait <- new_condvar!("specmirror_target_apply"),
+                tx_wait <- new_condvar!("specmirror_target_tx"),
+                rx_wait <- new_condvar!("specmirror_target_rx"),
+                threads <- new_mutex!(None, "specmirror_target_threads"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The data device.
+    pub(crate) fn data(&self) -> &DmDev {
+        &self.data
+    }
+
+    /// The parsed table line.
+    pub(crate) fn config(&self) -> &TableConfig {
+        &self.cfg
+    }
+
+    fn kick_all(&self) {
+        self.apply_wait.notify_all();
+        self.tx_wait.notify_all();
+        self.rx_wait.notify_all();
+    }
+
+    /// dm `map` of the target's own device.
+    pub(crate) fn map(&self, bio: &mut Bio<'_>) -> MapResult {
+        bio.per_bio().tag = TAG_NONE;
+        match bio.op() {
+            BioOp::Read => {}
+            BioOp::Flush => {
+                bio.remap(&self.data);
+                return MapResult::Remapped;
+            }
+            _ => {
+                let mut g = self.st.lock();
+                g.writes_refused = g.writes_refused.saturating_add(1);
+                drop(g);
+                pr_warn!("specmirror: write to a target device refused (the replica is read-only)\n");
+                return MapResult::Kill;
+            }
+        }
+        let mut g = self.st.lock();
+        if !g.reads.is_empty() || pending(&g.m, bio.sector(), bio.sectors()) {
+            if let Some(b) = bio.take() {
+                g.reads.push_back(b);
+            }
+            return MapResult::Submitted;
+        }
+        drop(g);
+        bio.remap(&self.data);
+        MapResult::Remapped
+    }
+
+    /// dm `end_io` of the target's own device.
+    pub(crate) fn end_io(&self, _bio: &mut Bio<'_>, _status: u8) -> EndIo {
+        EndIo::Done
+    }
+
+    /// Starts listening and the threads (resume). Fails if the address
+    /// cannot be bound (in use, not configured in this namespace).
+    pub(crate) fn start(self: &Arc<Self>) -> Result {
+        let mut t = self.threads.lock();
+        if t.is_some() {
+            return Ok(());
+        }
+        let lsock = Arc::new(
+            Socket::listen(&self.ns, &self.cfg.endpoint).inspect_err(|e| {
+                pr_err!("specmirror: cannot listen on {}: {:?}\n", self.cfg.endpoint, e);
+            })?,
+            GFP_KERNEL,
+        )?;
+        {
+            let mut g = self.st.lock();
+            g.stopping = false;
+            g.conn = Conn::Listening;
+        }
+        let d = self.clone();
+        let applier = Thread::spawn(c_str!("specmirror-ap"), move || d.applier_main())?;
+        let d = self.clone();
+        let sender = Thread::spawn(c_str!("specmirror-tt"), move || d.sender_main());
+        let sender = match sender {
+            Ok(s) => s,
+            Err(e) => {
+                self.set_stopping(&lsock);
+                drop(applier);
+                return Err(e);
+            }
+        };
+        let d = self.clone();
+        let l = lsock.clone();
+        let listener = match Thread::spawn(c_str!("specmirror-ls"), move || d.listener_main(l)) {
+            Ok(l) => l,
+            Err(e) => {
+                self.set_stopping(&lsock);
+                drop(sender);
+                drop(applier);
+                return Err(e);
+            }
+        };
+        *t = Some(Threads { listener, applier, sender, lsock });
+        Ok(())
+    }
+
+    fn set_stopping(&self, lsock: &Socket) {
+        let sock = {
+            let mut g = self.st.lock();
+            g.stopping = true;
+            g.sock.clone()
+        };
+        lsock.shutdown();
+        if let Some(s) = sock {
+            s.shutdown();
+        }
+        self.kick_all();
+    }
+
+    /// Stops the threads and closes the sockets (suspend, remove); waits
+    /// for every bio the applier started.
+    pub(crate) fn stop(&self) {
+        let mut t = self.threads.lock();
+        let Some(th) = t.take() else { return };
+        self.set_stopping(&th.lsock);
+        drop(th.listener);
+        drop(th.sender);
+        drop(th.applier);
+        drop(th.lsock);
+        let mut g = self.st.lock();
+        g.conn = Conn::Stopped;
+        g.streaming = false;
+        let old = g.sock.take();
+        drop(g);
+        drop(old);
+    }
+
+    fn listener_main(self: Arc<Self>, lsock: Arc<Socket>) {
+        let mut conn: Option<Thread> = None;
+        loop {
+            let s = match lsock.accept() {
+                Ok(s) => s,
+                Err(_) => {
+                    if self.st.lock().stopping {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Ok(s) = Arc::new(s, GFP_KERNEL) else { continue };
+            let busy = {
+                let mut g = self.st.lock();
+                if g.stopping {
+                    true
+                } else if g.sock.is_some() {
+                    g.refused_conns = g.refused_conns.saturating_add(1);
+                    true
+                } else {
+                    g.sock = Some(s.clone());
+                    g.conn = Conn::Handshake;
+                    g.connections = g.connections.saturating_add(1);
+                    false
+                }
+            };
+            if busy {
+                // One source at a time: close the newcomer at once.
+                s.shutdown();
+                if self.st.lock().stopping {
+                    break;
+                }
+                continue;
+            }
+            // The previous receiver has finished (it cleared `sock`).
+            drop(conn.take());
+            let d = self.clone();
+            match Thread::spawn(c_str!("specmirror-rx"), move || d.receiver_main(s)) {
+                Ok(t) => conn = Some(t),
+                Err(_) => {
+                    let old = {
+                        let mut g = self.st.lock();
+                        g.conn = Conn::Listening;
+                        g.sock.take()
+                    };
+                    if let Some(o) = old {
+                        o.shutdown();
+                    }
+                }
+            }
+        }
+        let cur = self.st.lock().sock.clone();
+        if let Some(s) = cur {
+            s.shutdown();
+        }
+        drop(conn);
+    }
+
+    /// Challenge and HELLO; on success the connection streams.
+    fn handshake(&self, sock: &Socket) -> Result<(), Option<Refusal>> {
+        let secret = self.cfg.secret.as_ref().map(|s| s.as_bytes());
+        let mut buf = [0u8; MAX_CONTROL_FRAME];
+        let my_nonce = frames::nonce();
+        let n = auth::encode_challenge(&self.crc, &my_nonce, &mut buf).map_err(|_| None)?;
+        sock.send_all(buf.get(..n).unwrap_or(&[])).map_err(|_| None)?;
+        sock.set_recv_timeout(HANDSHAKE_TIMEOUT_MS);
+        let n = frames::recv_frame(sock, &mut buf).map_err(|_| None)?;
+        sock.set_recv_timeout(0);
+        let mut g = self.st.lock();
+        let hello = match g.m.on_frame(&self.crc, buf.get(..n).unwrap_or(&[])) {
+            TargetRecv::Hello(h) => h,
+            _ => {
+                g.protocol_errors = g.protocol_errors.saturating_add(1);
+                return Err(None);
+            }
+        };
+        let (len, r) = if !auth::verify(secret, MacLabel::Hello, &my_nonce, &hello) {
+            g.auth_failures = g.auth_failures.saturating_add(1);
+            let mut reply = Hello {
+                proto_version: u32::from(VERSION),
+                dev_sectors: self.dev_sectors,
+                region_sectors: self.cfg.region_sectors,
+                generation: 0,
+                last_applied: 0,
+                nonce: frames::nonce(),
+                mac: [0; 32],
+                flags: Refusal::Auth.to_flags(),
+            };
+            auth::sign(secret, MacLabel::Reply, &hello.nonce, &mut reply);
+            (encode_hello(&self.crc, &reply, true, &mut buf).map_err(|_| None)?, Err(Refusal::Auth))
+        } else {
+            let r = g.m.on_hello(&hello);
+            if let Some(reply) = g.m.pending_reply_mut() {
+                reply.nonce = frames::nonce();
+                auth::sign(secret, MacLabel::Reply, &hello.nonce, reply);
+            }
+            match g.m.poll_send(&self.crc, &mut buf) {
+                Some(Ok(len)) => (len, r),
+                _ => return Err(None),
+            }
+        };
+        if let Err(e) = r {
+            g.last_refusal = Some(e);
+        }
+        drop(g);
+        sock.send_all(buf.get(..len).unwrap_or(&[])).map_err(|_| None)?;
+        r.map_err(Some)
+    }
+
+    fn receiver_main(self: Arc<Self>, sock: Arc<Socket>) {
+        match self.handshake(&sock) {
+            Ok(()) => {
+                {
+                    let mut g = self.st.lock();
+                    g.streaming = true;
+                    g.conn = Conn::Connected;
+                    g.tx_kick = true;
+                }
+                self.events.raise();
+                self.kick_all();
+                self.receive(&sock);
+            }
+            Err(Some(r)) => {
+                pr_warn!("specmirror: refused a source: {}\n", refusal_str(r));
+            }
+            Err(None) => {}
+        }
+        sock.shutdown();
+        let old = {
+            let mut g = self.st.lock();
+            g.m.on_disconnect();
+            g.streaming = false;
+            if !g.stopping {
+                g.conn = Conn::Listening;
+            }
+            g.sock.take()
+        };
+        drop(old);
+        drop(sock);
+        self.events.raise();
+        self.kick_all();
+    }
+
+    fn receive(&self, sock: &Socket) {
+        let mut buf: VVec<u8> = match VVec::from_elem(0u8, HEADER_LEN + MAX_PAYLOAD, GFP_KERNEL) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        loop {
+            let n = match frames::recv_frame(sock, &mut buf) {
+                Ok(n) => n,
+                Err(RecvError::Io) => return,
+                Err(RecvError::Header) | Err(RecvError::TooLong) => {
+                    let mut g = self.st.lock();
+                    g.protocol_errors = g.protocol_errors.saturating_add(1);
+                    return;
+                }
+            };
+            let frame = buf.get(..n).unwrap_or(&[]);
+            let mut g = self.st.lock();
+            loop {
+                if g.stopping {
+                    return;
+                }
+                match g.m.on_frame(&self.crc, frame) {
+                    TargetRecv::Ok => break,
+                    TargetRecv::Busy => {
+                        // Back-pressure: wait for the applier to free room.
+                        g.apply_kick = true;
+                        self.apply_wait.notify_all();
+                        self.rx_wait.wait(&mut g);
+                    }
+                    TargetRecv::Hello(_) | TargetRecv::Disconnect(_) => {
+                        g.protocol_errors = g.protocol_errors.saturating_add(1);
+                        return;
+                    }
+                }
+            }
+            g.apply_kick = true;
+            g.tx_kick = true;
+            drop(g);
+            self.apply_wait.notify_all();
+            self.tx_wait.notify_all();
+        }
+    }
+
+    fn sender_main(self: Arc<Self>) {
+        const FRAMES: usize = 16;
+        let mut buf = [0u8; FRAMES * MAX_CONTROL_FRAME];
+        loop {
+            let mut g = self.st.lock();
+            while !g.stopping && (!g.tx_kick || !g.streaming) {
+                self.tx_wait.wait(&mut g);
+            }
+            if g.stopping {
+                return;
+            }
+            g.tx_kick = false;
+            let mut len = 0usize;
+            while len + MAX_CONTROL_FRAME <= buf.len() {
+                let Some(out) = buf.get_mut(len..len + MAX_CONTROL_FRAME) else { break };
+                match g.m.poll_send(&self.crc, out) {
+                    Some(Ok(n)) => len += n,
+                    _ => break,
+                }
+            }
+            if len + MAX_CONTROL_FRAME > buf.len() {
+                // Maybe more due: come round again.
+                g.tx_kick = true;
+            }
+            let sock = g.sock.clone();
+            drop(g);
+            if let Some(s) = &sock {
+                if len > 0 && s.send_all(buf.get(..len).unwrap_or(&[])).is_err() {
+                    s.shutdown();
+                }
+            }
+            drop(sock);
+        }
+    }
+
+    fn applier_main(self: Arc<Self>) {
+        let owner: &dyn IoOwner = &*self;
+        // SAFETY: `self` (an Arc this thread holds) outlives the set: the
+        // loop below returns only once no bio of it is in flight.
+        let bs = match unsafe { BioSet::new(APPLY_BATCH as u32, owner as *const dyn IoOwner) } {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let Ok(mut spans) = KVec::<(*mut bindings::page, usize, usize)>::with_capacity(APPLY_SPANS, GFP_KERNEL) else {
+            return;
+        };
+        let mut batch: KVec<(u64, DevIo, usize, usize)> = match KVec::with_capacity(APPLY_BATCH, GFP_KERNEL) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        loop {
+            clear(&mut spans);
+            clear(&mut batch);
+            let mut reads = BioList::new();
+            let mut g = self.st.lock();
+            while !g.apply_kick && !g.stopping {
+                let timeout = if g.m.failing() > 0 { RETRY_MS } else { 0 };
+                if timeout > 0 {
+                    let _ = self.apply_wait.wait_interruptible_timeout(&mut g, msecs_to_jiffies(timeout));
+                    if g.m.failing() > 0 {
+                        let _ = g.m.retry_failed();
+                        g.apply_kick = true;
+                    }
+                } else {
+                    self.apply_wait.wait(&mut g);
+                }
+            }
+            if g.stopping {
+                // Wait for the device to finish what was started.
+                while g.ios > 0 {
+                    self.apply_wait.wait(&mut g);
+                }
+                return;
+            }
+            g.apply_kick = false;
+            while let Some(b) = g.reads.pop_front() {
+                if pending(&g.m, b.sector(), b.sectors()) {
+                    g.reads.push_front(b);
+                    break;
+                }
+                reads.push_back(b);
+            }
+            while batch.len() < APPLY_BATCH && g.io_hdrs.len() < g.io_hdrs.capacity() {
+                let Some(v) = g.m.poll_issue() else { break };
+                let h = v.header;
+                let io = DevIo {
+                    op: match h.kind {
+                        Kind::Write => IoOp::Write,
+                        Kind::Discard => IoOp::Discard,
+                        Kind::WriteZeroes => IoOp::WriteZeroes,
+                        _ => IoOp::Flush,
+                    },
+                    preflush: h.flags & FLAG_PREFLUSH != 0,
+                    fua: h.flags & FLAG_FUA != 0,
+                    sector: h.sector,
+                    sectors: h.count,
+                };
+                let first = spans.len();
+                if io.op == IoOp::Write {
+                    for (pi, off, len) in v.chunks() {
+                        let Some(p) = g.m.pages().page_ptr(pi) else { break };
+                        if spans.push((p, off, len), GFP_KERNEL).is_err() {
+                            break;
+                        }
+                    }
+                }
+                let _ = g.io_hdrs.push((v.seq, h), GFP_KERNEL);
+                let _ = batch.push((v.seq, io, first, spans.len()), GFP_KERNEL);
+                g.ios += 1;
+                if spans.len() + 260 > spans.capacity() {
+                    break;
+                }
+            }
+            drop(g);
+            while let Some(b) = reads.pop_front() {
+                b.submit_remapped(&self.data);
+            }
+            for &(seq, io, a, b) in batch.iter() {
+                let s = spans.get(a..b).unwrap_or(&[]);
+                // SAFETY: the pages belong to the commit log, which keeps
+                // record `seq` (allocated, unchanged) until `io_done` for
+                // it reached the machine.
+                unsafe { bs.submit(&self.data, &io, s.iter().copied(), seq) };
+            }
+        }
+    }
+
+    /// `dmsetup message`: `lock <sector> <sectors>`, `unlock <sector>
+    /// <sectors>`, and with the fault-injection parameter `fault drop`.
+    pub(crate) fn message(&self, words: &[&[u8]]) -> Result {
+        match words {
+            [b"lock", s, c] => {
+                let (s, c) = (parse_u64(s).ok_or(EINVAL)?, parse_u64(c).ok_or(EINVAL)?);
+                self.lock_range(s, c)
+            }
+            [b"unlock", s, c] => {
+                let (s, c) = (parse_u64(s).ok_or(EINVAL)?, parse_u64(c).ok_or(EINVAL)?);
+                let mut g = self.st.lock();
+                let slot = g.msg_locks.iter_mut().find(|l| **l == Some((s, c))).ok_or(EINVAL)?;
+                *slot = None;
+                g.m.local_unlock(s, c);
+                g.apply_kick = true;
+                g.tx_kick = true;
+                drop(g);
+                self.kick_all();
+                Ok(())
+            }
+            [b"fault", b"drop"] if fault_injection() => {
+                let sock = self.st.lock().sock.clone();
+                if let Some(s) = sock {
+                    s.shutdown();
+                }
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
+    fn lock_range(&self, sector: u64, count: u64) -> Result {
+        let mut waited = 0u32;
+        let mut g = self.st.lock();
+        if !g.msg_locks.iter().any(|l| l.is_none()) {
+            return Err(EBUSY);
+        }
+        loop {
+            match g.m.local_lock(sector, count) {
+                LocalLock::Granted => break,
+                LocalLock::Invalid => return Err(EINVAL),
+                LocalLock::WouldBlock | LocalLock::Full => {
+                    if waited >= LOCK_WAIT_MS {
+                        return Err(EBUSY);
+                    }
+                    let _ = self.rx_wait.wait_interruptible_timeout(&mut g, msecs_to_jiffies(100));
+                    waited += 100;
+                }
+            }
+        }
+        if let Some(slot) = g.msg_locks.iter_mut().find(|l| l.is_none()) {
+            *slot = Some((sector, count));
+        }
+        Ok(())
+    }
+
+    /// `dmsetup status` (INFO).
+    pub(crate) fn status(&self, out: &mut StatusWriter<'_>, dev: &str) {
+        let g = self.st.lock();
+        let s = *g.m.stats();
+        let log = g.m.commit_log();
+        let conn = match (g.conn, g.last_refusal) {
+            (Conn::Listening, Some(r)) if g.connections > 0 => refusal_str(r),
+            (c, _) => c.as_str(),
+        };
+        let _ = write!(
+            out,
+            "target {} {} log={}/{} received={} applied={} acked={} pending={} reads_waiting={} \
+             crc_errors={} naks={} lock_rejections={} lock_conflicts={} reconnects={} auth_failures={} \
+             refused_connections={} protocol_errors={} io_errors={} failing={} writes_refused={} local_locks={}",
+            dev,
+            conn,
+            log.used_bytes(),
+            self.log_bytes,
+            g.m.received_seq(),
+            g.m.applied_seq(),
+            g.m.acked_seq(),
+            log.len_records(),
+            g.reads.len(),
+            s.crc_errors,
+            s.naks,
+            s.lock_rejections,
+            s.lock_conflicts,
+            s.reconnects,
+            g.auth_failures,
+            g.refused_conns,
+            g.protocol_errors,
+            s.io_errors,
+            u8::from(g.m.failing() > 0),
+            g.writes_refused,
+            g.msg_locks.iter().filter(|l| l.is_some()).count(),
+        );
+    }
+}
+
+/// Empties a vector of plain values, keeping its allocation.
+fn clear<T: Copy>(v: &mut KVec<T>) {
+    // SAFETY: length 0 is always initialised; `T: Copy` needs no drop.
+    unsafe { v.set_len(0) };
+}
+
+/// Whether unapplied stream writes touch `sector..sector+sectors`.
+fn pending(m: &Machine, sector: u64, sectors: u32) -> bool {
+    m.commit_log().pending_in_range(sector, u64::from(sectors.max(1)))
+}
+
+impl IoOwner for TargetDev {
+    fn io_done(&self, seq: u64, err: i32) {
+        let mut g = self.st.lock();
+        let idx = g.io_hdrs.iter().position(|(s, _)| *s == seq);
+        let h = idx.and_then(|i| g.io_hdrs.get(i).map(|x| x.1));
+        if let Some(i) = idx {
+            let last = g.io_hdrs.len() - 1;
+            g.io_hdrs.as_mut_slice().swap(i, last);
+            // SAFETY: shrinks by one an initialised vector of `Copy` items.
+            unsafe { g.io_hdrs.set_len(last) };
+        }
+        if let Some(h) = h {
+            // A device without discard support: discards are advisory.
+            let ok = err == 0 || (h.kind == Kind::Discard && err == -(bindings::EOPNOTSUPP as i32));
+            g.m.io_done(seq, &h, ok);
+        }
+        g.ios = g.ios.saturating_sub(1);
+        g.apply_kick = true;
+        g.tx_kick = true;
+        drop(g);
+        self.kick_all();
+    }
+}
