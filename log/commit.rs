@@ -26,7 +26,14 @@
 //!
 //! Applied records are freed from the head in order; `applied_upto` is
 //! what the target acknowledges.
+//!
+//! Every data record from its push until it is done (or dropped, or the
+//! log reset) is counted in a [`RegionFilter`] over the target's regions,
+//! so [`CommitLog::may_be_pending`] answers "may an unapplied write touch
+//! these regions?" in O(regions), where [`CommitLog::pending_in_range`]
+//! (the exact answer) walks the whole log.
 
+use super::filter::{RegionFilter, DEFAULT_REGION_SHIFT};
 use super::pages::{advance, capacity, read_at, write_at, Pages, Spans};
 use super::record::{decode_header, Header, Kind, FLAG_PREFLUSH, HEADER_LEN};
 
@@ -154,6 +161,8 @@ pub struct CommitLog<P: Pages> {
     win_len: usize,
     /// Byte position of the first record past the window.
     win_next: usize,
+    /// Regions of the data records held and not done (module docs).
+    filter: RegionFilter,
 }
 
 impl<P: Pages> CommitLog<P> {
@@ -173,6 +182,7 @@ impl<P: Pages> CommitLog<P> {
             win_head: 0,
             win_len: 0,
             win_next: 0,
+            filter: RegionFilter::new(DEFAULT_REGION_SHIFT),
         }
     }
 
@@ -199,6 +209,33 @@ impl<P: Pages> CommitLog<P> {
         self.win_head = 0;
         self.win_len = 0;
         self.win_next = 0;
+        self.filter.clear();
+    }
+
+    /// Sets the region size of [`CommitLog::may_be_pending`] to
+    /// `1 << shift` sectors (default: [`DEFAULT_REGION_SHIFT`]) and counts
+    /// the records held anew: O(log length), for setup.
+    pub fn set_region_shift(&mut self, shift: u32) {
+        self.filter.reset_to(shift);
+        for i in 0..self.win_len {
+            if let Some(e) = self.entry(i).copied() {
+                if e.state != DONE && e.kind.is_data() {
+                    self.filter.add(e.sector, e.count);
+                }
+            }
+        }
+        let mut pos = self.win_next;
+        for _ in self.win_len..self.records {
+            let Some(h) = self.header_at(pos) else {
+                // Records it cannot see must not read as absent.
+                self.filter.poison();
+                return;
+            };
+            if h.kind.is_data() {
+                self.filter.add(h.sector, h.count);
+            }
+            pos = advance(pos, h.frame_len(), self.cap);
+        }
     }
 
     /// Total bytes of storage.
@@ -277,6 +314,9 @@ impl<P: Pages> CommitLog<P> {
         self.used += frame;
         self.records += 1;
         self.next_seq = after;
+        if hdr.kind.is_data() {
+            self.filter.add(hdr.sector, hdr.count);
+        }
         Ok(())
     }
 
@@ -439,6 +479,11 @@ impl<P: Pages> CommitLog<P> {
             return false;
         }
         e.state = if ok { DONE } else { FAILED };
+        let (data, sector, count) = (e.kind.is_data(), e.sector, e.count);
+        if ok && data {
+            // Done: no longer pending, even before it is freed.
+            self.filter.remove(sector, count);
+        }
         self.inflight = self.inflight.saturating_sub(1);
         self.free_done();
         true
@@ -516,6 +561,7 @@ impl<P: Pages> CommitLog<P> {
         let Some(pos) = self.pos_of(keep) else {
             return self.next_seq;
         };
+        self.uncount_from(keep, pos);
         // Fewer than all records stay, so they fill less than the ring.
         let bytes = if pos >= self.head {
             pos - self.head
@@ -532,9 +578,43 @@ impl<P: Pages> CommitLog<P> {
         cut
     }
 
+    /// Takes the records from held record `head_seq + i` on (stored from
+    /// byte `pos`; all pending) out of the filter, before `drop_from`
+    /// forgets them. O(records dropped). A header that does not decode
+    /// leaves the rest counted: false positives only.
+    fn uncount_from(&mut self, i: usize, mut pos: usize) {
+        for _ in i..self.records {
+            let Some(h) = self.header_at(pos) else {
+                return;
+            };
+            if h.kind.is_data() {
+                self.filter.remove(h.sector, h.count);
+            }
+            pos = advance(pos, h.frame_len(), self.cap);
+        }
+    }
+
+    /// False if no unapplied data record touches a region in
+    /// `first..=last` (regions of `1 << shift` sectors, see
+    /// [`CommitLog::set_region_shift`]); true if one may. False positives
+    /// happen, false negatives never: wherever
+    /// [`CommitLog::pending_in_range`] over those regions is true, so is
+    /// this. O(regions, at most [`crate::log::filter::FILTER_BUCKETS`]),
+    /// whatever the log's length.
+    pub fn may_be_pending(&self, first: u64, last: u64) -> bool {
+        self.filter.may_pend(first, last)
+    }
+
+    /// The filter behind [`CommitLog::may_be_pending`] (read-only; clear
+    /// whenever no data record is pending).
+    pub fn region_filter(&self) -> &RegionFilter {
+        &self.filter
+    }
+
     /// True if an unapplied data record touches `[sector, sector+count)`:
     /// a read there must wait (reads take a lock, never speculatively).
-    /// Walks every held record past the window (O(log length)).
+    /// Walks every held record past the window (O(log length)): the exact
+    /// reference for [`CommitLog::may_be_pending`].
     pub fn pending_in_range(&self, sector: u64, count: u64) -> bool {
         let end = sector.saturating_add(count);
         if (0..self.win_len).any(|i| self.entry(i).is_some_and(|e| e.holds(sector, end))) {

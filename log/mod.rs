@@ -7,10 +7,12 @@
 //! - [`record`]: frame header, codec, HELLO payload, CRC convention.
 //! - [`ring`]: source-side rollback ring (send cursor, ack, rewind).
 //! - [`commit`]: target-side commit log (flush epochs, issue/complete).
+//! - [`filter`]: counting filter of the regions pending records touch.
 //! - [`locks`]: target-side region lock table.
 //! - [`pages`]: caller page storage seen as a byte ring (shared by both).
 
 pub mod commit;
+pub mod filter;
 pub mod locks;
 pub mod pages;
 pub mod record;

@@ -196,6 +196,16 @@ fuzz_target!(|data: &[u8]| {
                 let sector = u64::from(inp.byte().unwrap_or(0)) * 32;
                 let count = u64::from(inp.byte().unwrap_or(0));
                 if sel & 1 == 0 {
+                    // The region filter local_lock consults never misses a
+                    // write the exact walk of the commit log sees.
+                    if count > 0 && sector + count <= DEV {
+                        let shift = REGION.trailing_zeros();
+                        let (first, last) = (sector >> shift, (sector + count - 1) >> shift);
+                        let log = t.commit_log();
+                        let exact =
+                            log.pending_in_range(first << shift, (last - first + 1) << shift);
+                        assert!(!exact || log.may_be_pending(first, last));
+                    }
                     let _ = t.local_lock(sector, count);
                 } else {
                     t.local_unlock(sector, count);
@@ -226,5 +236,7 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(t.applied_seq() <= t.received_seq());
         assert!(t.acked_seq() <= t.applied_seq());
+        let log = t.commit_log();
+        assert!(!log.is_empty() || log.region_filter().is_clear());
     }
 });

@@ -185,10 +185,13 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
         if lock_slots.is_empty() {
             return Err(TargetConfigError::NoLockSlots);
         }
+        let shift = cfg.region_sectors.trailing_zeros();
+        let mut log = CommitLog::new(pages, 1);
+        log.set_region_shift(shift);
         Ok(Self {
-            shift: cfg.region_sectors.trailing_zeros(),
+            shift,
             cfg,
-            log: CommitLog::new(pages, 1),
+            log,
             locks: LockTable::new(lock_slots),
             generation: 0,
             hello_flags: 0,
@@ -638,15 +641,18 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
 
     /// Takes a local lock on `sector..sector+count` (the dm message
     /// `lock`, or a read through the target device). Never waits.
+    ///
+    /// Pending stream writes are found through the commit log's region
+    /// filter ([`CommitLog::may_be_pending`]): O(regions in the range),
+    /// whatever the log's length. It may see a write that is not there (a
+    /// region sharing a filter bucket with a pending one, or a pending
+    /// record spanning very many regions): `WouldBlock` then, a little
+    /// longer wait; it never misses one.
     pub fn local_lock(&mut self, sector: u64, count: u64) -> LocalLock {
         let Some((first, last)) = self.range(sector, count) else {
             return LocalLock::Invalid;
         };
-        let rs = first << self.shift;
-        let re = last
-            .saturating_add(1)
-            .saturating_mul(u64::from(self.cfg.region_sectors));
-        if self.log.pending_in_range(rs, re.saturating_sub(rs)) {
+        if self.log.may_be_pending(first, last) {
             return LocalLock::WouldBlock;
         }
         match self.locks.local_lock(first, last) {

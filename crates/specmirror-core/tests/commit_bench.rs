@@ -1,5 +1,7 @@
 //! Micro benchmark of the commit log's per-record cost (kernel hot path:
-//! `next_to_issue` + `complete` run under the target's spinlock).
+//! `next_to_issue` + `complete` run under the target's spinlock), and of
+//! `Target::local_lock` (every read through the target device) with a
+//! full log.
 //!
 //! Ignored by default; run with
 //! `cargo test --release -p specmirror-core --test commit_bench -- --ignored --nocapture`.
@@ -9,7 +11,10 @@ mod common;
 
 use common::VecPages;
 use specmirror_core::log::commit::CommitLog;
-use specmirror_core::log::record::{Header, Kind};
+use specmirror_core::log::locks::LockSlot;
+use specmirror_core::log::record::{Header, Hello, Kind, VERSION};
+use specmirror_core::transport::proto::encode_hello;
+use specmirror_core::transport::proto::target::{LocalLock, Target, TargetConfig, TargetRecv};
 use std::time::Instant;
 
 const LOG_PAGES: usize = 16384; // 64 MiB
@@ -173,4 +178,112 @@ fn bench_reissue_failed() {
         "pending_in_range (miss), {} records held: {ns:.0} ns/call",
         log.len_records()
     );
+}
+
+/// A connected target (4 GiB device, 1 MiB regions) whose 64 MiB commit
+/// log is filled with 4 KiB writes at `sector(i)`, none applied.
+fn full_target(mut sector: impl FnMut(u64) -> u64) -> Target<VecPages, Vec<LockSlot>> {
+    let cfg = TargetConfig {
+        region_sectors: REGION,
+        dev_sectors: DEV,
+        ack_every: 64,
+    };
+    let mut t = Target::new(cfg, common::vec_pages(LOG_PAGES), vec![LockSlot::EMPTY; 80]).unwrap();
+    let hello = Hello {
+        proto_version: u32::from(VERSION),
+        dev_sectors: DEV,
+        region_sectors: REGION,
+        generation: 1,
+        last_applied: 0,
+        nonce: [0; 16],
+        mac: [0; 32],
+        flags: 0,
+    };
+    let mut b = [0u8; 256];
+    let n = encode_hello(&common::Crc, &hello, false, &mut b).unwrap();
+    let TargetRecv::Hello(h) = t.on_frame(&common::Crc, &b[..n]) else {
+        panic!("no hello")
+    };
+    t.on_hello(&h).unwrap();
+    while t.poll_send(&common::Crc, &mut b).is_some() {}
+    let data = vec![0x5Au8; 4096];
+    for seq in 1.. {
+        let f = common::frame(&write(seq, sector(seq)), &data);
+        match t.on_frame(&common::Crc, &f) {
+            TargetRecv::Ok => {}
+            TargetRecv::Busy => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    t
+}
+
+const DEV: u64 = 8 << 20; // 4 GiB
+const REGION: u32 = 2048; // 1 MiB
+
+/// Times `local_lock` (and `local_unlock` after a grant) of one region
+/// picked by `region`, then the pending-write check alone: the exact walk
+/// of the log (`pending_in_range`, what `local_lock` used to call) on a
+/// sample, and the region filter alone. Reports ns per call and how often it said WouldBlock against
+/// how often a pending write really was there.
+fn bench_lock(
+    name: &str,
+    t: &mut Target<VecPages, Vec<LockSlot>>,
+    mut region: impl FnMut(&mut Lcg) -> u64,
+) {
+    let rounds = 20_000usize;
+    let mut rng = Lcg(7);
+    let probes: Vec<u64> = (0..rounds).map(|_| region(&mut rng)).collect();
+    let r = u64::from(REGION);
+    let mut blocked = 0usize;
+    let start = Instant::now();
+    for &g in &probes {
+        match t.local_lock(g * r, r) {
+            LocalLock::Granted => t.local_unlock(g * r, r),
+            LocalLock::WouldBlock => blocked += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / rounds as f64;
+    let start = Instant::now();
+    for &g in &probes {
+        std::hint::black_box(t.commit_log().may_be_pending(g, g));
+    }
+    let filter_ns = start.elapsed().as_nanos() as f64 / rounds as f64;
+    let sample = &probes[..1000];
+    let start = Instant::now();
+    let truly = sample
+        .iter()
+        .filter(|&&g| t.commit_log().pending_in_range(g * r, r))
+        .count();
+    let exact_ns = start.elapsed().as_nanos() as f64 / sample.len() as f64;
+    println!(
+        "{name:<34} {:>6} records: local_lock+unlock {ns:>5.0} ns (filter {filter_ns:>3.0} ns), WouldBlock {:>5.1}% | pending_in_range {exact_ns:>8.0} ns, pending {:>5.1}%",
+        t.commit_log().len_records(),
+        100.0 * blocked as f64 / rounds as f64,
+        100.0 * truly as f64 / sample.len() as f64,
+    );
+}
+
+#[test]
+#[ignore]
+fn bench_local_lock() {
+    let regions = DEV / u64::from(REGION);
+    // Sequential stream (64 regions pending), reads all over the device:
+    // almost every read meets no pending write.
+    let mut t = full_target(|seq| seq * 8);
+    bench_lock("sequential writes, random reads", &mut t, |g| {
+        g.next() % regions
+    });
+    // Reads right behind the stream: every one waits.
+    bench_lock("sequential writes, reads on them", &mut t, |g| {
+        g.next() % 64
+    });
+    // Random 4 KiB writes over the whole device: nearly every region has
+    // one pending, reads wait almost everywhere.
+    let mut rng = Lcg(42);
+    let mut t = full_target(move |_| (rng.next() % (DEV / 8)) * 8);
+    bench_lock("random writes, random reads", &mut t, |g| {
+        g.next() % regions
+    });
 }

@@ -623,6 +623,7 @@ impl Sim {
         loop {
             self.pump()?;
             self.check_i3()?;
+            self.check_filter()?;
             if self.quiesced() {
                 return self.check_i1();
             }
@@ -777,6 +778,7 @@ impl Sim {
                 let n = self.rng.range(1, 2).min(regions - first);
                 let sector = first * u64::from(self.p.region_sectors);
                 let count = n * u64::from(self.p.region_sectors);
+                self.check_filter_range(first, first + n - 1)?;
                 match self.tgt.local_lock(sector, count) {
                     LocalLock::Granted => {
                         self.log(|| format!("locker {id} holds regions {first}+{n}"));
@@ -1197,6 +1199,37 @@ impl Sim {
             return Err(Violation::I3(format!(
                 "ring freed up to {freed} but target applied only up to {}",
                 self.tgt.applied_seq()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The target's region filter never misses a pending stream write: at
+    /// every step one region (cycling over the device) is checked against
+    /// the commit log's exact walk; and it is clear whenever the log is
+    /// empty.
+    fn check_filter(&self) -> R<()> {
+        let log = self.tgt.commit_log();
+        if log.is_empty() && !log.region_filter().is_clear() {
+            return Err(Violation::Protocol(
+                "region filter not clear with an empty commit log".into(),
+            ));
+        }
+        let rs = u64::from(self.p.region_sectors);
+        let region = self.events % (self.p.dev_sectors / rs).max(1);
+        self.check_filter_range(region, region)
+    }
+
+    /// `pending_in_range` over regions `first..=last` implies the filter's
+    /// `may_be_pending` (no false negative).
+    fn check_filter_range(&self, first: u64, last: u64) -> R<()> {
+        let log = self.tgt.commit_log();
+        let rs = u64::from(self.p.region_sectors);
+        let (start, len) = (first * rs, (last - first + 1) * rs);
+        if log.pending_in_range(start, len) && !log.may_be_pending(first, last) {
+            return Err(Violation::Protocol(format!(
+                "region filter misses a pending write in regions {first}..={last} ({} records held)",
+                log.len_records()
             )));
         }
         Ok(())
