@@ -157,7 +157,7 @@ impl TargetDev {
             slots.push(LockSlot::EMPTY, GFP_KERNEL)?;
         }
         let tcfg = TargetConfig { region_sectors: cfg.region_sectors, dev_sectors, ack_every: ACK_EVERY };
-        let m = KBox::new(Target::new(tcfg, pages, slots).map_err(|_| EINVAL)?, GFP_KERNEL)?;
+        let m = new_machine(tcfg, pages, slots)?;
         let io_hdrs = KVec::with_capacity(crate::log::commit::SCAN_LIMIT, GFP_KERNEL)?;
         let state = State {
             m,
@@ -733,15 +733,29 @@ impl TargetDev {
     }
 }
 
+/// The target machine, on the heap. Kept out of line: the machine is
+/// about 9 KiB, so the caller's frame must not hold a copy of it (kernel
+/// stacks are 16 KiB); writing into an uninitialised box keeps the copies
+/// here to the one the compiler needs for the return value.
+#[inline(never)]
+fn new_machine(cfg: TargetConfig, pages: KPages, slots: KVec<LockSlot>) -> Result<KBox<Machine>> {
+    let b = KBox::<Machine>::new_uninit(GFP_KERNEL)?;
+    let m = Target::new(cfg, pages, slots).map_err(|_| EINVAL)?;
+    Ok(KBox::write(b, m))
+}
+
 /// Empties a vector of plain values, keeping its allocation.
 fn clear<T: Copy>(v: &mut KVec<T>) {
     // SAFETY: length 0 is always initialised; `T: Copy` needs no drop.
     unsafe { v.set_len(0) };
 }
 
-/// Whether unapplied stream writes touch `sector..sector+sectors`.
+/// Whether unapplied stream writes may touch `sector..sector+sectors`
+/// (O(regions touched): a counting filter, never a false "no").
 fn pending(m: &Machine, sector: u64, sectors: u32) -> bool {
-    m.commit_log().pending_in_range(sector, u64::from(sectors.max(1)))
+    let shift = m.config().region_sectors.trailing_zeros();
+    let last = sector.saturating_add(u64::from(sectors.max(1)) - 1);
+    m.commit_log().may_be_pending(sector >> shift, last >> shift)
 }
 
 impl IoOwner for TargetDev {
