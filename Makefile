@@ -21,7 +21,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 
 .PHONY: all module clippy deps kernel kernel-release test-core sim sim-report \
-	fuzz-smoke selftests check demo clean help
+	fuzz-smoke selftests check demo bench-quick clean help
 
 all: module
 
@@ -33,6 +33,7 @@ help:
 	@echo "make test-core    userspace tests of the pure core (cargo test)"
 	@echo "make sim SEEDS=N  run the deterministic simulator over N seeds"
 	@echo "make sim-report   simulated throughput/lag per mode and RTT"
+	@echo "make bench-quick  release kernel: speculative vs dm-linear and vs lock-sync, RTT 10 ms"
 	@echo "make kernel       build the debug (test) kernel into the cache"
 	@echo "make kernel-release  build the release (benchmark) kernel"
 
@@ -76,6 +77,10 @@ check:
 demo:
 	@scripts/deps.sh && kdir=$(kdir) && $(KMAKE) modules && \
 		scripts/vm.sh scripts/demo.sh
+
+bench-quick:
+	@scripts/deps.sh && mod=$$(scripts/build-module.sh release) && \
+		DMSM_MODULE=$$mod scripts/vm.sh --release scripts/bench-quick.sh
 
 clean:
 	rm -f dm/bindings_generated.rs *.ko *.o dm/*.o *.mod *.mod.c modules.order Module.symvers

@@ -544,7 +544,10 @@ impl SourceDev {
                 Err(r) => {
                     sock.shutdown();
                     if let Some(r) = r {
-                        pr_warn!("specmirror: {} refused the handshake: {}\n", self.cfg.endpoint, refusal_str(r));
+                        // Once per reason, not once per retry.
+                        if self.st.lock().conn != Conn::Refused(r) {
+                            pr_warn!("specmirror: {} refused the handshake: {}\n", self.cfg.endpoint, refusal_str(r));
+                        }
                         self.set_conn(Conn::Refused(r));
                     }
                 }

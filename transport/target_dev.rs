@@ -426,10 +426,13 @@ impl TargetDev {
                 _ => return Err(None),
             }
         };
-        if let Err(e) = r {
-            g.last_refusal = Some(e);
-        }
+        let first = r.is_err() && g.last_refusal != r.err();
+        g.last_refusal = r.err();
         drop(g);
+        if let (true, Err(e)) = (first, r) {
+            // Once per reason, not once per retry of the source.
+            pr_warn!("specmirror: refused a source: {}\n", refusal_str(e));
+        }
         sock.send_all(buf.get(..len).unwrap_or(&[])).map_err(|_| None)?;
         r.map_err(Some)
     }
@@ -447,10 +450,7 @@ impl TargetDev {
                 self.kick_all();
                 self.receive(&sock);
             }
-            Err(Some(r)) => {
-                pr_warn!("specmirror: refused a source: {}\n", refusal_str(r));
-            }
-            Err(None) => {}
+            Err(_) => {}
         }
         sock.shutdown();
         let old = {

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds dm-specmirror.ko against the cached kernel of KIND in a copy of the
+# source tree under the cache (so the debug module in the repository stays
+# as it is) and prints the module's path.
+#
+#   scripts/build-module.sh release
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+kind=${1:?usage: $0 debug|release}
+kdir=$("$DMSM_REPO/scripts/build-kernel.sh" "$kind")
+dst="$DMSM_CACHE/module-$kind-$(printf '%s' "$DMSM_REPO" | sha256sum | cut -c1-8)"
+mkdir -p "$dst"
+rsync -a --delete --exclude target --exclude .git --exclude fuzz \
+	--exclude '*.ko' --exclude '*.o' --exclude '.*.cmd' "$DMSM_REPO/" "$dst/"
+make -s -C "$kdir" M="$dst" LLVM="$DMSM_LLVM" modules >&2
+echo "$dst/dm-specmirror.ko"
