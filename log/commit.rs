@@ -1,13 +1,15 @@
 //! Target-side commit log: received records, in seq order, until applied.
 //!
 //! Records are stored like in the rollback ring (header + payload back to
-//! back over caller pages). The first [`SCAN_LIMIT`] records from the head
-//! (the issue window) are also kept decoded, with their state (pending,
-//! issued, done, failed), in a fixed array inside the log: every record in
-//! flight lies in that window, so `next_to_issue` costs O(window) cheap
-//! steps and `complete` O(1), whatever the log's length; each stored
-//! header is decoded once, when its record enters the window. No
-//! allocation.
+//! back over caller pages). The first records from the head (the issue
+//! window, as many as the caller gives [`WindowSlot`]s: [`SCAN_LIMIT`] by
+//! default) are also kept decoded, with their state (pending, issued, done,
+//! failed), in those slots: every record in flight lies in that window, so
+//! `next_to_issue` costs O(window) cheap steps and `complete` O(1),
+//! whatever the log's length; each stored header is decoded once, when its
+//! record enters the window. No allocation: pages, window slots and the
+//! region filter's counters are all caller storage, so the log itself is
+//! small (a few hundred bytes) and never has to pass through a stack.
 //!
 //! Ordering rules enforced by [`CommitLog::next_to_issue`] (DESIGN I2, I4):
 //! - Data records (WRITE, DISCARD, WRITE_ZEROES) of one flush epoch may be
@@ -28,10 +30,13 @@
 //! what the target acknowledges.
 //!
 //! Every data record from its push until it is done (or dropped, or the
-//! log reset) is counted in a [`RegionFilter`] over the target's regions,
+//! log reset) is counted in a [`RegionFilter`] over the target's regions
+//! (its counters: the caller's `F`, a power-of-two length),
 //! so [`CommitLog::may_be_pending`] answers "may an unapplied write touch
 //! these regions?" in O(regions), where [`CommitLog::pending_in_range`]
 //! (the exact answer) walks the whole log.
+
+use core::ops::DerefMut;
 
 use super::filter::{RegionFilter, DEFAULT_REGION_SHIFT};
 use super::pages::{advance, capacity, read_at, write_at, Pages, Spans};
@@ -84,17 +89,29 @@ const ISSUED: u8 = 1;
 const DONE: u8 = 2;
 const FAILED: u8 = 3;
 
-/// Default bound on records handed out and not yet completed.
+/// Default bound on records handed out and not yet completed (a log
+/// whose window is shorter starts at the window's length instead).
 pub const DEFAULT_MAX_INFLIGHT: usize = 64;
-/// How many records past the head `next_to_issue` looks at (the issue
-/// window); bounds its cost when the head is stuck behind a slow I/O.
-/// Every record in flight lies inside this window.
+/// Default length of the issue window (the [`WindowSlot`]s callers give
+/// [`CommitLog::new`]): how many records past the head `next_to_issue`
+/// looks at, which bounds its cost when the head is stuck behind a slow
+/// I/O. Every record in flight lies inside the window.
 pub const SCAN_LIMIT: usize = 128;
 
-/// One record of the issue window: its header fields (the seq follows from
-/// the window position), where it is stored and its state.
-#[derive(Clone, Copy)]
-struct Entry {
+/// Why [`CommitLog::new`] refused its storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageError {
+    /// No window slot: nothing could ever be issued.
+    NoWindowSlots,
+    /// The region filter's bucket count is not a power of two (or zero).
+    FilterBuckets,
+}
+
+/// One record of the issue window (caller storage element of
+/// [`CommitLog`]): its header fields (the seq follows from the window
+/// position), where it is stored and its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSlot {
     pos: usize,
     sector: u64,
     count: u32,
@@ -104,8 +121,15 @@ struct Entry {
     state: u8,
 }
 
-impl Entry {
-    const EMPTY: Entry = Entry {
+impl Default for WindowSlot {
+    fn default() -> Self {
+        WindowSlot::EMPTY
+    }
+}
+
+impl WindowSlot {
+    /// An unused slot, for initialising caller storage.
+    pub const EMPTY: WindowSlot = WindowSlot {
         pos: 0,
         sector: 0,
         count: 0,
@@ -143,8 +167,10 @@ impl Entry {
     }
 }
 
-/// Target commit log over caller pages; see the module docs.
-pub struct CommitLog<P: Pages> {
+/// Target commit log over caller storage; see the module docs. `P` holds
+/// the records, `W` the issue window (length >= 1), `F` the region
+/// filter's counters (a power-of-two length).
+pub struct CommitLog<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> {
     pages: P,
     cap: usize,
     head: usize,
@@ -156,19 +182,37 @@ pub struct CommitLog<P: Pages> {
     max_inflight: usize,
     /// Issue window: the first `win_len` records from the head, decoded
     /// once when they enter it; `win[win_head]` is record `head_seq`.
-    win: [Entry; SCAN_LIMIT],
+    win: W,
     win_head: usize,
     win_len: usize,
     /// Byte position of the first record past the window.
     win_next: usize,
     /// Regions of the data records held and not done (module docs).
-    filter: RegionFilter,
+    filter: RegionFilter<F>,
 }
 
-impl<P: Pages> CommitLog<P> {
-    /// An empty log expecting `first_seq` next (seqs start at 1).
-    pub fn new(pages: P, first_seq: u64) -> Self {
-        CommitLog {
+impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> CommitLog<P, W, F> {
+    /// An empty log expecting `first_seq` next (seqs start at 1), over
+    /// `pages`, the issue window `window` (its length is the window's, at
+    /// least 1; [`SCAN_LIMIT`] is the usual) and the region filter's
+    /// counters `filter_buckets` (a power of two, at least 1;
+    /// [`crate::log::filter::FILTER_BUCKETS`] is the usual). Every slot and
+    /// counter is cleared. At most `min(`[`DEFAULT_MAX_INFLIGHT`]`, window
+    /// length)` records are in flight until
+    /// [`CommitLog::set_max_inflight`].
+    pub fn new(
+        pages: P,
+        mut window: W,
+        filter_buckets: F,
+        first_seq: u64,
+    ) -> Result<Self, StorageError> {
+        if window.is_empty() {
+            return Err(StorageError::NoWindowSlots);
+        }
+        let filter = RegionFilter::new(filter_buckets, DEFAULT_REGION_SHIFT)
+            .ok_or(StorageError::FilterBuckets)?;
+        window.fill(WindowSlot::EMPTY);
+        Ok(CommitLog {
             cap: capacity(&pages),
             pages,
             head: 0,
@@ -177,13 +221,13 @@ impl<P: Pages> CommitLog<P> {
             head_seq: first_seq,
             next_seq: first_seq,
             inflight: 0,
-            max_inflight: DEFAULT_MAX_INFLIGHT,
-            win: [Entry::EMPTY; SCAN_LIMIT],
+            max_inflight: DEFAULT_MAX_INFLIGHT.min(window.len()),
+            win: window,
             win_head: 0,
             win_len: 0,
             win_next: 0,
-            filter: RegionFilter::new(DEFAULT_REGION_SHIFT),
-        }
+            filter,
+        })
     }
 
     /// The storage, to resolve [`IssueView::chunks`] page indices.
@@ -191,10 +235,20 @@ impl<P: Pages> CommitLog<P> {
         &self.pages
     }
 
-    /// Caps records in flight (at least 1; the issue window,
-    /// [`SCAN_LIMIT`] records, bounds it as well).
+    /// Caps records in flight at `n`, clamped to 1..=window length (every
+    /// record in flight lies in the issue window).
     pub fn set_max_inflight(&mut self, n: usize) {
-        self.max_inflight = n.max(1);
+        self.max_inflight = n.clamp(1, self.win.len().max(1));
+    }
+
+    /// The cap on records in flight ([`CommitLog::set_max_inflight`]).
+    pub fn max_inflight(&self) -> usize {
+        self.max_inflight
+    }
+
+    /// Length of the issue window (the caller's [`WindowSlot`]s).
+    pub fn window_len(&self) -> usize {
+        self.win.len()
     }
 
     /// Forgets every record and expects `next_seq` next. Only for a new
@@ -327,19 +381,32 @@ impl<P: Pages> CommitLog<P> {
         decode_header(&hb).ok().map(|(h, _)| h)
     }
 
+    /// Slot of window position `k` counted from slot 0, modulo the
+    /// window's length (never 0: `new` refuses an empty window). Callers
+    /// pass `k < 2 * len` (a slot plus an offset inside the window): one
+    /// subtraction, no division on the hot path.
+    fn wrap(&self, k: usize) -> usize {
+        let n = self.win.len();
+        match k.checked_sub(n) {
+            None => k,
+            Some(d) if d < n => d,
+            Some(d) => d.checked_rem(n).unwrap_or(0),
+        }
+    }
+
     fn win_idx(&self, i: usize) -> usize {
-        (self.win_head + i) % SCAN_LIMIT
+        self.wrap(self.win_head + i)
     }
 
     /// Window entry `i` (record `head_seq + i`), if inside the window.
-    fn entry(&self, i: usize) -> Option<&Entry> {
+    fn entry(&self, i: usize) -> Option<&WindowSlot> {
         if i >= self.win_len {
             return None;
         }
         self.win.get(self.win_idx(i))
     }
 
-    fn entry_mut(&mut self, i: usize) -> Option<&mut Entry> {
+    fn entry_mut(&mut self, i: usize) -> Option<&mut WindowSlot> {
         if i >= self.win_len {
             return None;
         }
@@ -360,12 +427,12 @@ impl<P: Pages> CommitLog<P> {
     /// Extends the window over stored records (one header decode per
     /// record over its whole life in the log).
     fn fill(&mut self) {
-        while self.win_len < SCAN_LIMIT && self.win_len < self.records {
+        while self.win_len < self.win.len() && self.win_len < self.records {
             let pos = self.win_next;
             let Some(h) = self.header_at(pos) else {
                 return;
             };
-            let e = Entry {
+            let e = WindowSlot {
                 pos,
                 sector: h.sector,
                 count: h.count,
@@ -405,7 +472,7 @@ impl<P: Pages> CommitLog<P> {
     /// after it, a data record later overlapping data); LOCK / UNLOCK turned
     /// down keep their turn and never block data. `ok` is asked only about
     /// records the ordering rules would let start now, at most once per
-    /// record per call. Cost: O([`SCAN_LIMIT`]) cheap steps, no header
+    /// record per call. Cost: O(window length) cheap steps, no header
     /// decoding beyond records entering the window.
     pub fn next_to_issue_if(&mut self, mut ok: impl FnMut(&Header) -> bool) -> Option<IssueView> {
         if self.inflight >= self.max_inflight {
@@ -499,13 +566,13 @@ impl<P: Pages> CommitLog<P> {
             self.used = self.used.saturating_sub(len);
             self.records = self.records.saturating_sub(1);
             self.head_seq += 1;
-            self.win_head = (self.win_head + 1) % SCAN_LIMIT;
+            self.win_head = self.wrap(self.win_head + 1);
             self.win_len -= 1;
         }
     }
 
     /// Makes every failed record pending again; returns how many.
-    /// O([`SCAN_LIMIT`]).
+    /// O(window length).
     pub fn reissue_failed(&mut self) -> usize {
         let mut n = 0;
         for i in 0..self.win_len {
@@ -599,15 +666,15 @@ impl<P: Pages> CommitLog<P> {
     /// [`CommitLog::set_region_shift`]); true if one may. False positives
     /// happen, false negatives never: wherever
     /// [`CommitLog::pending_in_range`] over those regions is true, so is
-    /// this. O(regions, at most [`crate::log::filter::FILTER_BUCKETS`]),
-    /// whatever the log's length.
+    /// this. O(regions, at most the filter's bucket count), whatever the
+    /// log's length.
     pub fn may_be_pending(&self, first: u64, last: u64) -> bool {
         self.filter.may_pend(first, last)
     }
 
     /// The filter behind [`CommitLog::may_be_pending`] (read-only; clear
     /// whenever no data record is pending).
-    pub fn region_filter(&self) -> &RegionFilter {
+    pub fn region_filter(&self) -> &RegionFilter<F> {
         &self.filter
     }
 

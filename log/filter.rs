@@ -4,7 +4,11 @@
 //! `first..=last`?" for every local lock, that is for every read through
 //! its device, under an irq-disabled lock. Walking the commit log costs
 //! O(records held); this filter answers in O(regions asked about), at most
-//! [`FILTER_BUCKETS`] steps, whatever the log's length.
+//! one step per bucket, whatever the log's length.
+//!
+//! The counters are caller storage (`F: DerefMut<Target = [u32]>`, a
+//! power-of-two number of buckets, [`FILTER_BUCKETS`] by default), so the
+//! filter itself stays small and never has to pass through a stack.
 //!
 //! Each counted record (the commit log counts its data records from push
 //! until they are done, dropped or reset) adds one to the bucket of every
@@ -20,11 +24,13 @@
 //! long as every [`RegionFilter::add`] is matched by one
 //! [`RegionFilter::remove`] of the same extent. Counters saturate and a
 //! saturated counter is never decremented again, so even an impossible
-//! overflow errs on the safe side. Fixed size, no allocation.
+//! overflow errs on the safe side. No allocation.
 
-/// Buckets of the filter (a power of two). 4 KiB of counters.
+use core::ops::DerefMut;
+
+/// Default number of buckets (a power of two; 4 KiB of counters): what
+/// the kernel module and the simulator give the filter.
 pub const FILTER_BUCKETS: usize = 1024;
-const BUCKET_BITS: u32 = FILTER_BUCKETS.trailing_zeros();
 /// A record touching more regions than this is kept as an extent (a
 /// 1 MiB WRITE at the smallest region size, 4 KiB, touches 256).
 pub const NARROW_REGIONS: u64 = 256;
@@ -66,16 +72,23 @@ fn dec(c: &mut u32) {
     }
 }
 
-/// Fibonacci hashing: neighbouring regions, and regions a power of two
-/// apart, land in unrelated buckets.
-fn bucket_of(region: u64) -> usize {
-    (region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BUCKET_BITS)) as usize
+/// Fibonacci hashing into `1 << bits` buckets (`bits` < 64): neighbouring
+/// regions, and regions a power of two apart, land in unrelated buckets.
+/// A single bucket (`bits == 0`) takes every region.
+fn bucket_of(region: u64, bits: u32) -> usize {
+    region
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .checked_shr(64u32.saturating_sub(bits))
+        .unwrap_or(0) as usize
 }
 
-/// Counting filter over region numbers; see the module docs.
-pub struct RegionFilter {
+/// Counting filter over region numbers, its counters in caller storage
+/// `F`; see the module docs.
+pub struct RegionFilter<F: DerefMut<Target = [u32]>> {
     shift: u32,
-    buckets: [u32; FILTER_BUCKETS],
+    buckets: F,
+    /// Log2 of `buckets.len()`.
+    bits: u32,
     /// Records counted in the buckets.
     narrow: u64,
     wide: [Wide; WIDE_SLOTS],
@@ -83,17 +96,29 @@ pub struct RegionFilter {
     overflow: u32,
 }
 
-impl RegionFilter {
-    /// An empty filter for regions of `1 << region_shift` sectors (the
-    /// shift is capped at 63).
-    pub const fn new(region_shift: u32) -> Self {
-        RegionFilter {
-            shift: if region_shift > 63 { 63 } else { region_shift },
-            buckets: [0; FILTER_BUCKETS],
+impl<F: DerefMut<Target = [u32]>> RegionFilter<F> {
+    /// An empty filter over the counters `buckets` (every one is cleared)
+    /// for regions of `1 << region_shift` sectors (the shift is capped at
+    /// 63). `None` unless `buckets.len()` is a power of two (1 or more).
+    pub fn new(mut buckets: F, region_shift: u32) -> Option<Self> {
+        if !buckets.len().is_power_of_two() {
+            return None;
+        }
+        let bits = buckets.len().trailing_zeros();
+        buckets.fill(0);
+        Some(RegionFilter {
+            shift: region_shift.min(63),
+            buckets,
+            bits,
             narrow: 0,
             wide: [Wide::EMPTY; WIDE_SLOTS],
             overflow: 0,
-        }
+        })
+    }
+
+    /// Number of buckets (the length of the caller's counters).
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
     }
 
     /// Log2 of the sectors per region.
@@ -110,7 +135,6 @@ impl RegionFilter {
 
     /// Forgets every record; the region size stays.
     pub fn clear(&mut self) {
-        // In place: no 4 KiB temporary on a kernel stack.
         self.buckets.fill(0);
         self.narrow = 0;
         self.wide.fill(Wide::EMPTY);
@@ -183,15 +207,16 @@ impl RegionFilter {
     /// Applies `op` to the bucket of every region in `first..=last` (the
     /// same buckets, in the same way, for a record's add and remove).
     fn each_bucket(&mut self, first: u64, last: u64, op: fn(&mut u32)) {
+        let bits = self.bits;
         for r in first..=last {
-            if let Some(b) = self.buckets.get_mut(bucket_of(r)) {
+            if let Some(b) = self.buckets.get_mut(bucket_of(r, bits)) {
                 op(b);
             }
         }
     }
 
     /// False if no counted record touches a region in `first..=last`; true
-    /// if one may. O(min(last - first, [`FILTER_BUCKETS`]) + [`WIDE_SLOTS`]).
+    /// if one may. O(min(last - first, buckets) + [`WIDE_SLOTS`]).
     pub fn may_pend(&self, first: u64, last: u64) -> bool {
         if first > last {
             return false;
@@ -207,10 +232,14 @@ impl RegionFilter {
         if self.narrow == 0 {
             return false;
         }
-        if last - first >= FILTER_BUCKETS as u64 {
+        if last - first >= self.buckets.len() as u64 {
             // Wider than the filter: some narrow record is counted.
             return true;
         }
-        (first..=last).any(|r| self.buckets.get(bucket_of(r)).is_some_and(|&c| c > 0))
+        (first..=last).any(|r| {
+            self.buckets
+                .get(bucket_of(r, self.bits))
+                .is_some_and(|&c| c > 0)
+        })
     }
 }

@@ -41,12 +41,16 @@ use crate::dm::devio::{BioSet, DevIo, IoOp, IoOwner};
 use crate::dm::pages::{KPages, KernelCrc};
 use crate::dm::sync::IrqSpinLock;
 use crate::dm::{DmDev, EndIo, Events, MapResult, StatusWriter};
+use crate::log::commit::{WindowSlot, SCAN_LIMIT};
+use crate::log::filter::FILTER_BUCKETS;
 use crate::log::locks::LockSlot;
 use crate::log::record::{Header, Hello, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, MAX_PAYLOAD, VERSION};
 use crate::new_irq_spinlock;
 use crate::table::{parse_u64, TableConfig};
 
-type Machine = Target<KPages, KVec<LockSlot>>;
+/// The target machine over kernel storage: commit log pages, issue
+/// window, region filter counters and lock slots, all on the heap.
+type Machine = Target<KPages, KVec<WindowSlot>, KVec<u32>, KVec<LockSlot>>;
 
 /// Per-bio tags (`PerBio::tag`).
 const TAG_NONE: u32 = 0;
@@ -147,18 +151,16 @@ pub(crate) struct TargetDev {
 }
 
 impl TargetDev {
-    /// Builds the device: commit log pages (`ring_mb`) and lock slots,
-    /// allocated here, never on the I/O path.
+    /// Builds the device: the machine and its storage (commit log pages,
+    /// `ring_mb`; issue window, region filter and lock slots), allocated
+    /// here, never on the I/O path.
     pub(crate) fn new(cfg: TableConfig, data: DmDev, events: Events, dev_sectors: u64) -> Result<Arc<TargetDev>> {
         let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL)?;
         let log_bytes = pages.bytes();
-        let mut slots = KVec::with_capacity(LOCK_SLOTS, GFP_KERNEL)?;
-        for _ in 0..LOCK_SLOTS {
-            slots.push(LockSlot::EMPTY, GFP_KERNEL)?;
-        }
         let tcfg = TargetConfig { region_sectors: cfg.region_sectors, dev_sectors, ack_every: ACK_EVERY };
-        let m = new_machine(tcfg, pages, slots)?;
-        let io_hdrs = KVec::with_capacity(crate::log::commit::SCAN_LIMIT, GFP_KERNEL)?;
+        let m = new_machine(tcfg, pages)?;
+        // Every record in flight lies in the issue window.
+        let io_hdrs = KVec::with_capacity(m.commit_log().window_len(), GFP_KERNEL)?;
         let state = State {
             m,
             sock: None,
@@ -733,14 +735,20 @@ impl TargetDev {
     }
 }
 
-/// The target machine, on the heap. Kept out of line: the machine is
-/// about 9 KiB, so the caller's frame must not hold a copy of it (kernel
-/// stacks are 16 KiB); writing into an uninitialised box keeps the copies
-/// here to the one the compiler needs for the return value.
+/// The target machine, on the heap, with its storage: an issue window of
+/// [`SCAN_LIMIT`] slots, [`FILTER_BUCKETS`] region filter counters and
+/// [`LOCK_SLOTS`] lock slots, each its own allocation the machine points
+/// to, so the machine itself is small (under 2 KiB) and never holds a big
+/// array on a kernel stack. Out of line all the same, so that its one
+/// temporary (writing into an uninitialised box keeps it to one) is not
+/// added to the frame of the table constructor, already the largest.
 #[inline(never)]
-fn new_machine(cfg: TargetConfig, pages: KPages, slots: KVec<LockSlot>) -> Result<KBox<Machine>> {
+fn new_machine(cfg: TargetConfig, pages: KPages) -> Result<KBox<Machine>> {
+    let window = KVec::from_elem(WindowSlot::EMPTY, SCAN_LIMIT, GFP_KERNEL)?;
+    let filter = KVec::from_elem(0u32, FILTER_BUCKETS, GFP_KERNEL)?;
+    let slots = KVec::from_elem(LockSlot::EMPTY, LOCK_SLOTS, GFP_KERNEL)?;
     let b = KBox::<Machine>::new_uninit(GFP_KERNEL)?;
-    let m = Target::new(cfg, pages, slots).map_err(|_| EINVAL)?;
+    let m = Target::new(cfg, pages, window, filter, slots).map_err(|_| EINVAL)?;
     Ok(KBox::write(b, m))
 }
 

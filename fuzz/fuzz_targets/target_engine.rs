@@ -6,6 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use specmirror_core::log::commit::{WindowSlot, SCAN_LIMIT};
+use specmirror_core::log::filter::FILTER_BUCKETS;
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::record::{
     decode_frame, encode_frame, frame_crc, Crc32c, Header, Hello, Kind, HEADER_LEN, MAGIC, VERSION,
@@ -54,12 +56,30 @@ fuzz_target!(|data: &[u8]| {
     let mut inp = Input(data);
     let log_pages = 2 + usize::from(inp.byte().unwrap_or(0) % 16);
     let pages = VecPages::new(log_pages);
+    // Storage sizes: the usual issue window or a short one (1-16 slots),
+    // the usual region filter or a small one (1-64 buckets).
+    let sizes = inp.byte().unwrap_or(0xFF);
+    let window = if sizes & 0x80 != 0 {
+        SCAN_LIMIT
+    } else {
+        1 + usize::from(sizes & 0x0F)
+    };
+    let buckets = match (sizes >> 4) & 7 {
+        7 => FILTER_BUCKETS,
+        k => 1 << k,
+    };
     let cfg = TargetConfig {
         region_sectors: REGION,
         dev_sectors: DEV,
         ack_every: 3,
     };
-    let Ok(mut t) = Target::new(cfg, pages, vec![LockSlot::EMPTY; 6]) else {
+    let Ok(mut t) = Target::new(
+        cfg,
+        pages,
+        vec![WindowSlot::EMPTY; window],
+        vec![0; buckets],
+        vec![LockSlot::EMPTY; 6],
+    ) else {
         return;
     };
     let mut issued: Vec<(u64, Header)> = Vec::new();
@@ -179,6 +199,11 @@ fuzz_target!(|data: &[u8]| {
                     }
                     issued.push((v.seq, v.header));
                 }
+                // Every record in flight lies in the issue window.
+                assert!(issued.len() <= window);
+                assert!(issued
+                    .iter()
+                    .all(|&(s, _)| s - t.applied_seq() <= window as u64));
                 None
             }
             // Complete one issued I/O, ok or failed.

@@ -16,7 +16,7 @@
 use core::ops::DerefMut;
 
 use super::{Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};
-use crate::log::commit::{CommitError, CommitLog, IssueView};
+use crate::log::commit::{CommitError, CommitLog, IssueView, StorageError, WindowSlot};
 use crate::log::locks::{LocalLockError, LockResult, LockSlot, LockTable};
 use crate::log::pages::Pages;
 use crate::log::record::{
@@ -44,6 +44,19 @@ pub enum TargetConfigError {
     RegionSize,
     /// The lock table has no slot.
     NoLockSlots,
+    /// The commit log's issue window has no slot.
+    NoWindowSlots,
+    /// The region filter's bucket count is not a power of two (or zero).
+    FilterBuckets,
+}
+
+impl From<StorageError> for TargetConfigError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NoWindowSlots => TargetConfigError::NoWindowSlots,
+            StorageError::FilterBuckets => TargetConfigError::FilterBuckets,
+        }
+    }
 }
 
 /// What the glue must do after [`Target::on_frame`].
@@ -129,13 +142,25 @@ pub enum LocalLock {
     Invalid,
 }
 
-/// The target state machine. `P` is the commit log's page storage, `L`
-/// the region lock table's slots (at least `hot_regions` of the source
-/// plus room for local locks).
-pub struct Target<P: Pages, L: DerefMut<Target = [LockSlot]>> {
+/// The target state machine, over caller storage (so the machine itself
+/// is small, under 2 KiB, and never has to pass through a kernel stack):
+/// - `P`: the commit log's pages;
+/// - `W`: the commit log's issue window (at least 1 slot;
+///   [`crate::log::commit::SCAN_LIMIT`] is the usual);
+/// - `F`: the commit log's region filter counters (a power of two;
+///   [`crate::log::filter::FILTER_BUCKETS`] is the usual);
+/// - `L`: the region lock table's slots (at least `hot_regions` of the
+///   source plus room for local locks).
+pub struct Target<P, W, F, L>
+where
+    P: Pages,
+    W: DerefMut<Target = [WindowSlot]>,
+    F: DerefMut<Target = [u32]>,
+    L: DerefMut<Target = [LockSlot]>,
+{
     cfg: TargetConfig,
     shift: u32,
-    log: CommitLog<P>,
+    log: CommitLog<P, W, F>,
     locks: LockTable<L>,
     /// Replication generation adopted from the source (0: none yet).
     generation: u64,
@@ -176,9 +201,23 @@ fn regions_free_of_local<L: DerefMut<Target = [LockSlot]>>(
     !locks.any_local(first, last)
 }
 
-impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
-    /// Builds a target over caller storage.
-    pub fn new(cfg: TargetConfig, pages: P, lock_slots: L) -> Result<Self, TargetConfigError> {
+impl<P, W, F, L> Target<P, W, F, L>
+where
+    P: Pages,
+    W: DerefMut<Target = [WindowSlot]>,
+    F: DerefMut<Target = [u32]>,
+    L: DerefMut<Target = [LockSlot]>,
+{
+    /// Builds a target over caller storage: the commit log's `pages`,
+    /// issue `window` and region `filter` counters, and the lock table's
+    /// `lock_slots` (see [`Target`]; every slot and counter is cleared).
+    pub fn new(
+        cfg: TargetConfig,
+        pages: P,
+        window: W,
+        filter: F,
+        lock_slots: L,
+    ) -> Result<Self, TargetConfigError> {
         if cfg.region_sectors == 0 || !cfg.region_sectors.is_power_of_two() {
             return Err(TargetConfigError::RegionSize);
         }
@@ -186,7 +225,7 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
             return Err(TargetConfigError::NoLockSlots);
         }
         let shift = cfg.region_sectors.trailing_zeros();
-        let mut log = CommitLog::new(pages, 1);
+        let mut log = CommitLog::new(pages, window, filter, 1)?;
         log.set_region_shift(shift);
         Ok(Self {
             shift,
@@ -722,7 +761,7 @@ impl<P: Pages, L: DerefMut<Target = [LockSlot]>> Target<P, L> {
     }
 
     /// The commit log (read-only: usage, in-flight count, pages).
-    pub fn commit_log(&self) -> &CommitLog<P> {
+    pub fn commit_log(&self) -> &CommitLog<P, W, F> {
         &self.log
     }
 

@@ -5,10 +5,14 @@
 
 mod common;
 
-use common::{payload, VecPages};
+use common::{payload, Log, Tgt};
 use proptest::prelude::*;
-use specmirror_core::log::commit::{CommitError, CommitLog, IssueView};
+use specmirror_core::log::commit::{
+    CommitError, CommitLog, IssueView, StorageError, WindowSlot, DEFAULT_MAX_INFLIGHT, SCAN_LIMIT,
+};
+use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::record::{Header, Kind, FLAG_PREFLUSH, HEADER_LEN};
+use specmirror_core::transport::proto::target::{Target, TargetConfig, TargetConfigError};
 
 fn rec(seq: u64, kind: Kind, sector: u64, count: u32) -> Header {
     let mut h = Header::new(kind);
@@ -21,18 +25,18 @@ fn rec(seq: u64, kind: Kind, sector: u64, count: u32) -> Header {
     h
 }
 
-fn push(log: &mut CommitLog<VecPages>, h: Header) {
+fn push(log: &mut Log, h: Header) {
     let p = payload(h.seq, h.len as usize);
     log.push(&h, &p).unwrap();
 }
 
-fn issue_all(log: &mut CommitLog<VecPages>) -> Vec<u64> {
+fn issue_all(log: &mut Log) -> Vec<u64> {
     std::iter::from_fn(|| log.next_to_issue())
         .map(|v| v.seq)
         .collect()
 }
 
-fn gather(log: &CommitLog<VecPages>, v: &IssueView) -> Vec<u8> {
+fn gather(log: &Log, v: &IssueView) -> Vec<u8> {
     let mut out = Vec::new();
     for (pg, off, len) in v.chunks() {
         out.extend_from_slice(&log.pages().0[pg][off..off + len]);
@@ -42,7 +46,7 @@ fn gather(log: &CommitLog<VecPages>, v: &IssueView) -> Vec<u8> {
 
 #[test]
 fn flush_is_a_barrier_both_ways() {
-    let mut log = CommitLog::new(common::vec_pages(4), 1);
+    let mut log = common::commit_log(4, 1);
     push(&mut log, rec(1, Kind::Write, 0, 1));
     push(&mut log, rec(2, Kind::Write, 8, 1));
     push(&mut log, rec(3, Kind::Flush, 0, 0));
@@ -70,7 +74,7 @@ fn flush_is_a_barrier_both_ways() {
 
 #[test]
 fn preflush_write_is_a_barrier() {
-    let mut log = CommitLog::new(common::vec_pages(4), 1);
+    let mut log = common::commit_log(4, 1);
     push(&mut log, rec(1, Kind::Write, 0, 1));
     let mut h = rec(2, Kind::Write, 8, 1);
     h.flags = FLAG_PREFLUSH;
@@ -85,7 +89,7 @@ fn preflush_write_is_a_barrier() {
 
 #[test]
 fn overlapping_writes_keep_stream_order() {
-    let mut log = CommitLog::new(common::vec_pages(4), 1);
+    let mut log = common::commit_log(4, 1);
     push(&mut log, rec(1, Kind::Write, 0, 8));
     push(&mut log, rec(2, Kind::Write, 4, 8));
     push(&mut log, rec(3, Kind::Write, 100, 8));
@@ -101,7 +105,7 @@ fn overlapping_writes_keep_stream_order() {
 
 #[test]
 fn locks_pass_in_order_without_blocking_data() {
-    let mut log = CommitLog::new(common::vec_pages(4), 1);
+    let mut log = common::commit_log(4, 1);
     push(&mut log, rec(1, Kind::Write, 0, 1));
     push(&mut log, rec(2, Kind::Unlock, 0, 0));
     push(&mut log, rec(3, Kind::Lock, 5, 0));
@@ -118,7 +122,7 @@ fn locks_pass_in_order_without_blocking_data() {
 
 #[test]
 fn failures_are_reissued() {
-    let mut log = CommitLog::new(common::vec_pages(4), 1);
+    let mut log = common::commit_log(4, 1);
     push(&mut log, rec(1, Kind::Write, 0, 1));
     push(&mut log, rec(2, Kind::Write, 0, 1));
     assert_eq!(issue_all(&mut log), vec![1]);
@@ -137,7 +141,7 @@ fn failures_are_reissued() {
 
 #[test]
 fn push_errors_and_capacity() {
-    let mut log = CommitLog::new(common::vec_pages(1), 5);
+    let mut log = common::commit_log(1, 5);
     let h = rec(5, Kind::Write, 0, 1);
     assert_eq!(log.push(&h, &[0; 100]), Err(CommitError::BadLength));
     assert_eq!(
@@ -177,7 +181,7 @@ fn push_errors_and_capacity() {
 
 #[test]
 fn drop_from_keeps_issued_records() {
-    let mut log = CommitLog::new(common::vec_pages(4), 1);
+    let mut log = common::commit_log(4, 1);
     for s in 1..=6 {
         push(&mut log, rec(s, Kind::Write, s * 8, 1));
     }
@@ -249,9 +253,13 @@ proptest! {
     #[test]
     fn executor_respects_ordering_and_reaches_sequential_image(
         evs in prop::collection::vec(arb_ev(), 1..300), inflight in 1usize..8,
+        win in prop::sample::select(vec![1usize, 2, 3, 5, SCAN_LIMIT]),
+        buckets in prop::sample::select(vec![1usize, 4, 1024]),
     ) {
-        let mut log = CommitLog::new(common::vec_pages(3), 1);
+        let mut log = common::commit_log_with(3, win, buckets);
+        log.set_region_shift(1);
         log.set_max_inflight(inflight);
+        let inflight = inflight.min(win);
         let mut recs: Vec<(Header, St)> = Vec::new(); // index = seq - 1
         let mut disk = vec![0u64; 72]; // sector -> seq that last wrote it
         let mut want = vec![0u64; 72];
@@ -307,6 +315,8 @@ proptest! {
                         }
                         recs[i].1 = St::Issued;
                         prop_assert!(log.in_flight() <= inflight);
+                        // Everything in flight lies in the issue window.
+                        prop_assert!(v.seq - log.applied_upto() <= win as u64);
                     }
                 }
                 Ev::Complete { pick, ok } => {
@@ -351,6 +361,9 @@ proptest! {
             let busy = held.iter().any(|r| r.1 != St::Done && r.0.kind.is_data()
                 && r.0.sector < probe + 4 && probe < r.0.sector + u64::from(r.0.count));
             prop_assert_eq!(log.pending_in_range(probe, 4), busy);
+            // The region filter (2-sector regions) never misses one.
+            prop_assert!(!busy || log.may_be_pending(probe >> 1, (probe + 3) >> 1));
+            prop_assert!(!log.is_empty() || log.region_filter().is_clear());
         }
         // Failed records may remain only if never reissued; reissue, drain.
         log.reissue_failed();
@@ -369,7 +382,7 @@ proptest! {
 
 #[test]
 fn seqs_near_u64_max_never_overflow() {
-    let mut log = CommitLog::new(common::vec_pages(1), u64::MAX - 1);
+    let mut log = common::commit_log(1, u64::MAX - 1);
     push(&mut log, rec(u64::MAX - 1, Kind::Flush, 0, 0));
     assert_eq!(
         log.push(&rec(u64::MAX, Kind::Flush, 0, 0), &[]),
@@ -385,7 +398,7 @@ fn seqs_near_u64_max_never_overflow() {
 
 #[test]
 fn filtered_issue_skips_without_parking() {
-    let mut log = CommitLog::new(common::vec_pages(8), 1);
+    let mut log = common::commit_log(8, 1);
     push(&mut log, rec(1, Kind::Write, 0, 8));
     push(&mut log, rec(2, Kind::Write, 4, 8)); // overlaps 1
     push(&mut log, rec(3, Kind::Write, 100, 8));
@@ -419,7 +432,7 @@ fn filtered_issue_skips_without_parking() {
 
 #[test]
 fn filtered_barrier_blocks_everything_after_it() {
-    let mut log = CommitLog::new(common::vec_pages(4), 1);
+    let mut log = common::commit_log(4, 1);
     push(&mut log, rec(1, Kind::Flush, 0, 0));
     push(&mut log, rec(2, Kind::Write, 0, 8));
     assert!(log.next_to_issue_if(|h| h.kind != Kind::Flush).is_none());
@@ -438,37 +451,115 @@ fn filtered_barrier_blocks_everything_after_it() {
 
 #[test]
 fn issue_window_bounds_the_scan_and_completion() {
-    use specmirror_core::log::commit::SCAN_LIMIT;
-    // Many small records; the head record is held back by the filter, so
-    // at most SCAN_LIMIT - 1 others are considered.
-    let mut log = CommitLog::new(common::vec_pages(64), 1);
-    log.set_max_inflight(usize::MAX);
-    let n = 1000u64;
-    for s in 1..=n {
-        push(&mut log, rec(s, Kind::Discard, s * 8, 8));
-    }
-    let mut got = Vec::new();
-    while let Some(v) = log.next_to_issue_if(|h| h.seq != 1) {
-        got.push(v.seq);
-    }
-    assert_eq!(got, (2..=SCAN_LIMIT as u64).collect::<Vec<_>>());
-    for &s in &got {
-        assert!(log.complete(s, true));
-    }
-    assert_eq!(log.applied_upto(), 0);
-    assert!(!log.complete(500, true), "never issued");
-    assert!(log.pending_in_range(8, 1) && log.pending_in_range(n * 8, 1));
-    let mut buf = [0u8; 8];
-    assert_eq!(log.read_payload(n, &mut buf), Some(0));
-    // Once the head goes, everything drains in order.
-    let mut all = issue_all(&mut log);
-    assert_eq!(all.first(), Some(&1));
-    while !all.is_empty() {
-        for s in all.drain(..) {
+    for win in [1usize, 2, 5, 64, SCAN_LIMIT, 300] {
+        // Many small records; the head record is held back by the filter,
+        // so at most win - 1 others are considered.
+        let mut log = common::commit_log_with(64, win, 16);
+        assert_eq!(log.window_len(), win);
+        log.set_max_inflight(usize::MAX);
+        assert_eq!(log.max_inflight(), win, "clamped to the window");
+        let n = 1000u64;
+        for s in 1..=n {
+            push(&mut log, rec(s, Kind::Discard, s * 8, 8));
+        }
+        let mut got = Vec::new();
+        while let Some(v) = log.next_to_issue_if(|h| h.seq != 1) {
+            got.push(v.seq);
+        }
+        assert_eq!(got, (2..=win as u64).collect::<Vec<_>>(), "window {win}");
+        for &s in &got {
             assert!(log.complete(s, true));
         }
-        all = issue_all(&mut log);
+        assert_eq!(log.applied_upto(), 0);
+        assert!(!log.complete(500, true), "never issued");
+        assert!(log.pending_in_range(8, 1) && log.pending_in_range(n * 8, 1));
+        let last_region = (n * 8) >> 11;
+        assert!(log.may_be_pending(0, 0) && log.may_be_pending(last_region, last_region));
+        let mut buf = [0u8; 8];
+        assert_eq!(log.read_payload(n, &mut buf), Some(0));
+        // Once the head goes, everything drains in order.
+        let mut all = issue_all(&mut log);
+        assert_eq!(all.first(), Some(&1));
+        while !all.is_empty() {
+            assert!(all.len() <= win);
+            for s in all.drain(..) {
+                assert!(log.complete(s, true));
+            }
+            all = issue_all(&mut log);
+        }
+        assert!(log.is_empty());
+        assert_eq!(log.applied_upto(), n);
+        assert!(log.region_filter().is_clear());
     }
-    assert!(log.is_empty());
-    assert_eq!(log.applied_upto(), n);
+}
+
+#[test]
+fn storage_is_checked_and_sets_the_limits() {
+    let log = common::commit_log(1, 1);
+    assert_eq!(log.window_len(), SCAN_LIMIT);
+    assert_eq!(log.max_inflight(), DEFAULT_MAX_INFLIGHT);
+    assert_eq!(log.region_filter().buckets(), common::filter().len());
+    // A window shorter than the default in-flight cap lowers the cap.
+    let mut log = common::commit_log_with(1, 3, 1);
+    assert_eq!(log.max_inflight(), 3);
+    log.set_max_inflight(0);
+    assert_eq!(log.max_inflight(), 1);
+    log.set_max_inflight(2);
+    assert_eq!(log.max_inflight(), 2);
+    let new = |win: usize, buckets: usize| {
+        CommitLog::new(
+            common::vec_pages(1),
+            vec![WindowSlot::EMPTY; win],
+            vec![0u32; buckets],
+            1,
+        )
+        .err()
+    };
+    assert_eq!(new(0, 16), Some(StorageError::NoWindowSlots));
+    for bad in [0, 3, 6, 1000] {
+        assert_eq!(new(4, bad), Some(StorageError::FilterBuckets), "{bad}");
+    }
+    for good in [1, 2, 4, 1024, 1 << 16] {
+        assert_eq!(new(4, good), None, "{good}");
+    }
+    // Stale caller storage is cleared.
+    let log = CommitLog::new(
+        common::vec_pages(1),
+        vec![WindowSlot::EMPTY; 4],
+        vec![7u32; 8],
+        1,
+    )
+    .unwrap();
+    assert!(log.region_filter().is_clear() && !log.may_be_pending(0, u64::MAX));
+    // The target passes the same refusals on.
+    let cfg = TargetConfig {
+        region_sectors: 8,
+        dev_sectors: 1 << 20,
+        ack_every: 1,
+    };
+    let target = |win: usize, buckets: usize| {
+        Target::new(
+            cfg,
+            common::vec_pages(1),
+            vec![WindowSlot::EMPTY; win],
+            vec![0u32; buckets],
+            vec![LockSlot::EMPTY; 4],
+        )
+        .err()
+    };
+    assert_eq!(target(0, 16), Some(TargetConfigError::NoWindowSlots));
+    assert_eq!(target(1, 12), Some(TargetConfigError::FilterBuckets));
+    assert_eq!(target(1, 1), None);
+}
+
+#[test]
+fn machines_are_small_their_storage_is_the_callers() {
+    // The kernel boxes the target machine; what it builds passes through
+    // a kernel stack (16 KiB), so the big arrays (window, filter, lock
+    // slots, pages) must live in caller storage, not in the machine.
+    let log = std::mem::size_of::<Log>();
+    let target = std::mem::size_of::<Tgt>();
+    println!("size_of CommitLog<VecPages, ..>: {log} bytes, Target<VecPages, ..>: {target} bytes");
+    assert!(log < 512, "CommitLog is {log} bytes");
+    assert!(target < 2048, "Target is {target} bytes");
 }

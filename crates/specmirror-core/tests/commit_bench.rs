@@ -9,8 +9,7 @@
 
 mod common;
 
-use common::VecPages;
-use specmirror_core::log::commit::CommitLog;
+use common::{Log, Tgt};
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::record::{Header, Hello, Kind, VERSION};
 use specmirror_core::transport::proto::encode_hello;
@@ -49,7 +48,7 @@ fn run(
     mut sector: impl FnMut(&mut Lcg) -> u64,
     pick: impl Fn(&mut Lcg, usize) -> usize,
 ) -> f64 {
-    let mut log = CommitLog::new(common::vec_pages(LOG_PAGES), 1);
+    let mut log = common::commit_log(LOG_PAGES, 1);
     let data = vec![0x5Au8; 4096];
     let mut rng = Lcg(42);
     let mut next = 1u64;
@@ -93,8 +92,9 @@ fn run(
 #[ignore]
 fn bench_commit_log() {
     println!(
-        "size_of CommitLog<VecPages>: {} bytes",
-        std::mem::size_of::<CommitLog<VecPages>>()
+        "size_of CommitLog<VecPages, Vec<WindowSlot>, Vec<u32>>: {} bytes, Target<..>: {} bytes",
+        std::mem::size_of::<Log>(),
+        std::mem::size_of::<Tgt>()
     );
     // Random non-overlapping-ish 4 KiB writes over 4 GiB, random completion.
     run(
@@ -147,7 +147,7 @@ fn bench_commit_log() {
 #[test]
 #[ignore]
 fn bench_reissue_failed() {
-    let mut log = CommitLog::new(common::vec_pages(LOG_PAGES), 1);
+    let mut log = common::commit_log(LOG_PAGES, 1);
     let data = vec![0u8; 4096];
     let mut n = 1u64;
     while log.can_push(4096) {
@@ -182,13 +182,20 @@ fn bench_reissue_failed() {
 
 /// A connected target (4 GiB device, 1 MiB regions) whose 64 MiB commit
 /// log is filled with 4 KiB writes at `sector(i)`, none applied.
-fn full_target(mut sector: impl FnMut(u64) -> u64) -> Target<VecPages, Vec<LockSlot>> {
+fn full_target(mut sector: impl FnMut(u64) -> u64) -> Tgt {
     let cfg = TargetConfig {
         region_sectors: REGION,
         dev_sectors: DEV,
         ack_every: 64,
     };
-    let mut t = Target::new(cfg, common::vec_pages(LOG_PAGES), vec![LockSlot::EMPTY; 80]).unwrap();
+    let mut t = Target::new(
+        cfg,
+        common::vec_pages(LOG_PAGES),
+        common::window(),
+        common::filter(),
+        vec![LockSlot::EMPTY; 80],
+    )
+    .unwrap();
     let hello = Hello {
         proto_version: u32::from(VERSION),
         dev_sectors: DEV,
@@ -226,11 +233,7 @@ const REGION: u32 = 2048; // 1 MiB
 /// of the log (`pending_in_range`, what `local_lock` used to call) on a
 /// sample, and the region filter alone. Reports ns per call and how often it said WouldBlock against
 /// how often a pending write really was there.
-fn bench_lock(
-    name: &str,
-    t: &mut Target<VecPages, Vec<LockSlot>>,
-    mut region: impl FnMut(&mut Lcg) -> u64,
-) {
+fn bench_lock(name: &str, t: &mut Tgt, mut region: impl FnMut(&mut Lcg) -> u64) {
     let rounds = 20_000usize;
     let mut rng = Lcg(7);
     let probes: Vec<u64> = (0..rounds).map(|_| region(&mut rng)).collect();

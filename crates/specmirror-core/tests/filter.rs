@@ -9,8 +9,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::VecPages;
-use specmirror_core::log::commit::{CommitError, CommitLog};
+use common::Log;
+use specmirror_core::log::commit::{CommitError, SCAN_LIMIT};
 use specmirror_core::log::filter::{RegionFilter, FILTER_BUCKETS, NARROW_REGIONS, WIDE_SLOTS};
 use specmirror_core::log::record::{Header, Kind, FLAG_PREFLUSH};
 
@@ -35,9 +35,39 @@ impl Rng {
     }
 }
 
+/// A filter with the default bucket count, regions of `1 << shift` sectors.
+fn filter(shift: u32) -> RegionFilter<Vec<u32>> {
+    RegionFilter::new(vec![0; FILTER_BUCKETS], shift).unwrap()
+}
+
+#[test]
+fn bucket_count_is_the_callers_power_of_two() {
+    for bad in [0usize, 3, 12, 1000] {
+        assert!(RegionFilter::new(vec![0u32; bad], 0).is_none(), "{bad}");
+    }
+    for n in [1usize, 2, 8, 1 << 16] {
+        let mut f = RegionFilter::new(vec![9u32; n], 0).unwrap();
+        assert_eq!(f.buckets(), n);
+        assert!(f.is_clear(), "stale counters are cleared");
+        f.add(12_345, 1);
+        assert!(f.may_pend(12_345, 12_345));
+        // Wider than the filter: seen without a walk.
+        assert!(f.may_pend(0, n as u64));
+        // One bucket takes every region; more spread them out.
+        let pos = (0..4096u64).filter(|&r| f.may_pend(r, r)).count();
+        if n == 1 {
+            assert_eq!(pos, 4096);
+        } else {
+            assert!(pos < 4096, "{n} buckets: {pos} false positives");
+        }
+        f.remove(12_345, 1);
+        assert!(f.is_clear() && !f.may_pend(0, u64::MAX));
+    }
+}
+
 #[test]
 fn narrow_records_count_in_and_out() {
-    let mut f = RegionFilter::new(3);
+    let mut f = filter(3);
     assert!(f.is_clear());
     assert!(!f.may_pend(0, u64::MAX), "empty: nothing pending anywhere");
     f.add(0, 8); // region 0
@@ -49,7 +79,7 @@ fn narrow_records_count_in_and_out() {
     assert!(f.may_pend(1, 2), "a range overlapping a pending region");
     // Hash collisions are rare: one record in region 0 makes only a few of
     // a thousand other regions look pending.
-    let mut g = RegionFilter::new(3);
+    let mut g = filter(3);
     g.add(0, 8);
     let false_pos = (1..1000).filter(|&r| g.may_pend(r, r)).count();
     assert!(false_pos < 8, "{false_pos} false positives");
@@ -63,7 +93,7 @@ fn narrow_records_count_in_and_out() {
 
 #[test]
 fn a_range_wider_than_the_filter_sees_any_narrow_record() {
-    let mut f = RegionFilter::new(0);
+    let mut f = filter(0);
     f.add(5_000_000, 1);
     assert!(f.may_pend(0, FILTER_BUCKETS as u64 + 10));
     f.remove(5_000_000, 1);
@@ -72,7 +102,7 @@ fn a_range_wider_than_the_filter_sees_any_narrow_record() {
 
 #[test]
 fn wide_records_are_kept_as_extents() {
-    let mut f = RegionFilter::new(0);
+    let mut f = filter(0);
     let wide = NARROW_REGIONS as u32 + 1;
     f.add(1000, wide);
     assert!(f.may_pend(1000, 1000) && f.may_pend(1000 + u64::from(wide) - 1, 1_010_000));
@@ -91,7 +121,7 @@ fn wide_records_are_kept_as_extents() {
 
 #[test]
 fn wide_overflow_says_pending_everywhere_until_it_leaves() {
-    let mut f = RegionFilter::new(0);
+    let mut f = filter(0);
     let wide = 1000u32;
     let at = |i: u64| i * 10_000;
     for i in 0..WIDE_SLOTS as u64 {
@@ -119,7 +149,7 @@ fn wide_overflow_says_pending_everywhere_until_it_leaves() {
 
 #[test]
 fn poison_clear_and_reset() {
-    let mut f = RegionFilter::new(4);
+    let mut f = filter(4);
     f.poison();
     assert!(f.may_pend(7, 7) && !f.is_clear());
     f.clear();
@@ -130,7 +160,7 @@ fn poison_clear_and_reset() {
     assert!(f.is_clear());
     assert_eq!(f.region_shift(), 63, "capped");
     // Extents at the very end of the sector space never overflow.
-    let mut f = RegionFilter::new(0);
+    let mut f = filter(0);
     f.add(u64::MAX - 1, 5);
     f.add(u64::MAX, 0);
     assert!(f.may_pend(u64::MAX - 1, u64::MAX));
@@ -141,9 +171,9 @@ fn poison_clear_and_reset() {
 
 #[test]
 fn log_counts_every_data_record_until_done_dropped_or_reset() {
-    let mut log = CommitLog::new(common::vec_pages(4), 1);
+    let mut log = common::commit_log(4, 1);
     log.set_region_shift(3);
-    let push = |log: &mut CommitLog<VecPages>, kind: Kind, sector: u64, count: u32| {
+    let push = |log: &mut Log, kind: Kind, sector: u64, count: u32| {
         let mut h = Header::new(kind);
         h.seq = log.next_seq();
         h.sector = sector;
@@ -190,7 +220,7 @@ const SHIFTS: [u32; 6] = [0, 0, 1, 2, 3, 6];
 
 /// Checks `pending_in_range` => `may_be_pending` for regions `a..=b`;
 /// returns whether the exact walk found a pending record.
-fn check_range(log: &CommitLog<VecPages>, a: u64, b: u64, what: &str) -> bool {
+fn check_range(log: &Log, a: u64, b: u64, what: &str) -> bool {
     let shift = log.region_filter().region_shift();
     let exact = log.pending_in_range(a << shift, (b - a + 1) << shift);
     assert!(
@@ -246,7 +276,12 @@ fn filter_never_misses_a_pending_write() {
     let mut checks = 0u64;
     for seed in 0..500u64 {
         let mut r = Rng(seed);
-        let mut log = CommitLog::new(common::vec_pages(2 + r.below(4) as usize), 1);
+        // Storage sizes from a stream of their own: the records of a
+        // seed stay what they were with the default sizes.
+        let mut rs = Rng(seed ^ 0x5709_A6E5);
+        let win = rs.pick(&[1, 2, 7, SCAN_LIMIT, SCAN_LIMIT]);
+        let buckets = rs.pick(&[1, 2, 64, FILTER_BUCKETS, FILTER_BUCKETS]);
+        let mut log = common::commit_log_with(2 + r.below(4) as usize, win, buckets);
         log.set_max_inflight(1 + r.below(8) as usize);
         log.set_region_shift(r.pick(&SHIFTS));
         let zeroing = r.pick(&[20, 60]);

@@ -6,7 +6,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use specmirror_core::log::commit::IssueView;
+use specmirror_core::log::commit::{IssueView, WindowSlot, SCAN_LIMIT};
+use specmirror_core::log::filter::FILTER_BUCKETS;
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::record::{decode_header, Kind, HEADER_LEN, SECTOR_SIZE};
 use specmirror_core::transport::proto::hot::HotSlot;
@@ -145,6 +146,8 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
             ack_every: cfg.ack_every,
         },
         VecPages::new(pages),
+        vec![WindowSlot::EMPTY; SCAN_LIMIT],
+        vec![0; FILTER_BUCKETS],
         vec![LockSlot::EMPTY; cfg.hot_regions * 2 + 8],
     )
     .expect("target");

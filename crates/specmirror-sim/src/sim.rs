@@ -6,7 +6,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::fmt;
 
-use specmirror_core::log::commit::IssueView;
+use specmirror_core::log::commit::{IssueView, WindowSlot, SCAN_LIMIT};
+use specmirror_core::log::filter::FILTER_BUCKETS;
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::pages::PAGE_SIZE;
 use specmirror_core::log::record::{
@@ -35,7 +36,7 @@ impl Crc32c for Crc {
 pub use specmirror_core::vec_pages::VecPages;
 
 type Src = Source<VecPages, Vec<HotSlot>, Vec<InflightSlot>>;
-type Tgt = Target<VecPages, Vec<LockSlot>>;
+type Tgt = Target<VecPages, Vec<WindowSlot>, Vec<u32>, Vec<LockSlot>>;
 
 const MS: u64 = 1_000_000;
 const US: u64 = 1_000;
@@ -176,6 +177,10 @@ pub struct Params {
     pub log_pages: usize,
     /// Lock table slots.
     pub lock_slots: usize,
+    /// Commit log issue window slots (at least 1).
+    pub window_slots: usize,
+    /// Region filter buckets (a power of two).
+    pub filter_buckets: usize,
     /// Target ack batching.
     pub ack_every: u32,
     /// Completion mode.
@@ -272,6 +277,8 @@ impl Params {
             ring_pages,
             log_pages,
             lock_slots: hot_regions + r.range(4, 16) as usize,
+            window_slots: SCAN_LIMIT,
+            filter_buckets: FILTER_BUCKETS,
             ack_every: r.range(1, 64) as u32,
             completion: if r.chance(1, 3) {
                 Completion::Sync
@@ -328,6 +335,17 @@ impl Params {
                 for _ in 0..r4.range(1, 2) {
                     p.restarts.push(r4.below(p.faults_end));
                 }
+            }
+        }
+        if gen >= 5 {
+            // Version 5: a third of the seeds give the target a short
+            // issue window (1-16 slots: a lower in-flight cap, the window
+            // wrapping often) and a small region filter (1-64 buckets:
+            // many collisions, one bucket for every region at worst).
+            let mut r5 = Rng::new(mix(seed, 0x5707));
+            if r5.chance(1, 3) {
+                p.window_slots = r5.range(1, 16) as usize;
+                p.filter_buckets = 1 << r5.range(0, 6);
             }
         }
         p
@@ -395,6 +413,18 @@ impl<'a> HeldIter<'a> for std::slice::Iter<'a, Locker> {
     fn flatten_held(self) -> Box<dyn Iterator<Item = (u64, u64)> + 'a> {
         Box::new(self.filter_map(|l| l.held))
     }
+}
+
+/// A fresh target machine over heap storage of `p`'s sizes.
+fn new_target(tcfg: TargetConfig, p: &Params) -> Tgt {
+    Target::new(
+        tcfg,
+        VecPages::new(p.log_pages),
+        vec![WindowSlot::EMPTY; p.window_slots],
+        vec![0; p.filter_buckets],
+        vec![LockSlot::EMPTY; p.lock_slots],
+    )
+    .expect("target config")
 }
 
 /// Fill byte pattern of sector `s` written by write `wid` (0: zeros).
@@ -499,12 +529,7 @@ impl Sim {
             dev_sectors: p.dev_sectors,
             ack_every: p.ack_every,
         };
-        let tgt = Target::new(
-            tcfg,
-            VecPages::new(p.log_pages),
-            vec![LockSlot::EMPTY; p.lock_slots],
-        )
-        .expect("target config");
+        let tgt = new_target(tcfg, &p);
         let bytes = p.dev_sectors as usize * SECT;
         let nsec = p.dev_sectors as usize;
         let lockers = vec![Locker::default(); p.lockers];
@@ -729,8 +754,7 @@ impl Sim {
                 for l in self.lockers.iter_mut() {
                     l.held = None;
                 }
-                self.tgt = Target::new(self.tcfg, VecPages::new(self.p.log_pages), vec![LockSlot::EMPTY; self.p.lock_slots])
-                    .expect("target config");
+                self.tgt = new_target(self.tcfg, &self.p);
                 // The new target adopts the source's base and records after
                 // it are applied again: until the replay passes what was
                 // applied before the crash, older data may overwrite newer.
@@ -1479,7 +1503,7 @@ impl Sim {
 }
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 4;
+pub const GEN_VERSION: u32 = 5;
 
 /// Runs one seed in one mode with the current generator.
 pub fn run_seed(seed: u64, mode: Mode, verbose: bool) -> Result<Outcome, Failure> {

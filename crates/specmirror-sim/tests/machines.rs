@@ -1,5 +1,7 @@
 //! Unit tests of the source and target state machines, driven by hand.
 
+use specmirror_core::log::commit::{WindowSlot, SCAN_LIMIT};
+use specmirror_core::log::filter::FILTER_BUCKETS;
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::record::{
     decode_frame, encode_frame, DecodeError, Header, Hello, Kind, FLAG_FUA, HEADER_LEN,
@@ -19,7 +21,7 @@ use specmirror_core::transport::proto::{encode_hello, Completion, Mode, Refusal}
 use specmirror_sim::sim::{Crc, VecPages};
 
 type Src = Source<VecPages, Vec<HotSlot>, Vec<InflightSlot>>;
-type Tgt = Target<VecPages, Vec<LockSlot>>;
+type Tgt = Target<VecPages, Vec<WindowSlot>, Vec<u32>, Vec<LockSlot>>;
 
 const C: Crc = Crc;
 const DEV: u64 = 1 << 20;
@@ -42,6 +44,16 @@ fn source(mode: Mode, completion: Completion, ring_pages: usize, hot: usize) -> 
     .unwrap()
 }
 
+/// A default issue window.
+fn window() -> Vec<WindowSlot> {
+    vec![WindowSlot::EMPTY; SCAN_LIMIT]
+}
+
+/// Default region filter counters.
+fn filter() -> Vec<u32> {
+    vec![0; FILTER_BUCKETS]
+}
+
 fn target(log_pages: usize) -> Tgt {
     Target::new(
         TargetConfig {
@@ -50,6 +62,8 @@ fn target(log_pages: usize) -> Tgt {
             ack_every: 4,
         },
         VecPages::new(log_pages),
+        window(),
+        filter(),
         vec![LockSlot::EMPTY; 16],
     )
     .unwrap()
@@ -132,6 +146,8 @@ fn handshake_refuses_mismatch() {
             ack_every: 4,
         },
         VecPages::new(64),
+        window(),
+        filter(),
         vec![LockSlot::EMPTY; 4],
     )
     .unwrap();
@@ -153,6 +169,8 @@ fn handshake_refuses_mismatch() {
             ack_every: 4,
         },
         VecPages::new(64),
+        window(),
+        filter(),
         vec![LockSlot::EMPTY; 4],
     )
     .unwrap();

@@ -85,3 +85,25 @@ fn target_restart_seeds_pass() {
         }
     }
 }
+
+#[test]
+fn small_target_storage_seeds_pass() {
+    // Generator version 5 seeds whose target has a one- or two-slot issue
+    // window and a one- or two-bucket region filter (every region shares
+    // a counter): ordering, locks and reads must hold all the same.
+    use specmirror_sim::sim::Params;
+    let seeds: Vec<u64> = (0..)
+        .filter(|&s| {
+            let p = Params::from_seed(s, 5);
+            p.window_slots <= 2 && p.filter_buckets <= 2
+        })
+        .take(4)
+        .collect();
+    for seed in seeds {
+        for mode in [Mode::Speculative, Mode::LockSync] {
+            if let Err(f) = run_seed_gen(seed, mode, 5, false) {
+                panic!("{f}");
+            }
+        }
+    }
+}

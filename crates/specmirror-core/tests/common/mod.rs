@@ -2,7 +2,11 @@
 //! and a sample Hello.
 #![allow(dead_code)]
 
+use specmirror_core::log::commit::{CommitLog, WindowSlot, SCAN_LIMIT};
+use specmirror_core::log::filter::FILTER_BUCKETS;
+use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::record::{encode_frame, Crc32c, Header, Hello};
+use specmirror_core::transport::proto::target::Target;
 
 /// CRC-32C from the `crc32c` crate, in the trait's chained convention.
 pub(crate) struct Crc;
@@ -19,6 +23,40 @@ pub(crate) fn vec_pages(n: usize) -> VecPages {
 }
 
 pub(crate) use specmirror_core::vec_pages::VecPages;
+
+/// The commit log over heap storage.
+pub(crate) type Log = CommitLog<VecPages, Vec<WindowSlot>, Vec<u32>>;
+
+/// The target machine over heap storage.
+pub(crate) type Tgt = Target<VecPages, Vec<WindowSlot>, Vec<u32>, Vec<LockSlot>>;
+
+/// A default issue window ([`SCAN_LIMIT`] slots).
+pub(crate) fn window() -> Vec<WindowSlot> {
+    vec![WindowSlot::EMPTY; SCAN_LIMIT]
+}
+
+/// Default region filter counters ([`FILTER_BUCKETS`]).
+pub(crate) fn filter() -> Vec<u32> {
+    vec![0; FILTER_BUCKETS]
+}
+
+/// A commit log over `pages` test pages with the default window and
+/// filter, expecting `first_seq` next.
+pub(crate) fn commit_log(pages: usize, first_seq: u64) -> Log {
+    CommitLog::new(vec_pages(pages), window(), filter(), first_seq).expect("default storage")
+}
+
+/// A commit log over `pages` test pages with a `window`-slot issue window
+/// and `buckets` filter counters, expecting seq 1 next.
+pub(crate) fn commit_log_with(pages: usize, window: usize, buckets: usize) -> Log {
+    CommitLog::new(
+        vec_pages(pages),
+        vec![WindowSlot::EMPTY; window],
+        vec![0u32; buckets],
+        1,
+    )
+    .expect("valid storage")
+}
 
 /// A sample Hello with every field non-zero (the MAC tests pin MACs of it).
 pub(crate) fn hello() -> Hello {
