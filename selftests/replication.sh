@@ -28,9 +28,9 @@ run() {
 		ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $SM_IP_DST:7800 $opts'"
 	sm_check "$name: fio ${MB} MiB random+sequential, fsync, verify=crc32c" \
 		fio --filename=/dev/mapper/$s --direct=1 --ioengine=libaio --verify=crc32c \
-			--verify_fatal=1 --randrepeat=0 --output-format=terse \
-			--name=rand --rw=randwrite --bs=4k --iodepth=16 --offset=0 --size=${half}M --fsync=256 \
-			--name=seq --rw=write --bs=256k --iodepth=4 --offset=${half}M --size=${half}M --fsync=16
+			--verify_fatal=1 --verify_state_save=0 --randrepeat=0 --output-format=terse \
+			--name=rand --rw=randwrite --bsrange=4k-64k --iodepth=16 --offset=0 --size=${half}M --fsync=256 \
+			--name=seq --rw=write --bs=1M --iodepth=4 --offset=${half}M --size=${half}M --fsync=16
 	sm_check "$name: quiesce (ring empty)" sm_quiesce $s 300
 	sm_check "$name: data devices equal (cmp)" sm_equal "$src" "$dst"
 	echo "# $name: source: $(dmsetup status $s)"

@@ -404,7 +404,7 @@ impl SourceDev {
         loop {
             let mut g = self.st.lock();
             while !g.work_kick && !g.stopping {
-                self.work_wait.wait(&mut g);
+                let _ = self.work_wait.wait_interruptible(&mut g);
             }
             if g.stopping && g.deferred.is_empty() && g.release.is_empty() {
                 return;
@@ -492,7 +492,7 @@ impl SourceDev {
                 let mut g = self.st.lock();
                 while g.admin_down && !g.stopping {
                     g.conn = Conn::AdminDown;
-                    self.tx_wait.wait(&mut g);
+                    let _ = self.tx_wait.wait_interruptible(&mut g);
                 }
                 if g.stopping {
                     return;
@@ -612,7 +612,7 @@ impl SourceDev {
                 if g.m.peek_send().is_some() {
                     break;
                 }
-                self.tx_wait.wait(&mut g);
+                let _ = self.tx_wait.wait_interruptible(&mut g);
             }
             let mut bytes = 0usize;
             while bytes < SEND_BATCH {

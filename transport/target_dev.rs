@@ -440,19 +440,16 @@ impl TargetDev {
     }
 
     fn receiver_main(self: Arc<Self>, sock: Arc<Socket>) {
-        match self.handshake(&sock) {
-            Ok(()) => {
-                {
-                    let mut g = self.st.lock();
-                    g.streaming = true;
-                    g.conn = Conn::Connected;
-                    g.tx_kick = true;
-                }
-                self.events.raise();
-                self.kick_all();
-                self.receive(&sock);
+        if self.handshake(&sock).is_ok() {
+            {
+                let mut g = self.st.lock();
+                g.streaming = true;
+                g.conn = Conn::Connected;
+                g.tx_kick = true;
             }
-            Err(_) => {}
+            self.events.raise();
+            self.kick_all();
+            self.receive(&sock);
         }
         sock.shutdown();
         let old = {
@@ -497,7 +494,7 @@ impl TargetDev {
                         // Back-pressure: wait for the applier to free room.
                         g.apply_kick = true;
                         self.apply_wait.notify_all();
-                        self.rx_wait.wait(&mut g);
+                        let _ = self.rx_wait.wait_interruptible(&mut g);
                     }
                     TargetRecv::Hello(_) | TargetRecv::Disconnect(_) => {
                         g.protocol_errors = g.protocol_errors.saturating_add(1);
@@ -519,7 +516,7 @@ impl TargetDev {
         loop {
             let mut g = self.st.lock();
             while !g.stopping && (!g.tx_kick || !g.streaming) {
-                self.tx_wait.wait(&mut g);
+                let _ = self.tx_wait.wait_interruptible(&mut g);
             }
             if g.stopping {
                 return;
@@ -577,13 +574,13 @@ impl TargetDev {
                         g.apply_kick = true;
                     }
                 } else {
-                    self.apply_wait.wait(&mut g);
+                    let _ = self.apply_wait.wait_interruptible(&mut g);
                 }
             }
             if g.stopping {
                 // Wait for the device to finish what was started.
                 while g.ios > 0 {
-                    self.apply_wait.wait(&mut g);
+                    let _ = self.apply_wait.wait_interruptible(&mut g);
                 }
                 return;
             }
