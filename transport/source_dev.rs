@@ -131,6 +131,8 @@ struct State {
     work_kick: bool,
     /// Fault injection: corrupt the CRC of the next N records sent.
     corrupt_next: u32,
+    /// The last refusal logged (each reason is logged once in a row).
+    last_refusal: Option<Refusal>,
     auth_failures: u64,
     connect_failures: u64,
     invalid_bios: u64,
@@ -222,6 +224,7 @@ impl SourceDev {
             stopping: true,
             work_kick: false,
             corrupt_next: 0,
+            last_refusal: None,
             auth_failures: 0,
             connect_failures: 0,
             invalid_bios: 0,
@@ -297,8 +300,11 @@ impl SourceDev {
             }
             Submit::Invalid(why) => {
                 g.invalid_bios = g.invalid_bios.saturating_add(1);
+                let n = g.invalid_bios;
                 drop(g);
-                pr_warn!("specmirror: refused write at {} (+{}): {:?}\n", hw.sector, hw.count, why);
+                if n.is_power_of_two() {
+                    pr_warn!("specmirror: refused write at {} (+{}): {:?} ({} so far)\n", hw.sector, hw.count, why, n);
+                }
                 MapResult::Kill
             }
         }
@@ -525,10 +531,14 @@ impl SourceDev {
                 g.sock = Some(sock.clone());
                 g.broken = false;
             }
-            self.set_conn(Conn::Handshake);
+            if !matches!(self.st.lock().conn, Conn::Refused(_)) {
+                // A refused source keeps saying why until a handshake works.
+                self.set_conn(Conn::Handshake);
+            }
             match self.handshake(&sock) {
                 Ok(()) => {
                     backoff.reset();
+                    self.st.lock().last_refusal = None;
                     self.set_conn(Conn::Connected);
                     let d = self.clone();
                     let s = sock.clone();
@@ -545,7 +555,8 @@ impl SourceDev {
                     sock.shutdown();
                     if let Some(r) = r {
                         // Once per reason, not once per retry.
-                        if self.st.lock().conn != Conn::Refused(r) {
+                        let prev = self.st.lock().last_refusal.replace(r);
+                        if prev != Some(r) {
                             pr_warn!("specmirror: {} refused the handshake: {}\n", self.cfg.endpoint, refusal_str(r));
                         }
                         self.set_conn(Conn::Refused(r));

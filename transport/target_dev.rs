@@ -228,8 +228,12 @@ impl TargetDev {
             _ => {
                 let mut g = self.st.lock();
                 g.writes_refused = g.writes_refused.saturating_add(1);
+                let n = g.writes_refused;
                 drop(g);
-                pr_warn!("specmirror: write to a target device refused (the replica is read-only)\n");
+                // The 1st, 2nd, 4th, 8th... refusal: a hint, not a flood.
+                if n.is_power_of_two() {
+                    pr_warn!("specmirror: write to a target device refused (the replica is read-only; {} so far)\n", n);
+                }
                 return MapResult::Kill;
             }
         }
