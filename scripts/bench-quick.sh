@@ -11,6 +11,7 @@ set -euo pipefail
 export DM_DISABLE_UDEV=1
 MODULE=${DMSM_MODULE:?DMSM_MODULE: path of dm-specmirror.ko}
 RUNTIME=${DMSM_BENCH_SECONDS:-20}
+RTT=${DMSM_BENCH_RTT:-10}
 SIZE_MB=1024
 S=bq-src D=bq-dst
 
@@ -32,7 +33,8 @@ nullb() {
 	mkdir "$d"
 	echo "$SIZE_MB" >"$d/size"; echo 1 >"$d/memory_backed"; echo 4096 >"$d/blocksize"
 	echo 1 >"$d/power"
-	echo "/dev/$(cat "$d/index" | sed 's/^/nullb/')"
+	# null_blk names a configfs device after its directory.
+	echo "/dev/bq$1"
 }
 grep -q '^dm_specmirror ' /proc/modules || insmod "$MODULE"
 n0=$(nullb 0); n1=$(nullb 1); n2=$(nullb 2)
@@ -42,8 +44,10 @@ ip netns add $S; ip netns add $D
 ip link add bq-veth-s netns $S type veth peer name bq-veth-d netns $D
 ip -n $S addr add 10.79.0.1/24 dev bq-veth-s; ip -n $S link set bq-veth-s up; ip -n $S link set lo up
 ip -n $D addr add 10.79.0.2/24 dev bq-veth-d; ip -n $D link set bq-veth-d up; ip -n $D link set lo up
-tc -n $S qdisc add dev bq-veth-s root netem delay 5ms limit 100000
-tc -n $D qdisc add dev bq-veth-d root netem delay 5ms limit 100000
+if [ "$RTT" -gt 0 ]; then
+	tc -n $S qdisc add dev bq-veth-s root netem delay "$((RTT * 1000 / 2))us" limit 100000
+	tc -n $D qdisc add dev bq-veth-d root netem delay "$((RTT * 1000 / 2))us" limit 100000
+fi
 
 # fio_json DEV QD: 4k random writes for RUNTIME seconds; prints "iops lat_ns".
 fio_run() {
@@ -72,19 +76,19 @@ read -r linear_iops _ < <(fio_run /dev/mapper/bq-linear 32)
 dmsetup remove bq-linear
 echo "bench:   dm-linear: $linear_iops IOPS"
 
-echo "bench: 4k randwrite QD32, specmirror speculative, completion async, RTT 10 ms"
+echo "bench: 4k randwrite QD32, specmirror speculative, completion async, RTT $RTT ms"
 mirror_up ""
 read -r spec_iops _ < <(fio_run /dev/mapper/$S 32)
 echo "bench:   speculative async: $spec_iops IOPS"
 mirror_down
 
-echo "bench: 4k randwrite QD1, completion sync, speculative, RTT 10 ms"
+echo "bench: 4k randwrite QD1, completion sync, speculative, RTT $RTT ms"
 mirror_up "2 completion sync"
 read -r _ spec_lat < <(fio_run /dev/mapper/$S 1)
 echo "bench:   speculative sync: mean latency $spec_lat ns"
 mirror_down
 
-echo "bench: 4k randwrite QD1, completion sync, lock-sync, RTT 10 ms"
+echo "bench: 4k randwrite QD1, completion sync, lock-sync, RTT $RTT ms"
 mirror_up "4 completion sync mode lock-sync"
 read -r _ ls_lat < <(fio_run /dev/mapper/$S 1)
 echo "bench:   lock-sync sync: mean latency $ls_lat ns"

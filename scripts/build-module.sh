@@ -9,8 +9,11 @@ set -euo pipefail
 kind=${1:?usage: $0 debug|release}
 kdir=$("$DMSM_REPO/scripts/build-kernel.sh" "$kind")
 dst="$DMSM_CACHE/module-$kind-$(printf '%s' "$DMSM_REPO" | sha256sum | cut -c1-8)"
+# A fresh copy of the tracked (and new, not ignored) files: nothing built
+# against the other kernel (objects, generated bindings) may leak in.
+rm -rf "$dst"
 mkdir -p "$dst"
-rsync -a --delete --exclude target --exclude .git --exclude fuzz \
-	--exclude '*.ko' --exclude '*.o' --exclude '.*.cmd' "$DMSM_REPO/" "$dst/"
+git -C "$DMSM_REPO" ls-files -co --exclude-standard -z |
+	grep -zv '^fuzz/\|^crates/' | rsync -a --from0 --files-from=- "$DMSM_REPO/" "$dst/"
 make -s -C "$kdir" M="$dst" LLVM="$DMSM_LLVM" modules >&2
 echo "$dst/dm-specmirror.ko"

@@ -4,7 +4,7 @@
 //! (header, then the payload length it announces), send a small frame,
 //! make a nonce.
 
-use kernel::prelude::*;
+use kernel::{alloc::VVec, prelude::*};
 
 use super::net::Socket;
 use crate::dm::raw;
@@ -30,6 +30,74 @@ pub(crate) fn recv_frame(sock: &Socket, buf: &mut [u8]) -> Result<usize, RecvErr
     let rest = buf.get_mut(HEADER_LEN..len).ok_or(RecvError::TooLong)?;
     sock.recv_exact(rest).map_err(|_| RecvError::Io)?;
     Ok(len)
+}
+
+/// Reads a stream of frames with as few socket calls as possible: each
+/// read takes whatever has arrived (many small records at once), and the
+/// caller handles every complete frame in the buffer before reading again.
+///
+/// # Invariants
+///
+/// `start <= end <= buf.len()`; `buf[start..end]` holds received bytes
+/// not yet consumed.
+pub(crate) struct FrameReader {
+    buf: VVec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    /// A reader whose buffer holds `cap` bytes (at least the largest
+    /// frame the caller accepts).
+    pub(crate) fn new(cap: usize) -> Result<Self> {
+        let buf = VVec::from_elem(0u8, cap, GFP_KERNEL)?;
+        // INVARIANT: empty.
+        Ok(FrameReader { buf, start: 0, end: 0 })
+    }
+
+    /// The length of the complete frame at the front, `None` if it has not
+    /// fully arrived yet.
+    pub(crate) fn peek(&self) -> Result<Option<usize>, RecvError> {
+        let have = self.buf.get(self.start..self.end).unwrap_or(&[]);
+        if have.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let (h, _) = decode_header(have).map_err(|_| RecvError::Header)?;
+        let len = h.frame_len();
+        if len > self.buf.len() {
+            return Err(RecvError::TooLong);
+        }
+        Ok((have.len() >= len).then_some(len))
+    }
+
+    /// The first `len` buffered bytes (a frame [`FrameReader::peek`] found).
+    pub(crate) fn front(&self, len: usize) -> &[u8] {
+        self.buf.get(self.start..self.start.saturating_add(len).min(self.end)).unwrap_or(&[])
+    }
+
+    /// Drops the first `len` buffered bytes.
+    pub(crate) fn consume(&mut self, len: usize) {
+        // INVARIANT: stays within `start..=end`.
+        self.start = self.start.saturating_add(len).min(self.end);
+    }
+
+    /// Waits for more bytes from `sock`. Sleeps.
+    pub(crate) fn fill(&mut self, sock: &Socket) -> Result<(), RecvError> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() || self.buf.len() - self.end < HEADER_LEN {
+            // Move the partial frame to the front to make room.
+            self.buf.as_mut_slice().copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let room = self.buf.as_mut_slice().get_mut(self.end..).ok_or(RecvError::TooLong)?;
+        let n = sock.recv_some(room).map_err(|_| RecvError::Io)?;
+        // INVARIANT: recv_some wrote `n <= room.len()` bytes after `end`.
+        self.end += n;
+        Ok(())
+    }
 }
 
 /// Sixteen random bytes for a handshake challenge.

@@ -349,6 +349,29 @@ impl Socket {
         Ok(())
     }
 
+    /// Reads what has arrived into `buf` (at least one byte; waits for
+    /// it) and returns how many bytes. Fails with `ECONNRESET` when the
+    /// peer closed the connection or [`Socket::shutdown`] was called.
+    pub(crate) fn recv_some(&self, buf: &mut [u8]) -> Result<usize> {
+        let want = buf.len();
+        if want == 0 {
+            return Ok(0);
+        }
+        let mut iov = bindings::kvec { iov_base: buf.as_mut_ptr().cast(), iov_len: want };
+        let mut msg = bindings::msghdr::default();
+        // SAFETY: `sock` is live (type invariant); `iov` describes `want`
+        // writable bytes borrowed for this call.
+        let r = unsafe { bindings::kernel_recvmsg(self.sock.as_ptr(), &mut msg, &mut iov, 1, want, 0) };
+        if r < 0 {
+            return Err(Error::from_errno(r));
+        }
+        let r = r as usize;
+        if r == 0 || r > want {
+            return Err(errno(bindings::ECONNRESET));
+        }
+        Ok(r)
+    }
+
     /// Shuts both directions down: blocked and later `recv_exact`,
     /// `send_vec` and `accept` calls fail. Safe from any thread, any time.
     pub(crate) fn shutdown(&self) {

@@ -20,7 +20,7 @@
 
 use core::fmt::Write;
 use kernel::{
-    alloc::{flags::GFP_KERNEL, KBox, KVec, VVec},
+    alloc::{flags::GFP_KERNEL, KBox, KVec},
     bindings, c_str,
     error::code::{EBUSY, EINVAL},
     new_condvar, new_mutex,
@@ -29,7 +29,7 @@ use kernel::{
     time::msecs_to_jiffies,
 };
 
-use super::frames::{self, RecvError};
+use super::frames::{self, FrameReader};
 use super::net::{NetNs, Socket};
 use super::proto::auth::{self, MacLabel};
 use super::proto::target::{LocalLock, Target, TargetConfig, TargetRecv};
@@ -472,32 +472,32 @@ impl TargetDev {
     }
 
     fn receive(&self, sock: &Socket) {
-        let mut buf: VVec<u8> = match VVec::from_elem(0u8, HEADER_LEN + MAX_PAYLOAD, GFP_KERNEL) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
+        // Room for the largest frame and then some, so that a read can
+        // take many small records at once.
+        let Ok(mut rd) = FrameReader::new(2 * (HEADER_LEN + MAX_PAYLOAD)) else { return };
         loop {
-            let n = match frames::recv_frame(sock, &mut buf) {
-                Ok(n) => n,
-                Err(RecvError::Io) => return,
-                Err(RecvError::Header) | Err(RecvError::TooLong) => {
-                    let mut g = self.st.lock();
-                    g.protocol_errors = g.protocol_errors.saturating_add(1);
-                    return;
-                }
-            };
-            let frame = buf.get(..n).unwrap_or(&[]);
             let mut g = self.st.lock();
+            // Every complete frame in the buffer, under one lock.
             loop {
                 if g.stopping {
                     return;
                 }
-                match g.m.on_frame(&self.crc, frame) {
-                    TargetRecv::Ok => break,
+                let len = match rd.peek() {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(_) => {
+                        g.protocol_errors = g.protocol_errors.saturating_add(1);
+                        return;
+                    }
+                };
+                match g.m.on_frame(&self.crc, rd.front(len)) {
+                    TargetRecv::Ok => rd.consume(len),
                     TargetRecv::Busy => {
                         // Back-pressure: wait for the applier to free room.
                         g.apply_kick = true;
+                        g.tx_kick = true;
                         self.apply_wait.notify_all();
+                        self.tx_wait.notify_all();
                         let _ = self.rx_wait.wait_interruptible(&mut g);
                     }
                     TargetRecv::Hello(_) | TargetRecv::Disconnect(_) => {
@@ -511,6 +511,9 @@ impl TargetDev {
             drop(g);
             self.apply_wait.notify_all();
             self.tx_wait.notify_all();
+            if rd.fill(sock).is_err() {
+                return;
+            }
         }
     }
 
