@@ -329,6 +329,11 @@ void dmsm_io_submit(struct bio *bio)
 	submit_bio(bio);
 }
 
+struct page *dmsm_zero_page(void)
+{
+	return ZERO_PAGE(0);
+}
+
 void dmsm_get_random_bytes(void *buf, size_t len)
 {
 	get_random_bytes(buf, len);

@@ -123,6 +123,9 @@ void dmsm_io_submit(struct bio *bio);
 /* Implemented in Rust (transport/target_dev.rs). */
 void specmirror_io_done(void *owner, u64 seq, int error);
 
+/* ZERO_PAGE(0): the kernel's shared page of zeroes. */
+struct page *dmsm_zero_page(void);
+
 /* get_random_bytes(). */
 void dmsm_get_random_bytes(void *buf, size_t len);
 /* Receive timeout in jiffies (0 = none). */

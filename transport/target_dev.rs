@@ -115,6 +115,8 @@ struct State {
     protocol_errors: u64,
     writes_refused: u64,
     connections: u64,
+    /// The data device refused WRITE_ZEROES: zero it with writes instead.
+    no_write_zeroes: bool,
 }
 
 struct Threads {
@@ -179,6 +181,7 @@ impl TargetDev {
             protocol_errors: 0,
             writes_refused: 0,
             connections: 0,
+            no_write_zeroes: false,
         };
         let ns = NetNs::current()?;
         Arc::pin_init(
@@ -563,7 +566,7 @@ impl TargetDev {
         let Ok(mut spans) = KVec::<(*mut bindings::page, usize, usize)>::with_capacity(APPLY_SPANS, GFP_KERNEL) else {
             return;
         };
-        let mut batch: KVec<(u64, DevIo, usize, usize)> = match KVec::with_capacity(APPLY_BATCH, GFP_KERNEL) {
+        let mut batch: KVec<(u64, DevIo, usize, usize, bool)> = match KVec::with_capacity(APPLY_BATCH, GFP_KERNEL) {
             Ok(b) => b,
             Err(_) => return,
         };
@@ -602,10 +605,13 @@ impl TargetDev {
             while batch.len() < APPLY_BATCH && g.io_hdrs.len() < g.io_hdrs.capacity() {
                 let Some(v) = g.m.poll_issue() else { break };
                 let h = v.header;
+                // A device without WRITE_ZEROES gets the zero page written.
+                let zero_fill = h.kind == Kind::WriteZeroes && g.no_write_zeroes;
                 let io = DevIo {
                     op: match h.kind {
                         Kind::Write => IoOp::Write,
                         Kind::Discard => IoOp::Discard,
+                        Kind::WriteZeroes if zero_fill => IoOp::Write,
                         Kind::WriteZeroes => IoOp::WriteZeroes,
                         _ => IoOp::Flush,
                     },
@@ -615,7 +621,7 @@ impl TargetDev {
                     sectors: h.count,
                 };
                 let first = spans.len();
-                if io.op == IoOp::Write {
+                if io.op == IoOp::Write && !zero_fill {
                     for (pi, off, len) in v.chunks() {
                         let Some(p) = g.m.pages().page_ptr(pi) else { break };
                         if spans.push((p, off, len), GFP_KERNEL).is_err() {
@@ -624,7 +630,7 @@ impl TargetDev {
                     }
                 }
                 let _ = g.io_hdrs.push((v.seq, h), GFP_KERNEL);
-                let _ = batch.push((v.seq, io, first, spans.len()), GFP_KERNEL);
+                let _ = batch.push((v.seq, io, first, spans.len(), zero_fill), GFP_KERNEL);
                 g.ios += 1;
                 if spans.len() + 260 > spans.capacity() {
                     break;
@@ -634,7 +640,12 @@ impl TargetDev {
             while let Some(b) = reads.pop_front() {
                 b.submit_remapped(&self.data);
             }
-            for &(seq, io, a, b) in batch.iter() {
+            for &(seq, io, a, b, zero_fill) in batch.iter() {
+                if zero_fill {
+                    // SAFETY: the zero page is never freed or written.
+                    unsafe { bs.submit(&self.data, &io, zero_pages(io.sectors), seq) };
+                    continue;
+                }
                 let s = spans.get(a..b).unwrap_or(&[]);
                 // SAFETY: the pages belong to the commit log, which keeps
                 // record `seq` (allocated, unchanged) until `io_done` for
@@ -756,6 +767,15 @@ fn new_machine(cfg: TargetConfig, pages: KPages) -> Result<KBox<Machine>> {
     Ok(KBox::write(b, m))
 }
 
+/// `sectors` of zeroes as pieces of the shared zero page.
+fn zero_pages(sectors: u32) -> impl Iterator<Item = (*mut bindings::page, usize, usize)> + Clone {
+    // SAFETY: returns the kernel's static zero page; no preconditions.
+    let zp = unsafe { crate::dm::raw::dmsm_zero_page() };
+    let bytes = (sectors as usize) << 9;
+    let page = crate::log::pages::PAGE_SIZE;
+    (0..bytes.div_ceil(page)).map(move |i| (zp, 0, (bytes - i * page).min(page)))
+}
+
 /// Empties a vector of plain values, keeping its allocation.
 fn clear<T: Copy>(v: &mut KVec<T>) {
     // SAFETY: length 0 is always initialised; `T: Copy` needs no drop.
@@ -783,7 +803,12 @@ impl IoOwner for TargetDev {
         }
         if let Some(h) = h {
             // A device without discard support: discards are advisory.
-            let ok = err == 0 || (h.kind == Kind::Discard && err == -(bindings::EOPNOTSUPP as i32));
+            let unsupported = err == -(bindings::EOPNOTSUPP as i32);
+            if unsupported && h.kind == Kind::WriteZeroes {
+                // Retried (within a second) as writes of the zero page.
+                g.no_write_zeroes = true;
+            }
+            let ok = err == 0 || (h.kind == Kind::Discard && unsupported);
             g.m.io_done(seq, &h, ok);
         }
         g.ios = g.ios.saturating_sub(1);
