@@ -161,6 +161,11 @@ pub(crate) struct SourceDev {
     /// The worker waits here for a kick.
     #[pin]
     work_wait: CondVar,
+    /// The sender's back-off and `disconnect` waits: woken only by stop
+    /// and by the connect/disconnect messages, never by new records (a
+    /// busy device must not turn the back-off into a connect storm).
+    #[pin]
+    ctl_wait: CondVar,
     #[pin]
     threads: Mutex<Option<Threads>>,
 }
@@ -240,6 +245,7 @@ impl SourceDev {
                 st <- new_irq_spinlock!(state, "specmirror_source"),
                 tx_wait <- new_condvar!("specmirror_source_tx"),
                 work_wait <- new_condvar!("specmirror_source_work"),
+                ctl_wait <- new_condvar!("specmirror_source_ctl"),
                 threads <- new_mutex!(None, "specmirror_source_threads"),
             }),
             GFP_KERNEL,
@@ -383,6 +389,7 @@ impl SourceDev {
             s.shutdown();
         }
         self.tx_wait.notify_all();
+        self.ctl_wait.notify_all();
         self.kick_worker();
     }
 
@@ -465,13 +472,14 @@ impl SourceDev {
         }
     }
 
-    /// Waits up to `ms` or until stopped / kicked; false once stopping.
+    /// Waits up to `ms`, or until stopped or told to connect now; false
+    /// once stopping.
     fn sleep_ms(&self, ms: u32) -> bool {
         let mut g = self.st.lock();
         if g.stopping {
             return false;
         }
-        let _ = self.tx_wait.wait_interruptible_timeout(&mut g, msecs_to_jiffies(ms));
+        let _ = self.ctl_wait.wait_interruptible_timeout(&mut g, msecs_to_jiffies(ms));
         !g.stopping
     }
 
@@ -498,7 +506,7 @@ impl SourceDev {
                 let mut g = self.st.lock();
                 while g.admin_down && !g.stopping {
                     g.conn = Conn::AdminDown;
-                    let _ = self.tx_wait.wait_interruptible(&mut g);
+                    let _ = self.ctl_wait.wait_interruptible(&mut g);
                 }
                 if g.stopping {
                     return;
@@ -737,11 +745,12 @@ impl SourceDev {
                     s.shutdown();
                 }
                 self.tx_wait.notify_all();
+                self.ctl_wait.notify_all();
                 Ok(())
             }
             [b"connect"] => {
                 self.st.lock().admin_down = false;
-                self.tx_wait.notify_all();
+                self.ctl_wait.notify_all();
                 Ok(())
             }
             [b"fault", b"corrupt", n] if fault_injection() => {
