@@ -99,6 +99,17 @@ void dmsm_sock_setup_io(struct socket *sock)
 	sk->sk_use_task_frag = false;
 	sk_set_memalloc(sk);
 	tcp_sock_set_nodelay(sk);
+	/*
+	 * A peer that vanishes without closing (power loss, a cut link) is
+	 * noticed within seconds rather than TCP's default of minutes to
+	 * hours: probes after 5 s of silence, every second, 5 of them; and
+	 * unacknowledged data fails the connection after 20 s.
+	 */
+	sock_set_keepalive(sk);
+	tcp_sock_set_keepidle(sk, 5);
+	tcp_sock_set_keepintvl(sk, 1);
+	tcp_sock_set_keepcnt(sk, 5);
+	tcp_sock_set_user_timeout(sk, 20000);
 }
 
 void dmsm_sock_set_sndtimeo(struct socket *sock, long timeout)

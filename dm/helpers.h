@@ -47,7 +47,8 @@ void dmsm_put_net(struct net *net);
 int dmsm_sock_create_tcp(struct net *net, int family, struct socket **res);
 /*
  * Prepares a kernel TCP socket for block I/O, as nbd and DRBD do:
- * GFP_NOIO allocations, no current->task_frag, memalloc reserves, TCP_NODELAY.
+ * GFP_NOIO allocations, no current->task_frag, memalloc reserves, TCP_NODELAY;
+ * and dead-peer detection: keepalive probes and a 20 s user timeout.
  */
 void dmsm_sock_setup_io(struct socket *sock);
 /* Connect and send timeout in jiffies (0 = none). */
