@@ -11,6 +11,7 @@ SM_LOOPS=()
 SM_FILES=()
 
 sm_require() {
+	sm_clear_stale
 	if [ "$(id -u)" -ne 0 ]; then
 		ktap_skip_all "must run as root"; exit "$KSFT_SKIP"
 	fi
@@ -47,6 +48,22 @@ sm_sectors() { blockdev --getsz "$1"; }
 # sm_create NAME TABLE: dmsetup create, reporting its error.
 sm_create() {
 	dmsetup create "$1" --table "$2"
+}
+
+# sm_clear_stale: removes devices, namespaces and loop files a killed
+# earlier test left behind (kselftest's timeout does not run EXIT traps).
+sm_clear_stale() {
+	local d
+	for d in $(dmsetup ls 2>/dev/null | awk -v p="$PREFIX-" 'index($1, p) == 1 {print $1}'); do
+		dmsetup remove --force --retry "$d" >/dev/null 2>&1
+	done
+	ip netns del smt-src 2>/dev/null
+	ip netns del smt-dst 2>/dev/null
+	for d in $(losetup -a 2>/dev/null | awk -F: '/\/tmp\/smt-img/ {print $1}'); do
+		losetup -d "$d" 2>/dev/null
+	done
+	rm -f /tmp/smt-img.* /tmp/smt-pat.*
+	true
 }
 
 sm_cleanup() {
