@@ -126,6 +126,11 @@ void dmsm_sock_set_reuseaddr(struct socket *sock)
 	sock_set_reuseaddr(sock->sk);
 }
 
+void dmsm_sock_set_abortive_close(struct socket *sock)
+{
+	sock_no_linger(sock->sk);
+}
+
 void dmsm_sock_release(struct socket *sock)
 {
 	struct sock *sk = sock->sk;

@@ -55,6 +55,9 @@ void dmsm_sock_setup_io(struct socket *sock);
 void dmsm_sock_set_sndtimeo(struct socket *sock, long timeout);
 /* SO_REUSEADDR. */
 void dmsm_sock_set_reuseaddr(struct socket *sock);
+/* SO_LINGER with a zero timeout: release resets the connection (RST) and
+ * drops what was not sent yet instead of sending it first. */
+void dmsm_sock_set_abortive_close(struct socket *sock);
 /* Undoes sk_set_memalloc if set, then sock_release(). */
 void dmsm_sock_release(struct socket *sock);
 

@@ -33,6 +33,17 @@ sm_unload() {
 	! sm_loaded || rmmod dm_specmirror
 }
 
+# sm_load_faults: the module with dmsm_fault_injection=1 (the developer
+# messages `fault corrupt` / `fault drop`); unloaded first if it was loaded
+# without it.
+sm_load_faults() {
+	local p=/sys/module/dm_specmirror/parameters/dmsm_fault_injection
+	if sm_loaded && [ "$(cat $p 2>/dev/null)" != Y ]; then
+		rmmod dm_specmirror || return 1
+	fi
+	sm_loaded || insmod "$MODULE" dmsm_fault_injection=1
+}
+
 # sm_loop SIZE_MB: a loop device over a fresh file in /tmp; prints its path.
 sm_loop() {
 	local f dev
@@ -68,6 +79,7 @@ sm_clear_stale() {
 
 sm_cleanup() {
 	local d
+	sm_load_stop >/dev/null 2>&1
 	for d in $(dmsetup ls 2>/dev/null | awk -v p="$PREFIX-" 'index($1, p) == 1 {print $1}'); do
 		dmsetup remove --retry "$d" >/dev/null 2>&1
 	done
@@ -129,14 +141,7 @@ sm_status_field() {
 # sm_quiesce SRC TIMEOUT_S: waits until the source's ring is empty and no
 # host write is in flight (everything applied on the target).
 sm_quiesce() {
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		if [ "$(sm_status_field "$1" ring | cut -d/ -f1)" = 0 ] &&
-		   [ "$(sm_status_field "$1" inflight)" = 0 ]; then
-			return 0
-		fi
-		sleep 0.1
-	done
+	sm_until_f "$2" "$1" '[ "${SM_F[ring]%/*}" = 0 ] && [ "${SM_F[inflight]}" = 0 ]' && return 0
 	echo "not quiet after $2 s: $(dmsetup status "$1")"
 	return 1
 }
@@ -144,4 +149,116 @@ sm_quiesce() {
 # sm_equal A B: byte-for-byte equality of two block devices.
 sm_equal() {
 	cmp <(dd if="$1" bs=1M iflag=direct status=none) <(dd if="$2" bs=1M iflag=direct status=none)
+}
+
+# Under TCG with the debug kernel every process started costs about a
+# second, so the polling helpers below start one per poll at most.
+
+# sm_nap SECONDS: sleeps without starting a process (a read that times out
+# on a pipe nobody writes to).
+exec {SM_NAP_FD}<> <(:)
+sm_nap() { read -rt "$1" -u "$SM_NAP_FD" || true; }
+
+# sm_until TIMEOUT_S CMD...: polls CMD every 0.1 s until it succeeds; fails
+# after TIMEOUT_S seconds.
+sm_until() {
+	local end=$((EPOCHSECONDS + $1)); shift
+	until "$@"; do
+		[ "$EPOCHSECONDS" -lt "$end" ] || return 1
+		sm_nap 0.1
+	done
+}
+
+# sm_fields DEV: DEV's status line into the associative array SM_F
+# (SM_F[state], SM_F[ring], SM_F[reconnects]...), with one process.
+declare -A SM_F
+sm_fields() {
+	local line w a
+	line=$(dmsetup status "$1") || return 1
+	read -ra a <<<"$line"
+	SM_F=([state]=${a[5]})
+	for w in "${a[@]:6}"; do SM_F[${w%%=*}]=${w#*=}; done
+}
+
+# sm_until_f TIMEOUT_S DEV TEST: reads DEV's status (sm_fields) every 0.1 s
+# until the shell test TEST, evaluated over SM_F, holds.
+sm_until_f() {
+	local end=$((EPOCHSECONDS + $1))
+	until sm_fields "$2" && eval "$3"; do
+		[ "$EPOCHSECONDS" -lt "$end" ] || return 1
+		sm_nap 0.1
+	done
+}
+
+# sm_state DEV WORD [TIMEOUT_S]: waits (20 s by default) for DEV's status to
+# show WORD as its state.
+sm_state() {
+	sm_until_f "${3:-20}" "$1" "[ \"\${SM_F[state]}\" = $(printf %q "$2") ]" && return 0
+	echo "state of $1 is not $2: $(dmsetup status "$1")"
+	return 1
+}
+
+# sm_field LINE KEY: the value of KEY=value in a status line already read.
+sm_field() {
+	local w
+	for w in $1; do
+		if [ "${w%%=*}" = "$2" ]; then
+			echo "${w#*=}"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# --- a write load in the background ----------------------------------------
+
+SM_LOAD_PID=
+SM_LOAD_OUT=
+
+# sm_load_start DEV [FIO_ARGS...]: random 4k-64k direct writes through DEV
+# in the background, one fio run (started once: fio's start-up costs
+# seconds under TCG) until sm_load_stop; the arguments are added to (and
+# override) these defaults.
+sm_load_start() {
+	local dev=$1; shift
+	SM_LOAD_OUT=$(mktemp /tmp/smt-load.XXXXXX)
+	fio --name=load --filename="$dev" --rw=randwrite --bsrange=4k-64k \
+		--direct=1 --ioengine=libaio --iodepth=8 --time_based --runtime=3600 \
+		--randrepeat=0 --output-format=terse "$@" >"$SM_LOAD_OUT" 2>&1 &
+	SM_LOAD_PID=$!
+}
+
+# sm_load_stop: ends the load (SIGTERM); fails, showing fio's output, if
+# fio had stopped on its own or reports an error (terse field 5).
+sm_load_stop() {
+	local rc=0 err
+	[ -n "$SM_LOAD_PID" ] || return 0
+	if ! kill -0 "$SM_LOAD_PID" 2>/dev/null; then
+		echo "fio stopped before the end of the load"
+		rc=1
+	fi
+	kill -TERM "$SM_LOAD_PID" 2>/dev/null
+	wait "$SM_LOAD_PID"
+	case $? in 0|128) ;; *) rc=1 ;; esac
+	err=$(grep -m1 '^3;' "$SM_LOAD_OUT" | cut -d';' -f5)
+	echo "load: fio error=${err:-none} written=$(grep -m1 '^3;' "$SM_LOAD_OUT" | cut -d';' -f47) KiB"
+	if [ "$err" != 0 ] || grep -q 'error' "$SM_LOAD_OUT"; then
+		rc=1
+	fi
+	[ $rc -eq 0 ] || cat "$SM_LOAD_OUT"
+	rm -f "$SM_LOAD_OUT"
+	SM_LOAD_PID= SM_LOAD_OUT=
+	return $rc
+}
+
+# sm_check_load DESCRIPTION: sm_load_stop as one KTAP result (not through
+# sm_check: the load is a child of this shell, not of a subshell).
+sm_check_load() {
+	local out rc
+	out=$(mktemp /tmp/smt-out.XXXXXX)
+	sm_load_stop >"$out" 2>&1
+	rc=$?
+	sed 's/^/# /' "$out"
+	rm -f "$out"
+	if [ $rc -eq 0 ]; then ktap_test_pass "$1"; else ktap_test_fail "$1"; fi
 }

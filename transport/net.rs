@@ -192,6 +192,14 @@ impl Socket {
         // Later sends block until TCP itself gives up.
         // SAFETY: `s.sock` is ours.
         unsafe { raw::dmsm_sock_set_sndtimeo(s.sock.as_ptr(), 0) };
+        // A source drops a connection only to start a new one, which
+        // resends from the target's last applied record: bytes still
+        // queued in the old one are worthless, and sending them first
+        // (with the FIN after them, for as long as TCP's back-off takes)
+        // would keep the target serving the old connection and refusing
+        // the new one. Reset it instead.
+        // SAFETY: `s.sock` is ours.
+        unsafe { raw::dmsm_sock_set_abortive_close(s.sock.as_ptr()) };
         match to_result(r) {
             Ok(()) => Ok(s),
             // A blocking connect that ran out of time.
