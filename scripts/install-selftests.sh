@@ -10,9 +10,14 @@ kdir=${1:?usage: $0 KDIR}
 ksrc=$(readlink -f "$kdir/source" 2>/dev/null || echo "$kdir")
 dst="$ksrc/tools/testing/selftests/dm-specmirror"
 inst=$(dmsm_ksft_dir)
-mkdir -p "$dst"
+mkdir -p "$dst" "$DMSM_CACHE"
+# The kernel tree is shared by every clone using this cache: one install
+# at a time, or two clones would mix their tests.
+exec 9>"$DMSM_CACHE/install-selftests.lock"
+flock 9
 rsync -a --delete "$DMSM_REPO/selftests/" "$dst/"
 rm -rf "$inst"
 make -s -C "$ksrc/tools/testing/selftests" TARGETS=dm-specmirror \
 	KSFT_INSTALL_PATH="$inst" install >/dev/null
+exec 9>&-
 echo "$inst"
