@@ -21,7 +21,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 
 .PHONY: all module clippy deps kernel kernel-release test-core sim sim-report \
-	fuzz-smoke selftests check demo bench-quick clean help
+	fuzz-smoke selftests check soak demo bench-quick clean help
 
 all: module
 
@@ -73,6 +73,11 @@ selftests: module
 
 check:
 	@scripts/check.sh
+
+# Issue 5 scenario 12: DMSM_SOAK_SECONDS (600) of load with random faults.
+soak: module
+	@kdir=$(kdir) && scripts/install-selftests.sh "$$kdir" && \
+		DMSM_RUN_ONE=soak.sh scripts/vm.sh scripts/run-selftests.sh
 
 demo:
 	@scripts/deps.sh && kdir=$(kdir) && $(KMAKE) modules && \

@@ -15,6 +15,9 @@ use super::{raw, DmDev};
 pub(crate) enum IoOp {
     /// Write the payload pages.
     Write,
+    /// Read into the pages (the source re-reading a range whose write
+    /// failed).
+    Read,
     /// Flush the device cache.
     Flush,
     /// Discard a range.
@@ -97,13 +100,14 @@ impl BioSet {
         Ok(BioSet { bs, owner })
     }
 
-    /// Submits `io` for record `seq`; `pages` gives the payload as
-    /// `(page, offset, len)` pieces (writes only). Process context.
+    /// Submits `io` for record `seq`; `pages` gives the payload (writes)
+    /// or the buffer (reads) as `(page, offset, len)` pieces. Process
+    /// context.
     ///
     /// # Safety
     ///
-    /// The pages must stay allocated and unchanged until the owner's
-    /// `io_done(seq, ..)` ran.
+    /// The pages must stay allocated and unchanged (reads: untouched by
+    /// anyone else) until the owner's `io_done(seq, ..)` ran.
     pub(crate) unsafe fn submit(
         &self,
         dev: &DmDev,
@@ -113,11 +117,13 @@ impl BioSet {
     ) {
         let (op, sectors) = match io.op {
             IoOp::Write => (raw::DMSM_IO_WRITE, 0),
+            IoOp::Read => (raw::DMSM_IO_READ, 0),
             IoOp::Flush => (raw::DMSM_IO_FLUSH, 0),
             IoOp::Discard => (raw::DMSM_IO_DISCARD, io.sectors),
             IoOp::WriteZeroes => (raw::DMSM_IO_WRITE_ZEROES, io.sectors),
         };
-        let nr = if io.op == IoOp::Write { pages.clone().count().min(256) } else { 0 };
+        let with_pages = matches!(io.op, IoOp::Write | IoOp::Read);
+        let nr = if with_pages { pages.clone().count().min(256) } else { 0 };
         let owner = (&*self.owner as *const OwnerRef).cast_mut().cast::<c_void>();
         // SAFETY: `bs` is live (type invariant); `dev` holds its bdev;
         // `owner` outlives the bio (type invariant). From a mempool with
@@ -132,7 +138,7 @@ impl BioSet {
             unsafe { (*self.owner.owner).io_done(seq, ENOMEM.to_errno()) };
             return;
         }
-        if io.op == IoOp::Write {
+        if with_pages {
             for (page, off, len) in pages {
                 // SAFETY: `bio` is ours, not yet submitted; the page is
                 // valid until io_done (the caller's guarantee).

@@ -15,6 +15,7 @@
 #include <linux/net.h>
 #include <linux/nsproxy.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/spinlock.h>
 #include <linux/tcp.h>
 #include <net/net_namespace.h>
@@ -269,6 +270,16 @@ static void dmsm_io_endio(struct bio *bio)
 	specmirror_io_done(owner, seq, err);
 }
 
+unsigned int dmsm_noio_begin(void)
+{
+	return memalloc_noio_save();
+}
+
+void dmsm_noio_end(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
 struct bio *dmsm_io_alloc(struct bio_set *bs, struct block_device *bdev,
 			  unsigned int op, bool preflush, bool fua,
 			  u64 sector, u32 sectors, unsigned short nr_vecs,
@@ -287,6 +298,9 @@ struct bio *dmsm_io_alloc(struct bio_set *bs, struct block_device *bdev,
 		break;
 	case DMSM_IO_WRITE_ZEROES:
 		opf = REQ_OP_WRITE_ZEROES;
+		break;
+	case DMSM_IO_READ:
+		opf = REQ_OP_READ;
 		break;
 	default:
 		opf = REQ_OP_WRITE | REQ_SYNC;

@@ -104,6 +104,12 @@ void dmsm_bioset_destroy(struct bio_set *bs);
 #define DMSM_IO_FLUSH 1
 #define DMSM_IO_DISCARD 2
 #define DMSM_IO_WRITE_ZEROES 3
+#define DMSM_IO_READ 4
+
+/* memalloc_noio_save/restore: allocations of the calling task in between
+ * never recurse into block I/O. */
+unsigned int dmsm_noio_begin(void);
+void dmsm_noio_end(unsigned int flags);
 
 /*
  * A bio of @op at @sector for @sectors sectors (0 for a flush) with room

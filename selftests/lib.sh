@@ -80,8 +80,11 @@ sm_clear_stale() {
 sm_cleanup() {
 	local d
 	sm_load_stop >/dev/null 2>&1
-	for d in $(dmsetup ls 2>/dev/null | awk -v p="$PREFIX-" 'index($1, p) == 1 {print $1}'); do
-		dmsetup remove --retry "$d" >/dev/null 2>&1
+	# Stacked devices (a source over dm-flakey) go in several passes.
+	for _ in 1 2 3; do
+		for d in $(dmsetup ls 2>/dev/null | awk -v p="$PREFIX-" 'index($1, p) == 1 {print $1}'); do
+			dmsetup remove --retry "$d" >/dev/null 2>&1
+		done
 	done
 	for d in "${SM_LOOPS[@]}"; do losetup -d "$d" 2>/dev/null; done
 	rm -f "${SM_FILES[@]}"

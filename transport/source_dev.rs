@@ -14,6 +14,11 @@
 //!   *sender* connects (with back-off), shakes hands and streams the ring
 //!   straight from its pages, the *receiver* (one per connection) feeds
 //!   ACK / NAK / lock replies to the machine.
+//! - A write that fails on the data device still completes with its error,
+//!   but its record may already be on the wire: the worker re-reads the
+//!   range from the data device and replicates what is really there (a
+//!   repair record), while overlapping writes wait. A range it cannot
+//!   re-read is counted as `unrepaired` (the devices may differ there).
 //!
 //! All state sits behind one irq-safe spinlock ([`IrqSpinLock`]): bios end
 //! in interrupt context. Nothing sleeps or allocates under it, and the
@@ -34,9 +39,11 @@ use super::proto::auth::{self, MacLabel};
 use super::proto::hot::HotSlot;
 use super::proto::inflight::InflightSlot;
 use super::proto::source::{HostOp, HostWrite, LinkState, Source, SourceConfig, SourceRecv, Submit};
+use crate::log::pages::PAGE_SIZE;
 use super::proto::{encode_hello, Refusal, MAX_CONTROL_FRAME};
 use super::thread::Thread;
 use crate::dm::bio::{Bio, BioList, BioOp, BioView, BLK_STS_IOERR, BLK_STS_OK};
+use crate::dm::devio::{BioSet, DevIo, IoOp, IoOwner};
 use crate::dm::pages::{KPages, KernelCrc};
 use crate::dm::sync::IrqSpinLock;
 use crate::dm::{DmDev, EndIo, Events, MapResult, StatusWriter};
@@ -67,6 +74,8 @@ const CONNECT_TIMEOUT_MS: u32 = 5000;
 const HANDSHAKE_TIMEOUT_MS: u32 = 10000;
 /// Deferred bios retried per pass of the worker (bounds lock hold time).
 const RETRY_BATCH: usize = 64;
+/// Pause before retrying a repair that found no memory or ring room.
+const REPAIR_RETRY_MS: u32 = 100;
 
 /// Connection state as status shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +145,8 @@ struct State {
     auth_failures: u64,
     connect_failures: u64,
     invalid_bios: u64,
+    /// The re-read of a repair ended with this errno (0: success).
+    repair_read: Option<i32>,
 }
 
 /// The threads of a running source.
@@ -233,6 +244,7 @@ impl SourceDev {
             auth_failures: 0,
             connect_failures: 0,
             invalid_bios: 0,
+            repair_read: None,
         };
         Arc::pin_init(
             pin_init!(SourceDev {
@@ -414,6 +426,18 @@ impl SourceDev {
     }
 
     fn worker_main(&self) {
+        let owner: &dyn IoOwner = self;
+        // SAFETY: the thread running this holds an `Arc` of `self` until
+        // it returns, and `repair` waits for each of its reads to end, so
+        // `self` outlives the set and its bios.
+        let Ok(bs) = (unsafe { BioSet::new(2, owner as *const dyn IoOwner) }) else {
+            return;
+        };
+        let mut buf: Option<KPages> = None;
+        // This thread serves the I/O path (deferred writes, repairs): none
+        // of its allocations may recurse into block I/O.
+        // SAFETY: paired with `dmsm_noio_end` by the guard on every return.
+        let _noio = NoIo(unsafe { crate::dm::raw::dmsm_noio_begin() });
         loop {
             let mut g = self.st.lock();
             while !g.work_kick && !g.stopping {
@@ -423,6 +447,11 @@ impl SourceDev {
                 return;
             }
             g.work_kick = false;
+            if !g.stopping && g.m.next_repair().is_some() {
+                drop(g);
+                self.repair(&bs, &mut buf);
+                g = self.st.lock();
+            }
             let mut release = core::mem::replace(&mut g.release, BioList::new());
             let mut ready = BioList::new();
             let mut failed = BioList::new();
@@ -470,6 +499,101 @@ impl SourceDev {
                 b.end(BLK_STS_IOERR);
             }
         }
+    }
+
+    /// Repairs the oldest failed local write (see the module docs): reads
+    /// its range from the data device into `buf` (allocated on first use,
+    /// `GFP_NOIO`) and appends it as a WRITE record. Worker thread only;
+    /// returns with the repair done, given up, or left for a later kick.
+    fn repair(&self, bs: &BioSet, buf: &mut Option<KPages>) {
+        let Some(job) = self.st.lock().m.next_repair() else { return };
+        let bytes = usize::try_from(job.count).unwrap_or(usize::MAX).saturating_mul(512);
+        let npages = bytes.div_ceil(PAGE_SIZE);
+        if buf.as_ref().map_or(0, |b| b.bytes()) < bytes {
+            *buf = None;
+            // GFP_KERNEL in this thread's memalloc_noio scope (worker_main).
+            match KPages::new(npages, GFP_KERNEL) {
+                Ok(p) => *buf = Some(p),
+                Err(_) => {
+                    self.retry_repair_later();
+                    return;
+                }
+            }
+        }
+        let Some(pages) = buf.as_ref() else { return };
+        let io = DevIo {
+            op: IoOp::Read,
+            preflush: false,
+            fua: false,
+            sector: job.sector,
+            sectors: job.count as u32,
+        };
+        let pieces = (0..npages).filter_map(|i| {
+            let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
+            pages.page_ptr(i).map(|p| (p, 0, len))
+        });
+        self.st.lock().repair_read = None;
+        // SAFETY: `buf` is only touched by this thread, which waits below
+        // for the read to end before using or freeing it.
+        unsafe { bs.submit(&self.data, &io, pieces, job.seq) };
+        let err = {
+            let mut g = self.st.lock();
+            loop {
+                if let Some(e) = g.repair_read.take() {
+                    break e;
+                }
+                let _ = self.work_wait.wait_interruptible(&mut g);
+            }
+        };
+        let mut g = self.st.lock();
+        if err != 0 {
+            g.m.repair_failed(job.seq);
+            let n = g.m.stats().unrepaired;
+            drop(g);
+            if n.is_power_of_two() {
+                pr_err!(
+                    "specmirror: source for {}: write failed at {} (+{}) and the range cannot be read back ({}): \
+                     the mirror may differ there ({} such ranges)\n",
+                    self.cfg.endpoint, job.sector, job.count, err, n
+                );
+            }
+            self.events.raise();
+            return;
+        }
+        let r = g.m.repair(&self.crc, job.seq, |w| {
+            for i in 0..npages {
+                let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
+                let page = kernel_page(pages, i).ok_or(RingError::LengthMismatch)?;
+                w.write(page.get(..len).ok_or(RingError::LengthMismatch)?)?;
+            }
+            Ok(())
+        });
+        let n = g.m.stats().repairs;
+        drop(g);
+        match r {
+            Submit::Accepted(_) => {
+                self.tx_wait.notify_all();
+                if n.is_power_of_two() {
+                    pr_warn!(
+                        "specmirror: source for {}: write failed at {} (+{}): replicated what the device holds there ({} repairs)\n",
+                        self.cfg.endpoint, job.sector, job.count, n
+                    );
+                }
+            }
+            // The ring is full: try again once acks made room.
+            Submit::Wait(_) => self.retry_repair_later(),
+            Submit::Invalid(_) => self.st.lock().m.repair_failed(job.seq),
+        }
+    }
+
+    /// Comes back to a repair after a short pause (no memory or ring room
+    /// now); the pause ends early on stop.
+    fn retry_repair_later(&self) {
+        let mut g = self.st.lock();
+        if !g.stopping {
+            let _ = self.ctl_wait.wait_interruptible_timeout(&mut g, msecs_to_jiffies(REPAIR_RETRY_MS));
+        }
+        g.work_kick = true;
     }
 
     /// Waits up to `ms`, or until stopped or told to connect now; false
@@ -782,7 +906,7 @@ impl SourceDev {
             out,
             "source {} {} ring={}/{} queued={} sent={} acked={} lag={} inflight={} deferred={} \
              resends={} crc_errors={} naks={} lock_rejections={} reconnects={} auth_failures={} \
-             connect_failures={} waits={} local_errors={}",
+             connect_failures={} waits={} local_errors={} repairs={} unrepaired={}",
             dev,
             conn,
             ring.used_bytes(),
@@ -802,6 +926,8 @@ impl SourceDev {
             g.connect_failures,
             s.waits,
             s.local_errors,
+            s.repairs,
+            s.unrepaired,
         );
     }
 }
@@ -837,4 +963,24 @@ pub(crate) fn fault_injection() -> bool {
 /// Page `i` of the ring's storage as bytes (under the state lock).
 fn kernel_page(p: &KPages, i: usize) -> Option<&[u8; crate::log::pages::PAGE_SIZE]> {
     crate::log::pages::Pages::page(p, i)
+}
+
+/// A `memalloc_noio_save` scope of the current thread, ended on drop.
+struct NoIo(u32);
+
+impl Drop for NoIo {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from `dmsm_noio_begin` on this thread.
+        unsafe { crate::dm::raw::dmsm_noio_end(self.0) };
+    }
+}
+
+impl IoOwner for SourceDev {
+    /// The re-read of a repair ended. Any context.
+    fn io_done(&self, _seq: u64, err: i32) {
+        let mut g = self.st.lock();
+        g.repair_read = Some(err);
+        drop(g);
+        self.work_wait.notify_all();
+    }
 }

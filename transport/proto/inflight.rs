@@ -5,6 +5,12 @@
 //! is outstanding it blocks overlapping writes (so both sides apply
 //! overlapping writes in the same order); in `sync` completion mode it then
 //! waits for the target's acknowledgement.
+//!
+//! A write whose local I/O failed completes at once (with its error), but
+//! its slot stays as a repair until [`Inflight::repaired`]: the source
+//! re-reads the range from its own device and replicates what is really
+//! there, and overlapping writes wait meanwhile so that the re-read sees no
+//! newer data than the repair record claims.
 
 use core::ops::DerefMut;
 
@@ -26,6 +32,21 @@ enum SlotState {
     Local,
     /// Local I/O done, host completion pending (sync mode: waiting for ack).
     Done,
+    /// Local I/O failed and the host write completed: the range still
+    /// blocks overlapping writes until the repair record is appended.
+    Repair,
+}
+
+/// A range whose local write failed: what the device holds there now must
+/// be re-read and replicated (see [`Inflight::next_repair`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepairJob {
+    /// Seq of the failed write's record (the repair's token).
+    pub seq: u64,
+    /// First sector.
+    pub sector: u64,
+    /// Sectors.
+    pub count: u64,
 }
 
 /// A host write that may now complete.
@@ -73,11 +94,43 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
     }
 
     /// Whether `sector..sector+count` overlaps a write whose local I/O is
-    /// still outstanding.
-    pub fn overlaps_local(&self, sector: u64, count: u64) -> bool {
+    /// still outstanding or whose failed range awaits its repair, other
+    /// than the repair of `except`.
+    pub fn overlaps_local(&self, sector: u64, count: u64, except: Option<u64>) -> bool {
+        self.slots.iter().any(|s| {
+            (s.state == SlotState::Local || (s.state == SlotState::Repair && Some(s.seq) != except))
+                && overlaps(s.sector, s.count, sector, count)
+        })
+    }
+
+    /// The oldest range awaiting its repair.
+    pub fn next_repair(&self) -> Option<RepairJob> {
         self.slots
             .iter()
-            .any(|s| s.state == SlotState::Local && overlaps(s.sector, s.count, sector, count))
+            .filter(|s| s.state == SlotState::Repair)
+            .min_by_key(|s| s.seq)
+            .map(|s| RepairJob {
+                seq: s.seq,
+                sector: s.sector,
+                count: s.count,
+            })
+    }
+
+    /// The repair of `seq` is appended (or given up): frees its slot.
+    /// False when `seq` awaits no repair.
+    pub fn repaired(&mut self, seq: u64) -> bool {
+        match self
+            .slots
+            .iter_mut()
+            .find(|s| s.state == SlotState::Repair && s.seq == seq)
+        {
+            Some(s) => {
+                *s = InflightSlot::default();
+                self.used = self.used.saturating_sub(1);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Registers a write; false when the table is full.
@@ -117,7 +170,7 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
 
     /// Removes and returns one write whose local I/O is done and, when
     /// `acked` is given, whose seq is at most `acked` (failed local writes
-    /// complete at once).
+    /// complete at once; those with a range stay as a repair).
     pub fn take_completed(&mut self, acked: Option<u64>) -> Option<Completed> {
         let s = self.slots.iter_mut().find(|s| {
             s.state == SlotState::Done
@@ -131,8 +184,12 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
             seq: s.seq,
             ok: s.ok,
         };
-        *s = InflightSlot::default();
-        self.used = self.used.saturating_sub(1);
+        if !s.ok && s.count > 0 {
+            s.state = SlotState::Repair;
+        } else {
+            *s = InflightSlot::default();
+            self.used = self.used.saturating_sub(1);
+        }
         Some(c)
     }
 
@@ -156,17 +213,39 @@ mod tests {
     fn overlap_and_completion() {
         let mut t = Inflight::new(vec![InflightSlot::default(); 2]);
         assert!(t.insert(1, 0, 8));
-        assert!(t.overlaps_local(7, 1));
-        assert!(!t.overlaps_local(8, 8));
+        assert!(t.overlaps_local(7, 1, None));
+        assert!(!t.overlaps_local(8, 8, None));
         assert!(t.insert(2, 100, 0));
         assert!(t.is_full());
         assert!(t.local_done(1, true));
-        assert!(!t.overlaps_local(0, 8));
+        assert!(!t.overlaps_local(0, 8, None));
         assert_eq!(t.take_completed(Some(0)), None);
         assert_eq!(
             t.take_completed(Some(1)),
             Some(Completed { seq: 1, ok: true })
         );
         assert_eq!(t.take_completed(None), None);
+    }
+
+    #[test]
+    fn failed_write_completes_then_blocks_until_repaired() {
+        let mut t = Inflight::new(vec![InflightSlot::default(); 4]);
+        assert!(t.insert(5, 16, 8));
+        assert!(t.insert(6, 0, 0)); // a flush
+        assert!(t.local_done(5, false));
+        assert!(t.local_done(6, false));
+        // Both complete at once (sync mode too), with their error.
+        assert_eq!(t.take_completed(Some(0)), Some(Completed { seq: 5, ok: false }));
+        assert_eq!(t.take_completed(Some(0)), Some(Completed { seq: 6, ok: false }));
+        // The write's range stays: it blocks overlaps, and counts.
+        assert_eq!(t.len(), 1);
+        assert!(t.overlaps_local(20, 1, None));
+        assert!(!t.overlaps_local(20, 1, Some(5)));
+        assert_eq!(t.next_repair(), Some(RepairJob { seq: 5, sector: 16, count: 8 }));
+        assert!(!t.repaired(6));
+        assert!(t.repaired(5));
+        assert!(t.is_empty());
+        assert_eq!(t.next_repair(), None);
+        assert!(!t.overlaps_local(20, 1, None));
     }
 }

@@ -13,7 +13,7 @@
 use core::ops::DerefMut;
 
 use super::hot::{HotRegions, HotSlot, Touch};
-use super::inflight::{Completed, Inflight, InflightSlot};
+use super::inflight::{Completed, Inflight, InflightSlot, RepairJob};
 use super::{Completion, Mode, Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};
 use crate::log::pages::Pages;
 use crate::log::record::{
@@ -184,6 +184,11 @@ pub struct SourceStats {
     pub waits: u64,
     /// Local I/O failures reported.
     pub local_errors: u64,
+    /// Failed local writes whose range was re-read and replicated.
+    pub repairs: u64,
+    /// Failed local writes whose range could not be re-read: the two
+    /// devices may differ there.
+    pub unrepaired: u64,
 }
 
 /// Stream holds: a region whose records may not be sent yet.
@@ -287,6 +292,63 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
+        self.append_write(c, w, fill, None)
+    }
+
+    /// The oldest failed local write awaiting its repair: the glue reads
+    /// `count` sectors at `sector` from its own device and passes them to
+    /// [`Source::repair`] (or calls [`Source::repair_failed`]). Until then
+    /// overlapping host writes wait, so the read sees no newer data.
+    pub fn next_repair(&self) -> Option<RepairJob> {
+        self.inflight.next_repair()
+    }
+
+    /// Appends the repair of failed write `seq`: a WRITE record of its
+    /// range whose payload (`fill`, exactly `count * 512` bytes) is what
+    /// the source's device holds there now, so the target ends up equal to
+    /// the source whatever part of the failed write reached the disk.
+    /// `Wait` (ring full): call again later. `Invalid`: the repair cannot
+    /// be recorded; call [`Source::repair_failed`].
+    pub fn repair<C, F>(&mut self, c: &C, seq: u64, fill: F) -> Submit
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
+        let Some(job) = self.inflight.next_repair().filter(|j| j.seq == seq) else {
+            return Submit::Invalid(Invalid::Internal);
+        };
+        let Ok(count) = u32::try_from(job.count) else {
+            return Submit::Invalid(Invalid::Range);
+        };
+        let w = HostWrite {
+            op: HostOp::Write,
+            sector: job.sector,
+            count,
+            flags: 0,
+        };
+        let r = self.append_write(c, &w, fill, Some(seq));
+        if let Submit::Accepted(_) = r {
+            self.inflight.repaired(seq);
+            self.stats.repairs = self.stats.repairs.saturating_add(1);
+        }
+        r
+    }
+
+    /// The range of failed write `seq` could not be re-read: gives up its
+    /// repair (counted in [`SourceStats::unrepaired`]).
+    pub fn repair_failed(&mut self, seq: u64) {
+        if self.inflight.repaired(seq) {
+            self.stats.unrepaired = self.stats.unrepaired.saturating_add(1);
+        }
+    }
+
+    /// [`Source::submit`], or with `repair` the repair record of that
+    /// failed write (which takes no new in-flight slot).
+    fn append_write<C, F>(&mut self, c: &C, w: &HostWrite, fill: F, repair: Option<u64>) -> Submit
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
         let (kind, sector, count, flags) = match w.op {
             HostOp::Write => (Kind::Write, w.sector, w.count, w.flags),
             HostOp::Discard => (Kind::Discard, w.sector, w.count, w.flags),
@@ -323,11 +385,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if frame > self.ring.capacity_bytes() {
             return Submit::Invalid(Invalid::TooLarge);
         }
-        if kind != Kind::Flush && self.inflight.overlaps_local(sector, u64::from(count)) {
+        if kind != Kind::Flush && self.inflight.overlaps_local(sector, u64::from(count), repair) {
             self.stats.waits = self.stats.waits.saturating_add(1);
             return Submit::Wait(WaitReason::Overlap);
         }
-        if self.inflight.is_full() {
+        if repair.is_none() && self.inflight.is_full() {
             self.stats.waits = self.stats.waits.saturating_add(1);
             return Submit::Wait(WaitReason::InflightFull);
         }
@@ -390,6 +452,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             Err(RingError::BadHeader(_)) => return Submit::Invalid(Invalid::Range),
             Err(_) => return Submit::Invalid(Invalid::Internal),
         };
+        if repair.is_some() {
+            return Submit::Accepted(seq);
+        }
         if !self.inflight.insert(seq, sector, u64::from(count)) {
             // Checked above; the record is in the ring and will replicate.
             return Submit::Invalid(Invalid::Internal);

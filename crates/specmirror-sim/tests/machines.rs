@@ -557,3 +557,61 @@ fn challenge_is_glue_only_and_authenticates_the_handshake() {
         TargetRecv::Disconnect(DecodeError::BadKind)
     );
 }
+
+/// Issue 5 scenario 8: a write that fails on the source's own device
+/// completes with its error at once, blocks overlapping writes until its
+/// range is re-read, and the repair record (what the source's device
+/// really holds) reaches the target after the failed record, so the
+/// target ends up with the source's content.
+#[test]
+fn failed_local_write_is_repaired_from_the_device() {
+    for completion in [Completion::Async, Completion::Sync] {
+        let mut s = source(Mode::Speculative, completion, 64, 4);
+        let mut t = target(64);
+        handshake(&mut s, &mut t);
+        let Submit::Accepted(bad) = write(&mut s, 8, 8, 0xAA) else {
+            panic!("not accepted")
+        };
+        assert!(s.local_done(bad, false));
+        // Completes at once with the error, acked or not.
+        let c = s.poll_completed().unwrap();
+        assert_eq!((c.seq, c.ok), (bad, false));
+        assert_eq!(s.stats().local_errors, 1);
+        // Its range is still in flight: overlapping writes wait, others go.
+        assert_eq!(s.inflight_len(), 1);
+        assert!(matches!(write(&mut s, 12, 8, 0xBB), Submit::Wait(WaitReason::Overlap)));
+        assert!(matches!(write(&mut s, 100, 8, 0xCC), Submit::Accepted(_)));
+        let job = s.next_repair().unwrap();
+        assert_eq!((job.seq, job.sector, job.count), (bad, 8, 8));
+        // The device still holds the old bytes (0x11): that is replicated.
+        let old = vec![0x11u8; 8 * 512];
+        let Submit::Accepted(rep) = s.repair(&C, bad, |w| w.write(&old)) else {
+            panic!("repair not appended")
+        };
+        assert!(rep > bad);
+        assert_eq!(s.next_repair(), None);
+        assert_eq!(s.stats().repairs, 1);
+        assert!(matches!(write(&mut s, 12, 8, 0xBB), Submit::Accepted(_)));
+        let sent = drain_src(&mut s, &mut t);
+        let writes: Vec<(u64, u64)> = sent
+            .iter()
+            .filter(|h| h.kind == Kind::Write)
+            .map(|h| (h.sector, u64::from(h.count)))
+            .collect();
+        assert_eq!(writes, [(8, 8), (100, 8), (8, 8), (12, 8)]);
+        // The repair's payload is what the target will write for it.
+        let mut p = vec![0u8; 8 * 512];
+        assert_eq!(t.read_payload(rep, &mut p), Some(8 * 512));
+        assert_eq!(p, old);
+        apply_all(&mut t);
+        // A repair that cannot be re-read is given up and counted.
+        let Submit::Accepted(bad2) = write(&mut s, 300, 8, 0xDD) else {
+            panic!("not accepted")
+        };
+        assert!(s.local_done(bad2, false));
+        assert_eq!(s.poll_completed().map(|c| c.ok), Some(false));
+        s.repair_failed(bad2);
+        assert_eq!(s.stats().unrepaired, 1);
+        assert!(matches!(write(&mut s, 300, 8, 0xEE), Submit::Accepted(_)));
+    }
+}
