@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# make check: every test the project has, cheapest first; exits non-zero on
-# any failure or kernel splat and ends with a one-line summary.
+# make check: the project's tests, cheapest first; exits non-zero on any
+# failure or kernel splat and ends with a one-line summary.
+#
+# Two tiers. By default (the developer loop, a few minutes once the kernel
+# is cached): core tests, a short simulator and fuzz pass, module build,
+# clippy, and the quick selftests in the debug VM, replication included
+# with 16 MiB per variant. FULL=1 (what CI runs): the simulator with 2000
+# seeds, 15 s of each fuzzer, and every selftest: replication of 256 MiB
+# per variant, lifecycle, and the fault suite of issue 5.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$DMSM_REPO"
@@ -24,10 +31,19 @@ step() { # name cmd...
 	return "$rc"
 }
 
+if [ "${FULL:-0}" = 1 ]; then
+	tier=full seeds=${SEEDS:-2000} fuzz=${FUZZ_SECONDS:-15}
+else
+	tier=quick seeds=${SEEDS:-300} fuzz=${FUZZ_SECONDS:-3}
+	export DMSM_TESTS=${DMSM_TESTS:-"load_unload.sh create_remove.sh data_roundtrip.sh bad_tables.sh rmmod_busy.sh primitives.sh replication.sh"}
+	export DMSM_REPL_MB=${DMSM_REPL_MB:-16}
+fi
+echo "=== check: $tier tier${DMSM_TESTS:+ (selftests: $DMSM_TESTS)}"
+
 step deps scripts/deps.sh || { echo "check: 0 passed, 1 failed"; exit 1; }
 step core-tests make -s test-core
-step simulator make -s sim SEEDS="${SEEDS:-2000}"
-step fuzz-smoke make -s fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
+step simulator make -s sim SEEDS="$seeds"
+step fuzz-smoke make -s fuzz-smoke FUZZ_SECONDS="$fuzz"
 if step kernel scripts/build-kernel.sh debug &&
 	step module make -s module &&
 	step clippy make -s clippy; then
@@ -39,5 +55,5 @@ if step kernel scripts/build-kernel.sh debug &&
 fi
 
 echo "=== check: took $(( $(date +%s) - t0 ))s${failures[*]:+; failed: ${failures[*]}}"
-echo "check: $passed passed, $failed failed"
+echo "check ($tier): $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

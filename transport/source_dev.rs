@@ -140,6 +140,10 @@ struct State {
     work_kick: bool,
     /// Fault injection: corrupt the CRC of the next N records sent.
     corrupt_next: u32,
+    /// Fault injection: corrupt one record in every N sent (0: off).
+    corrupt_every: u32,
+    /// Records sent since the last one `corrupt_every` corrupted.
+    corrupt_tick: u32,
     /// The last refusal logged (each reason is logged once in a row).
     last_refusal: Option<Refusal>,
     auth_failures: u64,
@@ -240,6 +244,8 @@ impl SourceDev {
             stopping: true,
             work_kick: false,
             corrupt_next: 0,
+            corrupt_every: 0,
+            corrupt_tick: 0,
             last_refusal: None,
             auth_failures: 0,
             connect_failures: 0,
@@ -764,7 +770,14 @@ impl SourceDev {
                 if !pieces.is_empty() && pieces.len() + spans + 2 > SEND_PIECES {
                     break;
                 }
-                let corrupt = g.corrupt_next > 0;
+                let mut corrupt = g.corrupt_next > 0;
+                if g.corrupt_every > 0 {
+                    g.corrupt_tick += 1;
+                    if g.corrupt_tick >= g.corrupt_every {
+                        g.corrupt_tick = 0;
+                        corrupt = true;
+                    }
+                }
                 let mut skip = 0usize;
                 if corrupt {
                     // Copy the header out, flip a CRC bit, send the copy.
@@ -786,7 +799,7 @@ impl SourceDev {
                     }
                     let _ = pieces.push((bad_hdr.as_ptr(), HEADER_LEN), GFP_KERNEL);
                     skip = HEADER_LEN;
-                    g.corrupt_next -= 1;
+                    g.corrupt_next = g.corrupt_next.saturating_sub(1);
                 }
                 for (pi, off, len) in v.chunks() {
                     let Some(base) = g.m.ring().pages().addr(pi) else { break };
@@ -856,7 +869,8 @@ impl SourceDev {
     }
 
     /// `dmsetup message`: `connect`, `disconnect`, and with the
-    /// fault-injection parameter `fault corrupt <n>` / `fault drop`.
+    /// fault-injection parameter `fault corrupt <n>`, `fault corrupt_every
+    /// <n>`, `fault drop`.
     pub(crate) fn message(&self, words: &[&[u8]]) -> Result {
         match words {
             [b"disconnect"] => {
@@ -880,6 +894,13 @@ impl SourceDev {
             [b"fault", b"corrupt", n] if fault_injection() => {
                 let n = crate::table::parse_u32(n).ok_or(EINVAL)?;
                 self.st.lock().corrupt_next = n;
+                Ok(())
+            }
+            [b"fault", b"corrupt_every", n] if fault_injection() => {
+                let n = crate::table::parse_u32(n).ok_or(EINVAL)?;
+                let mut g = self.st.lock();
+                g.corrupt_every = n;
+                g.corrupt_tick = 0;
                 Ok(())
             }
             [b"fault", b"drop"] if fault_injection() => {
