@@ -32,10 +32,10 @@ sm_check "create target and source (ring_mb 4); connected" pair
 throttle() { tc -n $SM_NS_SRC qdisc add dev smt-veth-s root tbf rate 5mbit burst 32kbit latency 400ms; }
 sm_check "throttle the link to 5 mbit/s (tbf)" throttle
 
-out=$(mktemp /tmp/smt-fio.XXXXXX)
+FIO_OUT=$(mktemp /tmp/smt-fio.XXXXXX)
 fio --name=ringfull --filename=/dev/mapper/$S --direct=1 --ioengine=libaio --verify=crc32c \
 	--verify_fatal=1 --verify_state_save=0 --randrepeat=0 --output-format=terse \
-	--rw=randwrite --bsrange=4k-64k --iodepth=16 --offset=0 --size=24M >"$out" 2>&1 &
+	--rw=randwrite --bsrange=4k-64k --iodepth=16 --offset=0 --size=24M >"$FIO_OUT" 2>&1 &
 FIO_PID=$!
 # Watch the source for at least 10 s, until host writes had to wait (at
 # most 40 s): the ring fills and host writes queue up.
@@ -57,9 +57,10 @@ sm_check "host writes waited for ring room (waits > 0, deferred > 0 seen)" waite
 sm_check "remove the throttle" tc -n $SM_NS_SRC qdisc del dev smt-veth-s root
 wait $FIO_PID
 rc=$? FIO_PID=
-fio_ok() { cat "$out"; [ $rc -eq 0 ] && [ "$(grep -m1 '^3;' "$out" | cut -d';' -f5)" = 0 ]; }
+# (FIO_OUT, not `out`: sm_check has a local of that name.)
+fio_ok() { cat "$FIO_OUT"; [ $rc -eq 0 ] && [ "$(grep -m1 '^3;' "$FIO_OUT" | cut -d';' -f5)" = 0 ]; }
 sm_check "fio: 24 MiB written and verified, no error" fio_ok
-rm -f "$out"
+rm -f "$FIO_OUT"
 sm_check "quiesce (ring empty)" sm_quiesce $S 180
 sm_check "data devices equal (cmp)" sm_equal "$src" "$dst"
 sm_fields $S
