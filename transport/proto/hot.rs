@@ -273,6 +273,8 @@ mod tests {
         assert_eq!(h.touch(3), Touch::Evicted(2));
         assert!(h.contains(1) && h.contains(3) && !h.contains(2));
         assert_eq!(h.misses(1, 4), 2);
+        // The index lives in the slots without growing them.
+        assert_eq!(core::mem::size_of::<HotSlot>(), 24);
         let mut z = HotRegions::new(vec![]);
         assert_eq!(z.touch(1), Touch::NoCapacity);
     }

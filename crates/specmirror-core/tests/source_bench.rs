@@ -7,6 +7,8 @@
 //! 4 KiB-aligned sectors of a 512 GiB device, so nearly every write touches
 //! a cold region (LOCK, and UNLOCK of the evicted one).
 //!
+//! `inflight_table_cost` times the in-flight table alone the same way.
+//!
 //! Ignored by default; run with
 //! `cargo test --release -p specmirror-core --test source_bench -- --ignored --nocapture`.
 
@@ -151,6 +153,57 @@ fn per_write_cost() {
                     "completion {name:5} hot_regions {hot:5} in flight {depth:3}: {ns:7.0} ns/write"
                 );
             }
+        }
+    }
+}
+
+/// The in-flight table alone, as `submit` and `end_io` drive it per write:
+/// `overlaps_local`, `is_full`, `insert`, then `local_done` and
+/// `take_completed` until `None`, with `depth` writes in flight in a
+/// 256-slot table. ns per write.
+fn run_inflight(sync: bool, depth: usize, ops: usize) -> f64 {
+    use specmirror_core::transport::proto::inflight::Inflight;
+    let mut t = Inflight::new(vec![InflightSlot::default(); INFLIGHT_SLOTS]);
+    let mut rng = Lcg(7);
+    let mut seq = 0u64;
+    let mut local: Vec<u64> = Vec::new();
+    let mut acked = 0u64;
+    let t0 = Instant::now();
+    for i in 0..ops + depth {
+        // map: a new write at a random sector.
+        let sector = (rng.next() % (DEV_SECTORS / 8)) * 8;
+        if !t.overlaps_local(sector, 8, None) && !t.is_full() {
+            seq += 1;
+            assert!(t.insert(seq, sector, 8));
+            local.push(seq);
+        }
+        if local.len() >= depth || t.is_full() {
+            // end_io of a random one of the writes in flight.
+            let k = (rng.next() as usize) % local.len();
+            let s = local.swap_remove(k);
+            assert!(t.local_done(s, true));
+            let ack = if sync { Some(acked) } else { None };
+            while t.take_completed(ack).is_some() {}
+        }
+        if sync && i % 64 == 63 {
+            // The receiver: an ACK covering what was sent.
+            acked = seq.saturating_sub(16);
+            while t.take_completed(Some(acked)).is_some() {}
+        }
+    }
+    t0.elapsed().as_nanos() as f64 / (ops + depth) as f64
+}
+
+#[test]
+#[ignore]
+fn inflight_table_cost() {
+    const OPS: usize = 1_000_000;
+    for (sync, name) in [(false, "async"), (true, "sync")] {
+        for depth in [32usize, 256] {
+            let ns = (0..3)
+                .map(|_| run_inflight(sync, depth, OPS))
+                .fold(f64::INFINITY, f64::min);
+            println!("in-flight table only, {name:5}, in flight {depth:3}: {ns:6.0} ns/write");
         }
     }
 }
