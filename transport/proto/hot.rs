@@ -3,17 +3,40 @@
 //! The stream keeps up to `capacity` regions locked on the target. A write to
 //! a region that is not hot evicts the least recently used hot region (the
 //! caller appends UNLOCK for it) and makes its own region hot (the caller
-//! appends LOCK). Storage is caller-provided; lookups are linear scans, which
-//! is cheap for the few dozen to few thousand hot regions a device keeps.
+//! appends LOCK). Storage is caller-provided; each slot also serves as one
+//! bucket of a chained hash table over the slots and as a node of the LRU
+//! list, so a lookup, a touch and an eviction cost O(1) on average whatever
+//! the number of hot regions.
 
 use core::ops::DerefMut;
 
+/// No slot (end of a list or chain).
+const NIL: u32 = u32::MAX;
+
 /// One slot of the hot-region table (caller storage element).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HotSlot {
     region: u64,
-    stamp: u64,
-    used: bool,
+    /// LRU list: the next older hot slot (free slots: the next free one).
+    older: u32,
+    /// LRU list: the next more recently used hot slot.
+    newer: u32,
+    /// Next hot slot in the same hash bucket.
+    chain: u32,
+    /// First hot slot of hash bucket number (this slot's index).
+    head: u32,
+}
+
+impl Default for HotSlot {
+    fn default() -> Self {
+        Self {
+            region: 0,
+            older: NIL,
+            newer: NIL,
+            chain: NIL,
+            head: NIL,
+        }
+    }
 }
 
 /// Outcome of [`HotRegions::touch`].
@@ -34,36 +57,78 @@ pub enum Touch {
 #[derive(Debug)]
 pub struct HotRegions<S: DerefMut<Target = [HotSlot]>> {
     slots: S,
-    clock: u64,
+    /// Usable slots (indices must fit below [`NIL`]).
+    cap: usize,
+    len: usize,
+    /// Least recently used hot slot.
+    oldest: u32,
+    /// Most recently used hot slot.
+    newest: u32,
+    /// First free slot (free slots are linked through `older`).
+    free: u32,
 }
 
 impl<S: DerefMut<Target = [HotSlot]>> HotRegions<S> {
     /// Creates an empty table over `slots` (every slot is cleared).
-    pub fn new(mut slots: S) -> Self {
-        for s in slots.iter_mut() {
-            *s = HotSlot::default();
+    pub fn new(slots: S) -> Self {
+        let cap = slots.len().min(NIL as usize);
+        let mut h = Self {
+            slots,
+            cap,
+            len: 0,
+            oldest: NIL,
+            newest: NIL,
+            free: NIL,
+        };
+        h.clear();
+        h
+    }
+
+    fn slot(&self, i: u32) -> Option<&HotSlot> {
+        self.slots.get(i as usize)
+    }
+
+    fn slot_mut(&mut self, i: u32) -> Option<&mut HotSlot> {
+        self.slots.get_mut(i as usize)
+    }
+
+    /// Hash bucket (a slot index) of `region`.
+    fn bucket(&self, region: u64) -> u32 {
+        let h = region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        // h < 2^32 and cap < 2^32: the product fits, the result is < cap.
+        ((h * self.cap as u64) >> 32) as u32
+    }
+
+    /// The slot holding hot `region`.
+    fn lookup(&self, region: u64) -> Option<u32> {
+        let mut i = self.slot(self.bucket(region))?.head;
+        while let Some(s) = self.slot(i) {
+            if s.region == region {
+                return Some(i);
+            }
+            i = s.chain;
         }
-        Self { slots, clock: 0 }
+        None
     }
 
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.cap
     }
 
     /// Number of hot regions.
     pub fn len(&self) -> usize {
-        self.slots.iter().filter(|s| s.used).count()
+        self.len
     }
 
     /// True when no region is hot.
     pub fn is_empty(&self) -> bool {
-        !self.slots.iter().any(|s| s.used)
+        self.len == 0
     }
 
     /// Whether `region` is hot.
     pub fn contains(&self, region: u64) -> bool {
-        self.slots.iter().any(|s| s.used && s.region == region)
+        self.lookup(region).is_some()
     }
 
     /// Number of regions in `first..=last` that are not hot (each needs a
@@ -85,55 +150,111 @@ impl<S: DerefMut<Target = [HotSlot]>> HotRegions<S> {
 
     /// Number of free slots.
     pub fn free_slots(&self) -> usize {
-        self.slots.iter().filter(|s| !s.used).count()
+        self.cap - self.len
+    }
+
+    /// Takes slot `i` out of the LRU list.
+    fn lru_unlink(&mut self, i: u32) {
+        let Some(&s) = self.slot(i) else { return };
+        match self.slot_mut(s.older) {
+            Some(o) => o.newer = s.newer,
+            None => self.oldest = s.newer,
+        }
+        match self.slot_mut(s.newer) {
+            Some(n) => n.older = s.older,
+            None => self.newest = s.older,
+        }
+    }
+
+    /// Appends slot `i` to the LRU list as the most recently used.
+    fn lru_push(&mut self, i: u32) {
+        let newest = self.newest;
+        if let Some(s) = self.slot_mut(i) {
+            s.older = newest;
+            s.newer = NIL;
+        }
+        match self.slot_mut(newest) {
+            Some(n) => n.newer = i,
+            None => self.oldest = i,
+        }
+        self.newest = i;
     }
 
     /// Makes `region` the most recently used hot region, evicting the least
     /// recently used one when the table is full.
     pub fn touch(&mut self, region: u64) -> Touch {
-        self.clock = self.clock.wrapping_add(1);
-        let clock = self.clock;
-        if let Some(s) = self.slots.iter_mut().find(|s| s.used && s.region == region) {
-            s.stamp = clock;
+        if let Some(i) = self.lookup(region) {
+            if i != self.newest {
+                self.lru_unlink(i);
+                self.lru_push(i);
+            }
             return Touch::Hit;
         }
-        if let Some(s) = self.slots.iter_mut().find(|s| !s.used) {
-            *s = HotSlot {
-                region,
-                stamp: clock,
-                used: true,
-            };
-            return Touch::Inserted;
+        let (i, evicted) = if let Some(f) = self.slot(self.free) {
+            let i = self.free;
+            self.free = f.older;
+            self.len += 1;
+            (i, None)
+        } else if let Some(&v) = self.slot(self.oldest) {
+            let i = self.oldest;
+            self.unchain(i, v.region);
+            self.lru_unlink(i);
+            (i, Some(v.region))
+        } else {
+            return Touch::NoCapacity;
+        };
+        let b = self.bucket(region);
+        let head = self.slot(b).map_or(NIL, |s| s.head);
+        if let Some(s) = self.slot_mut(i) {
+            s.region = region;
+            s.chain = head;
         }
-        let mut victim: Option<&mut HotSlot> = None;
-        for s in self.slots.iter_mut() {
-            let older = match &victim {
-                None => true,
-                Some(v) => s.stamp < v.stamp,
-            };
-            if older {
-                victim = Some(s);
-            }
+        if let Some(s) = self.slot_mut(b) {
+            s.head = i;
         }
-        match victim {
-            Some(v) => {
-                let old = v.region;
-                *v = HotSlot {
-                    region,
-                    stamp: clock,
-                    used: true,
-                };
-                Touch::Evicted(old)
+        self.lru_push(i);
+        match evicted {
+            Some(old) => Touch::Evicted(old),
+            None => Touch::Inserted,
+        }
+    }
+
+    /// Takes slot `i` (holding `region`) out of its hash chain.
+    fn unchain(&mut self, i: u32, region: u64) {
+        let b = self.bucket(region);
+        let next = self.slot(i).map_or(NIL, |s| s.chain);
+        if self.slot(b).map(|s| s.head) == Some(i) {
+            if let Some(s) = self.slot_mut(b) {
+                s.head = next;
             }
-            None => Touch::NoCapacity,
+            return;
+        }
+        let mut p = self.slot(b).map_or(NIL, |s| s.head);
+        while let Some(&s) = self.slot(p) {
+            if s.chain == i {
+                if let Some(ps) = self.slot_mut(p) {
+                    ps.chain = next;
+                }
+                return;
+            }
+            p = s.chain;
         }
     }
 
     /// Forgets every hot region (the target dropped the stream's locks).
     pub fn clear(&mut self) {
-        for s in self.slots.iter_mut() {
+        let cap = self.cap;
+        for (i, s) in self.slots.iter_mut().enumerate() {
             *s = HotSlot::default();
+            // Free list in slot order; slots past `cap` stay unused.
+            if i + 1 < cap {
+                s.older = (i + 1) as u32;
+            }
         }
+        self.len = 0;
+        self.oldest = NIL;
+        self.newest = NIL;
+        self.free = if cap > 0 { 0 } else { NIL };
     }
 }
 
@@ -152,6 +273,8 @@ mod tests {
         assert_eq!(h.touch(3), Touch::Evicted(2));
         assert!(h.contains(1) && h.contains(3) && !h.contains(2));
         assert_eq!(h.misses(1, 4), 2);
+        // The index lives in the slots without growing them.
+        assert_eq!(core::mem::size_of::<HotSlot>(), 24);
         let mut z = HotRegions::new(vec![]);
         assert_eq!(z.touch(1), Touch::NoCapacity);
     }

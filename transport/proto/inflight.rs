@@ -59,10 +59,24 @@ pub struct Completed {
 }
 
 /// Table of in-flight host writes over caller storage.
+///
+/// The slots in use are `slots[..used]`, kept sorted by seq (the source
+/// assigns increasing seqs, so an insert appends), so every operation
+/// costs at most the number of writes in flight, never the table size:
+/// `local_done` and `repaired` find their seq by binary search,
+/// `overlaps_local` and `take_completed` scan only the slots in use (and
+/// return at once when no slot can match, by the counts below), removing
+/// a slot shifts the younger ones down by one.
 #[derive(Debug)]
 pub struct Inflight<S: DerefMut<Target = [InflightSlot]>> {
     slots: S,
     used: usize,
+    /// Slots in state `Done`.
+    done: usize,
+    /// `Done` slots whose local I/O failed (they complete without an ack).
+    failed: usize,
+    /// Slots in state `Repair`.
+    repairs: usize,
 }
 
 fn overlaps(a: u64, an: u64, b: u64, bn: u64) -> bool {
@@ -75,7 +89,37 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
         for s in slots.iter_mut() {
             *s = InflightSlot::default();
         }
-        Self { slots, used: 0 }
+        Self {
+            slots,
+            used: 0,
+            done: 0,
+            failed: 0,
+            repairs: 0,
+        }
+    }
+
+    /// The slots in use, oldest seq first.
+    fn active(&self) -> &[InflightSlot] {
+        self.slots.get(..self.used).unwrap_or(&[])
+    }
+
+    /// Index of the slot in use holding `seq`.
+    fn find(&self, seq: u64) -> Option<usize> {
+        self.active().binary_search_by_key(&seq, |s| s.seq).ok()
+    }
+
+    /// Frees the slot in use at `i`, keeping the others in seq order.
+    fn remove(&mut self, i: usize) {
+        let used = self.used;
+        if let Some(a) = self.slots.get_mut(..used) {
+            if i < used {
+                a.copy_within(i + 1.., i);
+                if let Some(last) = a.last_mut() {
+                    *last = InflightSlot::default();
+                }
+                self.used = used - 1;
+            }
+        }
     }
 
     /// Number of slots in use.
@@ -97,7 +141,11 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
     /// still outstanding or whose failed range awaits its repair, other
     /// than the repair of `except`.
     pub fn overlaps_local(&self, sector: u64, count: u64, except: Option<u64>) -> bool {
-        self.slots.iter().any(|s| {
+        // Slots in use that are not Done are Local or Repair.
+        if self.used == self.done {
+            return false;
+        }
+        self.active().iter().any(|s| {
             (s.state == SlotState::Local || (s.state == SlotState::Repair && Some(s.seq) != except))
                 && overlaps(s.sector, s.count, sector, count)
         })
@@ -105,10 +153,12 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
 
     /// The oldest range awaiting its repair.
     pub fn next_repair(&self) -> Option<RepairJob> {
-        self.slots
+        if self.repairs == 0 {
+            return None;
+        }
+        self.active()
             .iter()
-            .filter(|s| s.state == SlotState::Repair)
-            .min_by_key(|s| s.seq)
+            .find(|s| s.state == SlotState::Repair)
             .map(|s| RepairJob {
                 seq: s.seq,
                 sector: s.sector,
@@ -119,87 +169,107 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
     /// The repair of `seq` is appended (or given up): frees its slot.
     /// False when `seq` awaits no repair.
     pub fn repaired(&mut self, seq: u64) -> bool {
-        match self
-            .slots
-            .iter_mut()
-            .find(|s| s.state == SlotState::Repair && s.seq == seq)
-        {
-            Some(s) => {
-                *s = InflightSlot::default();
-                self.used = self.used.saturating_sub(1);
+        match self.find(seq) {
+            Some(i) if self.active().get(i).map(|s| s.state) == Some(SlotState::Repair) => {
+                self.remove(i);
+                self.repairs = self.repairs.saturating_sub(1);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Registers a write; false when the table is full.
+    /// Registers a write; false when the table is full or `seq` is in
+    /// flight already (seqs are unique; an increasing seq appends).
     pub fn insert(&mut self, seq: u64, sector: u64, count: u64) -> bool {
-        match self.slots.iter_mut().find(|s| s.state == SlotState::Free) {
-            Some(s) => {
-                *s = InflightSlot {
-                    seq,
-                    sector,
-                    count,
-                    state: SlotState::Local,
-                    ok: true,
-                };
-                self.used = self.used.saturating_add(1);
-                true
-            }
-            None => false,
+        let used = self.used;
+        let at = match self.active().last() {
+            None => 0,
+            Some(l) if l.seq < seq => used,
+            Some(_) => match self.active().binary_search_by_key(&seq, |s| s.seq) {
+                Ok(_) => return false,
+                Err(i) => i,
+            },
+        };
+        let Some(a) = self.slots.get_mut(..used + 1) else {
+            return false;
+        };
+        a.copy_within(at..used, at + 1);
+        if let Some(s) = a.get_mut(at) {
+            *s = InflightSlot {
+                seq,
+                sector,
+                count,
+                state: SlotState::Local,
+                ok: true,
+            };
         }
+        self.used = used + 1;
+        true
     }
 
     /// Marks the local I/O of `seq` done; false when `seq` is unknown or
     /// was already marked.
     pub fn local_done(&mut self, seq: u64, ok: bool) -> bool {
-        match self
-            .slots
-            .iter_mut()
-            .find(|s| s.state == SlotState::Local && s.seq == seq)
-        {
-            Some(s) => {
-                s.state = SlotState::Done;
-                s.ok = ok;
-                true
-            }
-            None => false,
+        let Some(s) = self.find(seq).and_then(|i| self.slots.get_mut(i)) else {
+            return false;
+        };
+        if s.state != SlotState::Local {
+            return false;
         }
+        s.state = SlotState::Done;
+        s.ok = ok;
+        self.done += 1;
+        if !ok {
+            self.failed += 1;
+        }
+        true
     }
 
-    /// Removes and returns one write whose local I/O is done and, when
-    /// `acked` is given, whose seq is at most `acked` (failed local writes
-    /// complete at once; those with a range stay as a repair).
+    /// Removes and returns the oldest write whose local I/O is done and,
+    /// when `acked` is given, whose seq is at most `acked` (failed local
+    /// writes complete at once; those with a range stay as a repair).
     pub fn take_completed(&mut self, acked: Option<u64>) -> Option<Completed> {
-        let s = self.slots.iter_mut().find(|s| {
-            s.state == SlotState::Done
-                && (!s.ok
-                    || match acked {
-                        None => true,
-                        Some(a) => s.seq <= a,
-                    })
-        })?;
+        if self.done == 0 {
+            return None;
+        }
+        let failed = self.failed;
+        let a = self.active();
+        let i = match acked {
+            Some(ack) if failed == 0 => a
+                .iter()
+                .take_while(|s| s.seq <= ack)
+                .position(|s| s.state == SlotState::Done)?,
+            _ => a.iter().position(|s| {
+                s.state == SlotState::Done
+                    && (!s.ok
+                        || match acked {
+                            None => true,
+                            Some(ack) => s.seq <= ack,
+                        })
+            })?,
+        };
+        let s = self.slots.get_mut(i)?;
         let c = Completed {
             seq: s.seq,
             ok: s.ok,
         };
+        self.done = self.done.saturating_sub(1);
+        if !s.ok {
+            self.failed = self.failed.saturating_sub(1);
+        }
         if !s.ok && s.count > 0 {
             s.state = SlotState::Repair;
+            self.repairs += 1;
         } else {
-            *s = InflightSlot::default();
-            self.used = self.used.saturating_sub(1);
+            self.remove(i);
         }
         Some(c)
     }
 
     /// Oldest seq still in flight, if any.
     pub fn oldest(&self) -> Option<u64> {
-        self.slots
-            .iter()
-            .filter(|s| s.state != SlotState::Free)
-            .map(|s| s.seq)
-            .min()
+        self.active().first().map(|s| s.seq)
     }
 }
 
@@ -247,5 +317,29 @@ mod tests {
         assert!(t.is_empty());
         assert_eq!(t.next_repair(), None);
         assert!(!t.overlaps_local(20, 1, None));
+    }
+
+    #[test]
+    fn seq_order_duplicates_and_counts() {
+        let mut t = Inflight::new(vec![InflightSlot::default(); 4]);
+        assert!(t.insert(10, 0, 8));
+        assert!(t.insert(30, 8, 8));
+        assert!(t.insert(20, 16, 8)); // older seq: placed in order
+        assert!(!t.insert(20, 24, 8)); // in flight already
+        assert_eq!(t.oldest(), Some(10));
+        assert!(t.local_done(30, true));
+        assert!(t.local_done(20, true));
+        assert!(!t.local_done(20, true));
+        // Sync: only acknowledged seqs, oldest first.
+        assert_eq!(t.take_completed(Some(25)), Some(Completed { seq: 20, ok: true }));
+        assert_eq!(t.take_completed(Some(25)), None);
+        assert!(t.local_done(10, false));
+        // A failure completes unacknowledged and becomes a repair.
+        assert_eq!(t.take_completed(Some(0)), Some(Completed { seq: 10, ok: false }));
+        assert_eq!(t.take_completed(None), Some(Completed { seq: 30, ok: true }));
+        assert_eq!(t.take_completed(None), None);
+        assert_eq!((t.len(), t.oldest()), (1, Some(10)));
+        assert!(t.repaired(10));
+        assert!(t.is_empty() && t.oldest().is_none());
     }
 }
