@@ -176,18 +176,28 @@ impl TableError {
     /// The message for `ti->error`, NUL-terminated for the kernel.
     pub fn message_nul(self) -> &'static str {
         match self {
-            TableError::TooFewArgs => "Not enough arguments: need <source|target> <data_dev> <host>:<port>\0",
+            TableError::TooFewArgs => {
+                "Not enough arguments: need <source|target> <data_dev> <host>:<port>\0"
+            }
             TableError::BadRole => "Invalid role: expected source or target\0",
             TableError::BadAddress => "Invalid address: expected a.b.c.d:port or [ipv6]:port\0",
             TableError::BadPort => "Invalid port: expected 1-65535\0",
-            TableError::UnspecifiedPeer => "Invalid peer address: a source cannot connect to an unspecified address\0",
+            TableError::UnspecifiedPeer => {
+                "Invalid peer address: a source cannot connect to an unspecified address\0"
+            }
             TableError::BadOptCount => "Invalid optional argument count\0",
-            TableError::OptCountMismatch => "Optional argument count does not match the arguments given\0",
+            TableError::OptCountMismatch => {
+                "Optional argument count does not match the arguments given\0"
+            }
             TableError::OddOptArgs => "Optional arguments must be key value pairs\0",
             TableError::UnknownKey => "Unknown optional argument\0",
             TableError::DuplicateKey => "Optional argument given twice\0",
-            TableError::SourceOnlyKey => "mode, completion and hot_regions apply to the source role only\0",
-            TableError::BadRegionSize => "Invalid region_size: must be a power of two from 8 to 2097152 sectors\0",
+            TableError::SourceOnlyKey => {
+                "mode, completion and hot_regions apply to the source role only\0"
+            }
+            TableError::BadRegionSize => {
+                "Invalid region_size: must be a power of two from 8 to 2097152 sectors\0"
+            }
             TableError::BadRingMb => "Invalid ring_mb: must be 1 to 4096\0",
             TableError::BadMode => "Invalid mode: expected speculative or lock-sync\0",
             TableError::BadCompletion => "Invalid completion: expected async or sync\0",
@@ -281,7 +291,12 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
     c.given |= bit;
     match bit {
         GIVEN_REGION_SIZE => {
-            let v = parse_in(value, REGION_SECTORS_MIN, REGION_SECTORS_MAX, TableError::BadRegionSize)?;
+            let v = parse_in(
+                value,
+                REGION_SECTORS_MIN,
+                REGION_SECTORS_MAX,
+                TableError::BadRegionSize,
+            )?;
             if !v.is_power_of_two() {
                 return Err(TableError::BadRegionSize);
             }
@@ -309,10 +324,16 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         }
         _ => {
             // GIVEN_SECRET: printable, no spaces (dm splits words on them).
-            if value.is_empty() || value.len() > SECRET_MAX || !value.iter().all(|b| b.is_ascii_graphic()) {
+            if value.is_empty()
+                || value.len() > SECRET_MAX
+                || !value.iter().all(|b| b.is_ascii_graphic())
+            {
                 return Err(TableError::BadSecret);
             }
-            let mut s = Secret { bytes: [0; SECRET_MAX], len: 0 };
+            let mut s = Secret {
+                bytes: [0; SECRET_MAX],
+                len: 0,
+            };
             if let Some(dst) = s.bytes.get_mut(..value.len()) {
                 dst.copy_from_slice(value);
             }
@@ -325,7 +346,9 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
 
 /// A decimal in `lo..=hi`, or `err`.
 fn parse_in(value: &[u8], lo: u32, hi: u32, err: TableError) -> Result<u32, TableError> {
-    parse_u32(value).filter(|v| (lo..=hi).contains(v)).ok_or(err)
+    parse_u32(value)
+        .filter(|v| (lo..=hi).contains(v))
+        .ok_or(err)
 }
 
 /// Decimal, digits only (no sign, no spaces), overflow is an error.
@@ -354,15 +377,27 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 /// Parses `a.b.c.d:port` or `[ipv6]:port`.
 pub fn parse_endpoint(s: &[u8]) -> Result<Endpoint, TableError> {
     let (host, port) = if let Some(rest) = s.strip_prefix(b"[") {
-        let close = rest.iter().position(|&b| b == b']').ok_or(TableError::BadAddress)?;
+        let close = rest
+            .iter()
+            .position(|&b| b == b']')
+            .ok_or(TableError::BadAddress)?;
         let (host, after) = rest.split_at(close);
         let port = after.strip_prefix(b"]:").ok_or(TableError::BadAddress)?;
-        (Addr::V6(parse_ipv6(host).ok_or(TableError::BadAddress)?), port)
+        (
+            Addr::V6(parse_ipv6(host).ok_or(TableError::BadAddress)?),
+            port,
+        )
     } else {
-        let colon = s.iter().rposition(|&b| b == b':').ok_or(TableError::BadAddress)?;
+        let colon = s
+            .iter()
+            .rposition(|&b| b == b':')
+            .ok_or(TableError::BadAddress)?;
         let (host, port) = s.split_at(colon);
         let port = port.get(1..).ok_or(TableError::BadAddress)?;
-        (Addr::V4(parse_ipv4(host).ok_or(TableError::BadAddress)?), port)
+        (
+            Addr::V4(parse_ipv4(host).ok_or(TableError::BadAddress)?),
+            port,
+        )
     };
     let port = parse_u32(port).ok_or(TableError::BadPort)?;
     let port = u16::try_from(port).map_err(|_| TableError::BadPort)?;

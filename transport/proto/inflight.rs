@@ -305,13 +305,26 @@ mod tests {
         assert!(t.local_done(5, false));
         assert!(t.local_done(6, false));
         // Both complete at once (sync mode too), with their error.
-        assert_eq!(t.take_completed(Some(0)), Some(Completed { seq: 5, ok: false }));
-        assert_eq!(t.take_completed(Some(0)), Some(Completed { seq: 6, ok: false }));
+        assert_eq!(
+            t.take_completed(Some(0)),
+            Some(Completed { seq: 5, ok: false })
+        );
+        assert_eq!(
+            t.take_completed(Some(0)),
+            Some(Completed { seq: 6, ok: false })
+        );
         // The write's range stays: it blocks overlaps, and counts.
         assert_eq!(t.len(), 1);
         assert!(t.overlaps_local(20, 1, None));
         assert!(!t.overlaps_local(20, 1, Some(5)));
-        assert_eq!(t.next_repair(), Some(RepairJob { seq: 5, sector: 16, count: 8 }));
+        assert_eq!(
+            t.next_repair(),
+            Some(RepairJob {
+                seq: 5,
+                sector: 16,
+                count: 8
+            })
+        );
         assert!(!t.repaired(6));
         assert!(t.repaired(5));
         assert!(t.is_empty());
@@ -331,12 +344,21 @@ mod tests {
         assert!(t.local_done(20, true));
         assert!(!t.local_done(20, true));
         // Sync: only acknowledged seqs, oldest first.
-        assert_eq!(t.take_completed(Some(25)), Some(Completed { seq: 20, ok: true }));
+        assert_eq!(
+            t.take_completed(Some(25)),
+            Some(Completed { seq: 20, ok: true })
+        );
         assert_eq!(t.take_completed(Some(25)), None);
         assert!(t.local_done(10, false));
         // A failure completes unacknowledged and becomes a repair.
-        assert_eq!(t.take_completed(Some(0)), Some(Completed { seq: 10, ok: false }));
-        assert_eq!(t.take_completed(None), Some(Completed { seq: 30, ok: true }));
+        assert_eq!(
+            t.take_completed(Some(0)),
+            Some(Completed { seq: 10, ok: false })
+        );
+        assert_eq!(
+            t.take_completed(None),
+            Some(Completed { seq: 30, ok: true })
+        );
         assert_eq!(t.take_completed(None), None);
         assert_eq!((t.len(), t.oldest()), (1, Some(10)));
         assert!(t.repaired(10));

@@ -385,7 +385,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if frame > self.ring.capacity_bytes() {
             return Submit::Invalid(Invalid::TooLarge);
         }
-        if kind != Kind::Flush && self.inflight.overlaps_local(sector, u64::from(count), repair) {
+        if kind != Kind::Flush
+            && self
+                .inflight
+                .overlaps_local(sector, u64::from(count), repair)
+        {
             self.stats.waits = self.stats.waits.saturating_add(1);
             return Submit::Wait(WaitReason::Overlap);
         }

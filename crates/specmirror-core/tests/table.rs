@@ -12,7 +12,9 @@ fn parse_str(s: &str) -> Result<TableConfig, TableError> {
 fn table_of(s: &str) -> String {
     let p = parse(words(s)).expect("valid line");
     let mut out = String::new();
-    p.config.write_table(&mut out, std::str::from_utf8(p.data_dev).unwrap()).unwrap();
+    p.config
+        .write_table(&mut out, std::str::from_utf8(p.data_dev).unwrap())
+        .unwrap();
     out
 }
 
@@ -20,7 +22,13 @@ fn table_of(s: &str) -> String {
 fn minimal_lines_take_defaults() {
     let c = parse_str("source /dev/loop0 10.0.0.2:7789").unwrap();
     assert_eq!(c.role, Role::Source);
-    assert_eq!(c.endpoint, Endpoint { addr: Addr::V4([10, 0, 0, 2]), port: 7789 });
+    assert_eq!(
+        c.endpoint,
+        Endpoint {
+            addr: Addr::V4([10, 0, 0, 2]),
+            port: 7789
+        }
+    );
     assert_eq!(c.region_sectors, 2048);
     assert_eq!(c.ring_mb, 64);
     assert_eq!(c.mode, Mode::Speculative);
@@ -47,7 +55,8 @@ fn every_option_is_parsed() {
     v6[0] = 0xfd;
     v6[15] = 1;
     assert_eq!(c.endpoint.addr, Addr::V6(v6));
-    let t = parse_str("target /dev/sdb [::]:7000 6 region_size 1024 ring_mb 16 secret abc").unwrap();
+    let t =
+        parse_str("target /dev/sdb [::]:7000 6 region_size 1024 ring_mb 16 secret abc").unwrap();
     assert_eq!(t.region_sectors, 1024);
 }
 
@@ -63,8 +72,14 @@ fn table_status_recreates_the_line() {
         let out = table_of(line);
         assert_eq!(parse_str(&out).unwrap(), parse_str(line).unwrap(), "{line} -> {out}");
     }
-    assert_eq!(table_of("source 7:0 [fd00:0:0:0:0:0:0:1]:7000"), "source 7:0 [fd00::1]:7000");
-    assert_eq!(table_of("source 7:0 [1:0:0:2:0:0:0:3]:9"), "source 7:0 [1:0:0:2::3]:9");
+    assert_eq!(
+        table_of("source 7:0 [fd00:0:0:0:0:0:0:1]:7000"),
+        "source 7:0 [fd00::1]:7000"
+    );
+    assert_eq!(
+        table_of("source 7:0 [1:0:0:2:0:0:0:3]:9"),
+        "source 7:0 [1:0:0:2::3]:9"
+    );
 }
 
 #[test]
@@ -144,7 +159,14 @@ fn malformed_lines_are_rejected_precisely() {
         assert!(m.ends_with('\0') && !want.message().contains('\0'));
     }
     // Non-printable secret bytes, which whitespace splitting cannot produce.
-    let w: Vec<&[u8]> = vec![b"source", b"/dev/x", b"1.2.3.4:5", b"2", b"secret", b"a\x01b"];
+    let w: Vec<&[u8]> = vec![
+        b"source",
+        b"/dev/x",
+        b"1.2.3.4:5",
+        b"2",
+        b"secret",
+        b"a\x01b",
+    ];
     assert_eq!(parse(w).err(), Some(TableError::BadSecret));
     let w: Vec<&[u8]> = vec![b"source", b"/dev/x", b"1.2.3.4:5", b"2", b"secret", b""];
     assert_eq!(parse(w).err(), Some(TableError::BadSecret));
@@ -169,7 +191,17 @@ fn ipv6_forms() {
         }
         assert_eq!(parse_ipv6(s.as_bytes()), Some(want), "{s}");
     }
-    for bad in ["", ":", ":::", "1:2", "1::2::3", "::1.2.3", "1.2.3.4::", "::g", "1:2:3:4:5:6:7:8::"] {
+    for bad in [
+        "",
+        ":",
+        ":::",
+        "1:2",
+        "1::2::3",
+        "::1.2.3",
+        "1.2.3.4::",
+        "::g",
+        "1:2:3:4:5:6:7:8::",
+    ] {
         assert_eq!(parse_ipv6(bad.as_bytes()), None, "{bad}");
     }
 }

@@ -579,7 +579,10 @@ fn failed_local_write_is_repaired_from_the_device() {
         assert_eq!(s.stats().local_errors, 1);
         // Its range is still in flight: overlapping writes wait, others go.
         assert_eq!(s.inflight_len(), 1);
-        assert!(matches!(write(&mut s, 12, 8, 0xBB), Submit::Wait(WaitReason::Overlap)));
+        assert!(matches!(
+            write(&mut s, 12, 8, 0xBB),
+            Submit::Wait(WaitReason::Overlap)
+        ));
         assert!(matches!(write(&mut s, 100, 8, 0xCC), Submit::Accepted(_)));
         let job = s.next_repair().unwrap();
         assert_eq!((job.seq, job.sector, job.count), (bad, 8, 8));
