@@ -19,16 +19,28 @@ pub(crate) enum RecvError {
     Header,
     /// The frame is longer than the caller accepts here.
     TooLong,
+    /// The receive timeout passed before the whole frame arrived.
+    Timeout,
 }
 
-/// Reads one frame into `buf` and returns its length. Sleeps.
+/// The [`RecvError`] for a failed socket read.
+fn io_error(e: Error) -> RecvError {
+    if e == EAGAIN {
+        RecvError::Timeout
+    } else {
+        RecvError::Io
+    }
+}
+
+/// Reads one frame into `buf` and returns its length. Sleeps (at most the
+/// socket's receive timeout per read, if one is set).
 pub(crate) fn recv_frame(sock: &Socket, buf: &mut [u8]) -> Result<usize, RecvError> {
     let hdr = buf.get_mut(..HEADER_LEN).ok_or(RecvError::TooLong)?;
-    sock.recv_exact(hdr).map_err(|_| RecvError::Io)?;
+    sock.recv_exact(hdr).map_err(io_error)?;
     let (h, _) = decode_header(hdr).map_err(|_| RecvError::Header)?;
     let len = h.frame_len();
     let rest = buf.get_mut(HEADER_LEN..len).ok_or(RecvError::TooLong)?;
-    sock.recv_exact(rest).map_err(|_| RecvError::Io)?;
+    sock.recv_exact(rest).map_err(io_error)?;
     Ok(len)
 }
 
