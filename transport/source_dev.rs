@@ -615,8 +615,9 @@ impl SourceDev {
     fn handshake(&self, sock: &Socket) -> Result<(), Option<Refusal>> {
         let secret = self.cfg.secret.as_ref().map(|s| s.as_bytes());
         let mut buf = [0u8; MAX_CONTROL_FRAME];
-        sock.set_recv_timeout(HANDSHAKE_TIMEOUT_MS);
-        let n = frames::recv_frame(sock, &mut buf).map_err(|e| self.handshake_recv_error(e))?;
+        // One deadline for the whole handshake, however the bytes come.
+        let start = Ktime::ktime_get();
+        let n = frames::recv_frame_by(sock, &mut buf, start, HANDSHAKE_TIMEOUT_MS).map_err(|e| self.handshake_recv_error(e))?;
         let peer_nonce = auth::decode_challenge(&self.crc, buf.get(..n).unwrap_or(&[])).map_err(|_| {
             self.count_protocol_error();
             Some(Refusal::Protocol)
@@ -626,7 +627,7 @@ impl SourceDev {
         auth::sign(secret, MacLabel::Hello, &peer_nonce, &mut hello);
         let len = encode_hello(&self.crc, &hello, false, &mut buf).map_err(|_| None)?;
         sock.send_all(buf.get(..len).unwrap_or(&[])).map_err(|_| None)?;
-        let n = frames::recv_frame(sock, &mut buf).map_err(|e| self.handshake_recv_error(e))?;
+        let n = frames::recv_frame_by(sock, &mut buf, start, HANDSHAKE_TIMEOUT_MS).map_err(|e| self.handshake_recv_error(e))?;
         sock.set_recv_timeout(0);
         let mut g = self.st.lock();
         match g.m.on_frame(&self.crc, buf.get(..n).unwrap_or(&[])) {
