@@ -4,7 +4,11 @@
 //! (header, then the payload length it announces), send a small frame,
 //! make a nonce.
 
-use kernel::{alloc::VVec, prelude::*};
+use kernel::{
+    alloc::VVec,
+    prelude::*,
+    time::{ktime_ms_delta, Ktime},
+};
 
 use super::net::Socket;
 use crate::dm::raw;
@@ -19,16 +23,56 @@ pub(crate) enum RecvError {
     Header,
     /// The frame is longer than the caller accepts here.
     TooLong,
+    /// The receive timeout passed before the whole frame arrived.
+    Timeout,
 }
 
-/// Reads one frame into `buf` and returns its length. Sleeps.
+/// The [`RecvError`] for a failed socket read.
+fn io_error(e: Error) -> RecvError {
+    if e == EAGAIN {
+        RecvError::Timeout
+    } else {
+        RecvError::Io
+    }
+}
+
+/// Reads one frame into `buf` and returns its length. Sleeps (at most the
+/// socket's receive timeout per read, if one is set).
 pub(crate) fn recv_frame(sock: &Socket, buf: &mut [u8]) -> Result<usize, RecvError> {
+    read_frame(buf, |b| sock.recv_exact(b).map_err(io_error))
+}
+
+/// Reads one frame like [`recv_frame`], all of it within `ms` milliseconds
+/// of `start`: a handshake's deadline, which a peer trickling its bytes in
+/// cannot stretch (a receive timeout alone restarts with every read).
+/// Leaves a receive timeout set on the socket.
+pub(crate) fn recv_frame_by(sock: &Socket, buf: &mut [u8], start: Ktime, ms: u32) -> Result<usize, RecvError> {
+    read_frame(buf, |b| {
+        let mut done = 0usize;
+        while let Some(rest) = b.get_mut(done..) {
+            if rest.is_empty() {
+                break;
+            }
+            let left = i64::from(ms) - ktime_ms_delta(Ktime::ktime_get(), start);
+            if left <= 0 {
+                return Err(RecvError::Timeout);
+            }
+            sock.set_recv_timeout(u32::try_from(left).unwrap_or(ms));
+            done += sock.recv_some(rest).map_err(io_error)?;
+        }
+        Ok(())
+    })
+}
+
+/// One frame into `buf`: the header, then the payload it announces, each
+/// read whole by `fill`.
+fn read_frame(buf: &mut [u8], mut fill: impl FnMut(&mut [u8]) -> Result<(), RecvError>) -> Result<usize, RecvError> {
     let hdr = buf.get_mut(..HEADER_LEN).ok_or(RecvError::TooLong)?;
-    sock.recv_exact(hdr).map_err(|_| RecvError::Io)?;
+    fill(hdr)?;
     let (h, _) = decode_header(hdr).map_err(|_| RecvError::Header)?;
     let len = h.frame_len();
     let rest = buf.get_mut(HEADER_LEN..len).ok_or(RecvError::TooLong)?;
-    sock.recv_exact(rest).map_err(|_| RecvError::Io)?;
+    fill(rest)?;
     Ok(len)
 }
 

@@ -30,7 +30,7 @@ use kernel::{
     c_str, new_condvar, new_mutex,
     prelude::*,
     sync::{Arc, CondVar, Mutex},
-    time::msecs_to_jiffies,
+    time::{ktime_ms_delta, msecs_to_jiffies, Ktime},
 };
 
 use super::frames::{self, Backoff, RecvError};
@@ -38,7 +38,7 @@ use super::net::{NetNs, Socket};
 use super::proto::auth::{self, MacLabel};
 use super::proto::hot::HotSlot;
 use super::proto::inflight::InflightSlot;
-use super::proto::source::{HostOp, HostWrite, LinkState, Source, SourceConfig, SourceRecv, Submit};
+use super::proto::source::{HostOp, HostWrite, LinkState, ProtocolError, Source, SourceConfig, SourceRecv, Submit};
 use crate::log::pages::PAGE_SIZE;
 use super::proto::{encode_hello, Refusal, MAX_CONTROL_FRAME};
 use super::thread::Thread;
@@ -72,6 +72,10 @@ const SEND_BATCH: usize = 512 * 1024;
 /// Connect and handshake timeouts.
 const CONNECT_TIMEOUT_MS: u32 = 5000;
 const HANDSHAKE_TIMEOUT_MS: u32 = 10000;
+/// A connection must stay up this long, without the target breaking the
+/// protocol, for the reconnect back-off to start again from its shortest
+/// delay (a peer that shakes hands and breaks at once gets no storm).
+const HEALTHY_MS: i64 = 1000;
 /// Deferred bios retried per pass of the worker (bounds lock hold time).
 const RETRY_BATCH: usize = 64;
 /// Pause before retrying a repair that found no memory or ring room.
@@ -148,6 +152,12 @@ struct State {
     last_refusal: Option<Refusal>,
     auth_failures: u64,
     connect_failures: u64,
+    /// Connections closed because the target broke the protocol (a
+    /// corrupt frame after the handshake counts in `crc_errors` only).
+    protocol_errors: u64,
+    /// The current connection ended because the target broke the
+    /// protocol or sent a corrupt frame.
+    peer_fault: bool,
     invalid_bios: u64,
     /// The re-read of a repair ended with this errno (0: success).
     repair_read: Option<i32>,
@@ -249,6 +259,8 @@ impl SourceDev {
             last_refusal: None,
             auth_failures: 0,
             connect_failures: 0,
+            protocol_errors: 0,
+            peer_fault: false,
             invalid_bios: 0,
             repair_read: None,
         };
@@ -668,6 +680,7 @@ impl SourceDev {
                 }
                 g.sock = Some(sock.clone());
                 g.broken = false;
+                g.peer_fault = false;
             }
             if !matches!(self.st.lock().conn, Conn::Refused(_)) {
                 // A refused source keeps saying why until a handshake works.
@@ -675,7 +688,7 @@ impl SourceDev {
             }
             match self.handshake(&sock) {
                 Ok(()) => {
-                    backoff.reset();
+                    let up = Ktime::ktime_get();
                     self.st.lock().last_refusal = None;
                     self.set_conn(Conn::Connected);
                     let d = self.clone();
@@ -687,6 +700,14 @@ impl SourceDev {
                             drop(rx);
                         }
                         Err(_) => sock.shutdown(),
+                    }
+                    // The back-off starts over only after a healthy
+                    // connection: one that lasted and that the target did
+                    // not break (it keeps growing against a peer that
+                    // shakes hands and then sends garbage).
+                    let fault = self.st.lock().peer_fault;
+                    if !fault && ktime_ms_delta(Ktime::ktime_get(), up) >= HEALTHY_MS {
+                        backoff.reset();
                     }
                 }
                 Err(r) => {
@@ -724,15 +745,19 @@ impl SourceDev {
     fn handshake(&self, sock: &Socket) -> Result<(), Option<Refusal>> {
         let secret = self.cfg.secret.as_ref().map(|s| s.as_bytes());
         let mut buf = [0u8; MAX_CONTROL_FRAME];
-        sock.set_recv_timeout(HANDSHAKE_TIMEOUT_MS);
-        let n = frames::recv_frame(sock, &mut buf).map_err(|_| None)?;
-        let peer_nonce = auth::decode_challenge(&self.crc, buf.get(..n).unwrap_or(&[])).map_err(|_| Some(Refusal::Protocol))?;
+        // One deadline for the whole handshake, however the bytes come.
+        let start = Ktime::ktime_get();
+        let n = frames::recv_frame_by(sock, &mut buf, start, HANDSHAKE_TIMEOUT_MS).map_err(|e| self.handshake_recv_error(e))?;
+        let peer_nonce = auth::decode_challenge(&self.crc, buf.get(..n).unwrap_or(&[])).map_err(|_| {
+            self.count_protocol_error();
+            Some(Refusal::Protocol)
+        })?;
         let mut hello = self.st.lock().m.start_handshake();
         hello.nonce = frames::nonce();
         auth::sign(secret, MacLabel::Hello, &peer_nonce, &mut hello);
         let len = encode_hello(&self.crc, &hello, false, &mut buf).map_err(|_| None)?;
         sock.send_all(buf.get(..len).unwrap_or(&[])).map_err(|_| None)?;
-        let n = frames::recv_frame(sock, &mut buf).map_err(|_| None)?;
+        let n = frames::recv_frame_by(sock, &mut buf, start, HANDSHAKE_TIMEOUT_MS).map_err(|e| self.handshake_recv_error(e))?;
         sock.set_recv_timeout(0);
         let mut g = self.st.lock();
         match g.m.on_frame(&self.crc, buf.get(..n).unwrap_or(&[])) {
@@ -743,7 +768,37 @@ impl SourceDev {
                 }
                 g.m.on_hello_reply(&reply).map_err(Some)
             }
-            _ => Err(Some(Refusal::Protocol)),
+            _ => {
+                // Not a HELLO_REPLY, or one that does not decode (a
+                // corrupt frame also counts in crc_errors).
+                g.protocol_errors = g.protocol_errors.saturating_add(1);
+                Err(Some(Refusal::Protocol))
+            }
+        }
+    }
+
+    fn count_protocol_error(&self) {
+        let mut g = self.st.lock();
+        g.protocol_errors = g.protocol_errors.saturating_add(1);
+    }
+
+    /// A handshake frame could not be read: bytes that are no frame, a
+    /// frame longer than any handshake frame, or a peer that stalls past
+    /// the handshake timeout break the protocol (`refused:protocol`); a
+    /// connection closed by the peer is a failed connection attempt.
+    fn handshake_recv_error(&self, e: RecvError) -> Option<Refusal> {
+        match e {
+            RecvError::Header | RecvError::TooLong | RecvError::Timeout => {
+                self.count_protocol_error();
+                Some(Refusal::Protocol)
+            }
+            RecvError::Io => {
+                let mut g = self.st.lock();
+                if !g.stopping && !g.admin_down {
+                    g.connect_failures = g.connect_failures.saturating_add(1);
+                }
+                None
+            }
         }
     }
 
@@ -838,14 +893,22 @@ impl SourceDev {
                     // Count it like a corrupt frame and reconnect.
                     let mut g = self.st.lock();
                     let _ = g.m.on_frame(&self.crc, &[]);
+                    g.peer_fault = true;
                     break;
                 }
-                Err(RecvError::Io) => break,
+                Err(RecvError::Io) | Err(RecvError::Timeout) => break,
             };
             let mut release = BioList::new();
             let mut g = self.st.lock();
             let r = g.m.on_frame(&self.crc, buf.get(..n).unwrap_or(&[]));
             if r != SourceRecv::Ok {
+                // A corrupt frame is counted in crc_errors by the machine;
+                // anything else the target must not send here (a
+                // HELLO_REPLY included) is a protocol error.
+                if !matches!(r, SourceRecv::Reconnect(ProtocolError::Corrupt)) {
+                    g.protocol_errors = g.protocol_errors.saturating_add(1);
+                }
+                g.peer_fault = true;
                 drop(g);
                 break;
             }
@@ -927,7 +990,7 @@ impl SourceDev {
             out,
             "source {} {} ring={}/{} queued={} sent={} acked={} lag={} inflight={} deferred={} \
              resends={} crc_errors={} naks={} lock_rejections={} reconnects={} auth_failures={} \
-             connect_failures={} waits={} local_errors={} repairs={} unrepaired={}",
+             connect_failures={} waits={} local_errors={} repairs={} unrepaired={} protocol_errors={}",
             dev,
             conn,
             ring.used_bytes(),
@@ -949,6 +1012,7 @@ impl SourceDev {
             s.local_errors,
             s.repairs,
             s.unrepaired,
+            g.protocol_errors,
         );
     }
 }

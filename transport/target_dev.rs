@@ -26,7 +26,7 @@ use kernel::{
     new_condvar, new_mutex,
     prelude::*,
     sync::{Arc, CondVar, Mutex},
-    time::msecs_to_jiffies,
+    time::{msecs_to_jiffies, Ktime},
 };
 
 use super::frames::{self, FrameReader};
@@ -399,8 +399,8 @@ impl TargetDev {
         let my_nonce = frames::nonce();
         let n = auth::encode_challenge(&self.crc, &my_nonce, &mut buf).map_err(|_| None)?;
         sock.send_all(buf.get(..n).unwrap_or(&[])).map_err(|_| None)?;
-        sock.set_recv_timeout(HANDSHAKE_TIMEOUT_MS);
-        let n = frames::recv_frame(sock, &mut buf).map_err(|_| None)?;
+        // One deadline for the HELLO, however its bytes come.
+        let n = frames::recv_frame_by(sock, &mut buf, Ktime::ktime_get(), HANDSHAKE_TIMEOUT_MS).map_err(|_| None)?;
         sock.set_recv_timeout(0);
         let mut g = self.st.lock();
         let hello = match g.m.on_frame(&self.crc, buf.get(..n).unwrap_or(&[])) {
