@@ -400,7 +400,17 @@ impl TargetDev {
         let n = auth::encode_challenge(&self.crc, &my_nonce, &mut buf).map_err(|_| None)?;
         sock.send_all(buf.get(..n).unwrap_or(&[])).map_err(|_| None)?;
         // One deadline for the HELLO, however its bytes come.
-        let n = frames::recv_frame_by(sock, &mut buf, Ktime::ktime_get(), HANDSHAKE_TIMEOUT_MS).map_err(|_| None)?;
+        let n = match frames::recv_frame_by(sock, &mut buf, Ktime::ktime_get(), HANDSHAKE_TIMEOUT_MS) {
+            Ok(n) => n,
+            Err(_) => {
+                // No HELLO: garbage, a frame over the limit, a truncated
+                // one, silence past the deadline, or a close. All of it is
+                // a peer that does not speak the protocol.
+                let mut g = self.st.lock();
+                g.protocol_errors = g.protocol_errors.saturating_add(1);
+                return Err(None);
+            }
+        };
         sock.set_recv_timeout(0);
         let mut g = self.st.lock();
         let hello = match g.m.on_frame(&self.crc, buf.get(..n).unwrap_or(&[])) {
