@@ -50,11 +50,14 @@ pub enum Addr {
 }
 
 impl Addr {
-    /// True for 0.0.0.0 and `::`, which only make sense to listen on.
+    /// True for 0.0.0.0 and `::`, which only make sense to listen on, and
+    /// for `::ffff:0.0.0.0`, the IPv4-mapped 0.0.0.0 (an IPv6 socket
+    /// connecting there connects to 0.0.0.0, that is to this host).
     pub fn is_unspecified(&self) -> bool {
+        const MAPPED_ANY: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0];
         match self {
             Addr::V4(a) => *a == [0; 4],
-            Addr::V6(a) => *a == [0; 16],
+            Addr::V6(a) => *a == [0; 16] || *a == MAPPED_ANY,
         }
     }
 }

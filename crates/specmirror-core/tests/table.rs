@@ -37,6 +37,9 @@ fn minimal_lines_take_defaults() {
     assert!(c.secret.is_none());
     let t = parse_str("target 253:1 0.0.0.0:7789").unwrap();
     assert_eq!(t.role, Role::Target);
+    // Only a source refuses the unspecified addresses, mapped form included.
+    assert!(parse_str("target 253:1 [::ffff:0.0.0.0]:7789").is_ok());
+    assert!(parse_str("source 253:1 [::ffff:10.0.0.1]:7789").is_ok());
 }
 
 #[test]
@@ -126,6 +129,8 @@ fn malformed_lines_are_rejected_precisely() {
         ("source /dev/x 1.2.3.4:99999999999", BadPort),
         ("source /dev/x 0.0.0.0:5", UnspecifiedPeer),
         ("source /dev/x [::]:5", UnspecifiedPeer),
+        ("source /dev/x [::ffff:0.0.0.0]:5", UnspecifiedPeer),
+        ("source /dev/x [0:0:0:0:0:ffff:0:0]:5", UnspecifiedPeer),
         ("source /dev/x 1.2.3.4:5 x", BadOptCount),
         ("source /dev/x 1.2.3.4:5 -2 a b", BadOptCount),
         ("source /dev/x 1.2.3.4:5 2", OptCountMismatch),
