@@ -345,6 +345,8 @@ struct bio *dmsm_io_add_page(struct bio_set *bs, struct bio *bio,
 	nio->seq = io->seq;
 	next->bi_iter.bi_sector = bio_end_sector(bio);
 	next->bi_end_io = dmsm_io_endio;
+	/* bio_chain() wants a bio without a completion of its own. */
+	bio->bi_end_io = NULL;
 	bio_chain(bio, next);
 	submit_bio(bio);
 	if (bio_add_page(next, page, len, off) != len) {

@@ -35,7 +35,7 @@ if [ "${FULL:-0}" = 1 ]; then
 	tier=full seeds=${SEEDS:-2000} fuzz=${FUZZ_SECONDS:-15}
 else
 	tier=quick seeds=${SEEDS:-300} fuzz=${FUZZ_SECONDS:-3}
-	export DMSM_TESTS=${DMSM_TESTS:-"load_unload.sh create_remove.sh data_roundtrip.sh bad_tables.sh rmmod_busy.sh primitives.sh replication.sh"}
+	export DMSM_TESTS=${DMSM_TESTS:-"load_unload.sh create_remove.sh data_roundtrip.sh bad_tables.sh rmmod_busy.sh primitives.sh replication.sh replication_blk.sh"}
 	export DMSM_REPL_MB=${DMSM_REPL_MB:-16}
 fi
 echo "=== check: $tier tier${DMSM_TESTS:+ (selftests: $DMSM_TESTS)}"

@@ -45,6 +45,7 @@ use crate::log::commit::{WindowSlot, SCAN_LIMIT};
 use crate::log::filter::FILTER_BUCKETS;
 use crate::log::locks::LockSlot;
 use crate::log::record::{Header, Hello, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, MAX_PAYLOAD, VERSION};
+use crate::log::pages::{Pages, PAGE_SIZE};
 use crate::new_irq_spinlock;
 use crate::table::{parse_u64, TableConfig};
 
@@ -60,6 +61,10 @@ const TAG_NONE: u32 = 0;
 const LOCK_SLOTS: usize = 1024;
 /// Records applied at once (the machine's issue window bounds it too).
 const APPLY_BATCH: usize = 32;
+/// Pages of the applier's bounce buffer (4 MiB).
+const BOUNCE_PAGES: usize = 1024;
+/// Bounce pages the largest record needs.
+const BOUNCE_MAX_RECORD: usize = MAX_PAYLOAD.div_ceil(PAGE_SIZE);
 /// Page spans gathered per batch (a 1 MiB record spans up to 257).
 const APPLY_SPANS: usize = APPLY_BATCH * 260;
 /// Acknowledge at least every this many applied records.
@@ -103,8 +108,15 @@ struct State {
     tx_kick: bool,
     /// Bios of records handed to the device and not yet ended.
     ios: u32,
-    /// Headers of those records (`io_done` wants them back).
-    io_hdrs: KVec<(u64, Header)>,
+    /// Headers of those records (`io_done` wants them back), and the tag
+    /// of the bounce pages each holds (0: none).
+    io_hdrs: KVec<(u64, Header, u64)>,
+    /// Owner tag of each bounce page (0: free); see `applier_main`.
+    bounce_owner: KVec<u64>,
+    /// Bounce pages free.
+    bounce_free: usize,
+    /// Last bounce tag handed out.
+    bounce_tag: u64,
     /// Reads waiting for unapplied writes to their range.
     reads: BioList,
     /// Explicit local locks, `(sector, count)`.
@@ -163,6 +175,10 @@ impl TargetDev {
         let m = new_machine(tcfg, pages)?;
         // Every record in flight lies in the issue window.
         let io_hdrs = KVec::with_capacity(m.commit_log().window_len(), GFP_KERNEL)?;
+        let mut bounce_owner = KVec::with_capacity(BOUNCE_PAGES, GFP_KERNEL)?;
+        for _ in 0..BOUNCE_PAGES {
+            bounce_owner.push(0u64, GFP_KERNEL)?;
+        }
         let state = State {
             m,
             sock: None,
@@ -173,6 +189,9 @@ impl TargetDev {
             tx_kick: false,
             ios: 0,
             io_hdrs,
+            bounce_owner,
+            bounce_free: BOUNCE_PAGES,
+            bounce_tag: 0,
             reads: BioList::new(),
             msg_locks: [None; MAX_MSG_LOCKS],
             last_refusal: None,
@@ -573,6 +592,14 @@ impl TargetDev {
             Ok(b) => b,
             Err(_) => return,
         };
+        // Payloads sit in the commit log right after their 40-byte header,
+        // at any offset: pieces that are not whole sectors, which drivers
+        // such as brd, zram and null_blk (sector arithmetic per segment)
+        // and DMA alignment do not accept. Each write goes to the device
+        // from page-aligned bounce pages instead.
+        let Ok(mut bounce) = KPages::new(BOUNCE_PAGES, GFP_KERNEL) else {
+            return;
+        };
         let Ok(mut spans) = KVec::<(*mut bindings::page, usize, usize)>::with_capacity(APPLY_SPANS, GFP_KERNEL) else {
             return;
         };
@@ -612,7 +639,10 @@ impl TargetDev {
                 }
                 reads.push_back(b);
             }
-            while batch.len() < APPLY_BATCH && g.io_hdrs.len() < g.io_hdrs.capacity() {
+            while batch.len() < APPLY_BATCH
+                && g.io_hdrs.len() < g.io_hdrs.capacity()
+                && g.bounce_free >= BOUNCE_MAX_RECORD
+            {
                 let Some(v) = g.m.poll_issue() else { break };
                 let h = v.header;
                 // A device without WRITE_ZEROES gets the zero page written.
@@ -631,15 +661,46 @@ impl TargetDev {
                     sectors: h.count,
                 };
                 let first = spans.len();
+                let mut tag = 0u64;
                 if io.op == IoOp::Write && !zero_fill {
+                    g.bounce_tag = g.bounce_tag.wrapping_add(1).max(1);
+                    tag = g.bounce_tag;
+                    let st = &mut *g;
+                    let mut at = 0usize;
+                    let mut bi: Option<usize> = None;
                     for (pi, off, len) in v.chunks() {
-                        let Some(p) = g.m.pages().page_ptr(pi) else { break };
-                        if spans.push((p, off, len), GFP_KERNEL).is_err() {
-                            break;
+                        let Some(src) = st.m.pages().page(pi).and_then(|p| p.get(off..off + len)) else { break };
+                        let mut done = 0usize;
+                        while done < len {
+                            if bi.is_none() || at == PAGE_SIZE {
+                                // The next free bounce page (enough are free:
+                                // checked before `poll_issue`).
+                                let Some(i) = st.bounce_owner.iter().position(|o| *o == 0) else { break };
+                                if let Some(o) = st.bounce_owner.get_mut(i) {
+                                    *o = tag;
+                                }
+                                st.bounce_free -= 1;
+                                if let Some(p) = bounce.page_ptr(i) {
+                                    let _ = spans.push((p, 0, 0), GFP_KERNEL);
+                                }
+                                bi = Some(i);
+                                at = 0;
+                            }
+                            let n = (len - done).min(PAGE_SIZE - at);
+                            if let (Some(i), Some(chunk)) = (bi, src.get(done..done + n)) {
+                                if let Some(d) = bounce.page_mut(i).and_then(|d| d.get_mut(at..at + n)) {
+                                    d.copy_from_slice(chunk);
+                                }
+                                if let Some(last) = spans.last_mut() {
+                                    last.2 += n;
+                                }
+                            }
+                            at += n;
+                            done += n;
                         }
                     }
                 }
-                let _ = g.io_hdrs.push((v.seq, h), GFP_KERNEL);
+                let _ = g.io_hdrs.push((v.seq, h, tag), GFP_KERNEL);
                 let _ = batch.push((v.seq, io, first, spans.len(), zero_fill), GFP_KERNEL);
                 g.ios += 1;
                 if spans.len() + 260 > spans.capacity() {
@@ -657,9 +718,9 @@ impl TargetDev {
                     continue;
                 }
                 let s = spans.get(a..b).unwrap_or(&[]);
-                // SAFETY: the pages belong to the commit log, which keeps
-                // record `seq` (allocated, unchanged) until `io_done` for
-                // it reached the machine.
+                // SAFETY: the pages are bounce pages this thread owns, held
+                // for record `seq` (tagged, unchanged) until its `io_done`
+                // freed them; the thread returns only with no I/O in flight.
                 unsafe { bs.submit(&self.data, &io, s.iter().copied(), seq) };
             }
         }
@@ -803,8 +864,16 @@ fn pending(m: &Machine, sector: u64, sectors: u32) -> bool {
 impl IoOwner for TargetDev {
     fn io_done(&self, seq: u64, err: i32) {
         let mut g = self.st.lock();
-        let idx = g.io_hdrs.iter().position(|(s, _)| *s == seq);
+        let idx = g.io_hdrs.iter().position(|(s, _, _)| *s == seq);
         let h = idx.and_then(|i| g.io_hdrs.get(i).map(|x| x.1));
+        let tag = idx.and_then(|i| g.io_hdrs.get(i).map(|x| x.2)).unwrap_or(0);
+        if tag != 0 {
+            let st = &mut *g;
+            for o in st.bounce_owner.iter_mut().filter(|o| **o == tag) {
+                *o = 0;
+                st.bounce_free += 1;
+            }
+        }
         if let Some(i) = idx {
             let last = g.io_hdrs.len() - 1;
             g.io_hdrs.as_mut_slice().swap(i, last);
