@@ -21,7 +21,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 
 .PHONY: all module clippy deps kernel kernel-release test-core sim sim-report \
-	fuzz-smoke selftests check soak demo bench-quick clean help
+	fuzz-smoke selftests check soak demo bench-quick bench clean help
 
 all: module
 
@@ -34,6 +34,7 @@ help:
 	@echo "make sim SEEDS=N  run the deterministic simulator over N seeds"
 	@echo "make sim-report   simulated throughput/lag per mode and RTT"
 	@echo "make bench-quick  release kernel: speculative vs dm-linear and vs lock-sync, RTT 10 ms"
+	@echo "make bench        release kernel: vs dm-linear, DRBD 8.4, dm-mirror+NBD at RTT 0-50 ms (QUICK=1: short)"
 	@echo "make kernel       build the debug (test) kernel into the cache"
 	@echo "make kernel-release  build the release (benchmark) kernel"
 
@@ -86,6 +87,9 @@ demo:
 bench-quick:
 	@scripts/deps.sh && mod=$$(scripts/build-module.sh release) && \
 		DMSM_MODULE=$$mod scripts/vm.sh --release scripts/bench-quick.sh
+
+bench:
+	@scripts/deps.sh && QUICK=$(QUICK) scripts/bench.sh
 
 clean:
 	rm -f dm/bindings_generated.rs *.ko *.o dm/*.o *.mod *.mod.c modules.order Module.symvers

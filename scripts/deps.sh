@@ -9,6 +9,7 @@ APT_PKGS=(
 	qemu-system-x86 flex bison bc cpio libelf-dev libssl-dev kmod
 	dmsetup fio iproute2 busybox-static e2fsprogs drbd-utils
 	nbd-server nbd-client make rsync python3-venv python3-pip xz-utils
+	python3-matplotlib
 	procps
 )
 BINDGEN_VERSION=0.69.5

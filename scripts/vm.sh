@@ -22,6 +22,9 @@ printf '%q ' "$@" >"$out/cmd"
 { for v in $(compgen -v DMSM_ || true); do printf 'export %s=%q\n' "$v" "${!v}"; done; } >"$out/env"
 mem=${DMSM_VM_MEMORY:-4G}
 cpus=${DMSM_VM_CPUS:-2}
+# DMSM_VM_RWDIR: one more host directory the guest may write (same path).
+extra=()
+[ -z "${DMSM_VM_RWDIR:-}" ] || extra=(--rwdir "$DMSM_VM_RWDIR")
 
 # virtme-ng-init starts udevd when the host has one, and its coldplug costs
 # minutes under TCG. The tests make their own nodes (DM_DISABLE_UDEV=1);
@@ -36,7 +39,7 @@ start=$(date +%s)
 set +e
 timeout --foreground "${DMSM_VM_TIMEOUT:-3600}" \
 	vng --run "$kdir" --disable-kvm --cpus "$cpus" --memory "$mem" -v \
-		--rwdir "$out" --cwd "$DMSM_REPO" \
+		--rwdir "$out" "${extra[@]}" --cwd "$DMSM_REPO" \
 		--append "kmemleak=on" \
 		--exec "$DMSM_REPO/scripts/vm-guest.sh $out" </dev/null 2>&1 |
 	tee "$out/console" |

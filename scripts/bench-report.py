@@ -1,0 +1,310 @@
+#!/usr/bin/python3
+"""Turns one bench run (scripts/bench-guest.sh output) into results.
+
+    scripts/bench-report.py RAW_DIR PREFIX
+    scripts/bench-report.py --merge PREFIX RESULT.json RESULT.json...
+
+writes PREFIX.json (run description and every raw fio result), PREFIX.md
+(each figure as a ratio to local dm-linear at the same RTT, and the targets
+of issue 6), PREFIX-latency.png and PREFIX-throughput.png. Needs Debian's
+python3-matplotlib (scripts/deps.sh).
+"""
+import json
+import os
+import re
+import sys
+
+# As scripts/vm.sh: what counts as a kernel splat in a guest's log.
+SPLAT = re.compile(r"WARNING:|BUG:|Oops|KASAN|kernel BUG|general protection fault|Kernel panic|"
+                   r"soft lockup|INFO: task .* blocked|rcu_sched self-detected stall")
+
+SYSTEMS = [
+    ("local", "local dm-linear"),
+    ("spec-async", "specmirror speculative, async"),
+    ("spec-sync", "specmirror speculative, sync"),
+    ("lock-sync", "specmirror lock-sync, sync"),
+    ("drbd-A", "DRBD 8.4 protocol A"),
+    ("drbd-C", "DRBD 8.4 protocol C"),
+    ("dm-mirror", "dm-mirror + NBD leg"),
+]
+NAMES = dict(SYSTEMS)
+# (key, workload, field, title, unit, scale, higher_is_better)
+FIGURES = [
+    ("qd1_mean", "qd1", "lat_mean_ns", "4k random write, QD1, mean latency", "ms", 1e-6, False),
+    ("qd1_p50", "qd1", "lat_p50_ns", "4k random write, QD1, p50 latency", "ms", 1e-6, False),
+    ("qd1_p99", "qd1", "lat_p99_ns", "4k random write, QD1, p99 latency", "ms", 1e-6, False),
+    ("qd32_iops", "qd32", "iops", "4k random write, QD32, throughput", "IOPS", 1, True),
+    ("seq_mbs", "seq", "bw_bytes", "1M sequential write, QD8, throughput", "MB/s", 1e-6, True),
+]
+
+
+def fmt_abs(v, unit):
+    if unit == "IOPS":
+        return f"{v:,.0f} IOPS"
+    if unit == "ms":
+        if v < 1:
+            return f"{v * 1000:.0f} µs"
+        return f"{v:.2f} ms" if v < 100 else f"{v:.0f} ms"
+    return f"{v:.1f} {unit}"
+
+
+def load_raw(raw):
+    """The run description and every result of one scripts/bench.sh run."""
+    host = json.load(open(os.path.join(raw, "host.json")))
+    boots = sorted((d for d in os.listdir(raw) if d.startswith("boot")), key=lambda d: int(d[4:]))
+    guest, runs, extra, vms = None, [], {}, []
+    for b in boots:
+        bdir = os.path.join(raw, b)
+        n = int(b[4:])
+        info = json.load(open(os.path.join(bdir, "boot.json")))
+        log = open(os.path.join(bdir, "vm.log"), errors="replace").read() if os.path.exists(
+            os.path.join(bdir, "vm.log")) else ""
+        # A failed VM keeps the end of its log (the splat); a good one a few lines.
+        info["log_tail"] = log[-12000:] if info["vm_exit_status"] else log[-1500:]
+        vms.append(info)
+        if guest is None and os.path.exists(os.path.join(bdir, "guest.json")):
+            guest = json.load(open(os.path.join(bdir, "guest.json")))
+        if os.path.exists(os.path.join(bdir, "runs.jsonl")):
+            for l in open(os.path.join(bdir, "runs.jsonl")):
+                if l.strip():
+                    r = json.loads(l)
+                    r["boot"] = n
+                    if "fio" in r:
+                        r["fio"] = f"{b}/{r['fio']}"
+                        r["fio_json"] = json.load(open(os.path.join(bdir, "raw", r["fio"].split("/", 1)[1])))
+                    runs.append(r)
+        rawdir = os.path.join(bdir, "raw")
+        for d in sorted(os.listdir(rawdir)) if os.path.isdir(rawdir) else []:
+            files = {}
+            for f in sorted(os.listdir(os.path.join(rawdir, d))):
+                if not f.endswith(".json"):
+                    files[f] = open(os.path.join(rawdir, d, f), errors="replace").read()
+            extra[f"{b}/{d}"] = files
+    return {"host": host, "guest": guest, "vms": vms, "runs": runs, "setup": extra}
+
+
+def merge(docs):
+    """Several runs as one: their VM boots numbered on (every ratio stays
+    within one boot), each run's host description kept under "parts"."""
+    out = {"host": dict(docs[0]["host"]), "guest": docs[0]["guest"], "vms": [], "runs": [],
+           "setup": {}, "parts": []}
+    base = 0
+    for d in docs:
+        h = d.get("parts") or [d["host"]]
+        out["parts"] += h
+        for v in d["vms"]:
+            out["vms"].append(dict(v, boot=v["boot"] + base))
+        for r in d["runs"]:
+            out["runs"].append(dict(r, boot=r["boot"] + base))
+        for k, v in d["setup"].items():
+            b, rest = k.split("/", 1)
+            out["setup"][f"boot{int(b[4:]) + base}/{rest}"] = v
+        base += max([v["boot"] for v in d["vms"]] or [0])
+    hs = out["parts"]
+    out["host"].update(
+        timestamp=max(h["timestamp"] for h in hs),
+        git_dirty=any(h["git_dirty"] for h in hs),
+        load_before=", ".join(h["load_before"] for h in hs),
+        load_after=", ".join(h["load_after"] for h in hs),
+        qemu_processes_before=max(h["qemu_processes_before"] for h in hs))
+    # Scripts may differ between the runs; the kernel and module may not.
+    if (len({h["kernel_build"] for h in hs}) > 1
+            or len({d["guest"]["module"]["sha256"] for d in docs}) > 1):
+        sys.exit("bench-report: the runs to merge differ in kernel or module")
+    out["host"]["git_commit"] = " + ".join(dict.fromkeys(h["git_commit"][:7] for h in hs))
+    return out
+
+
+def main():
+    if len(sys.argv) > 3 and sys.argv[1] == "--merge":
+        prefix = sys.argv[2]
+        doc = merge([json.load(open(f)) for f in sys.argv[3:]])
+    elif len(sys.argv) == 3:
+        prefix = sys.argv[2]
+        doc = load_raw(sys.argv[1])
+    else:
+        sys.exit(__doc__)
+    with open(prefix + ".json", "w") as f:
+        json.dump(doc, f, indent=1)
+    render(doc, prefix)
+
+
+def render(doc, prefix):
+    host, guest, vms, runs = doc["host"], doc["guest"], doc["vms"], doc["runs"]
+    parts = doc.get("parts", [host])
+    rtts = sorted({r["rtt_ms"] for r in runs})
+    systems = [s for s, _ in SYSTEMS if any(r["system"] == s for r in runs)]
+
+    def get(sysname, rtt, wl):
+        for r in runs:
+            if r["system"] == sysname and r["rtt_ms"] == rtt and r.get("workload", wl) == wl:
+                return r
+        return None
+
+    def value(sysname, rtt, wl, field):
+        """(absolute value, ratio to local of the same VM, why not)"""
+        r = get(sysname, rtt, wl)
+        if r is None:
+            return None, None, "not run"
+        if "error" in r:
+            return None, None, "not measured: " + r["error"]
+        v = r.get(field)
+        if not v:
+            return None, None, "not measured: no value"
+        base = None
+        for b in runs:
+            if (b["system"] == "local" and b["rtt_ms"] == rtt and b.get("workload") == wl
+                    and b["boot"] == r["boot"] and b.get(field)):
+                base = b[field]
+                break
+        return v, (v / base if base else None), None
+
+    ts = host["timestamp"]
+    md = [f"# Benchmark {ts}", ""]
+    load = (f"host load {host['load_before']} before, {host['load_after']} after; "
+            f"{host['qemu_processes_before']} qemu processes of other users running at the start")
+    if len(parts) > 1:
+        load = (f"made of {len(parts)} `make bench` runs ({', '.join(p['timestamp'] for p in parts)}; "
+                f"RTTs split between them) of the same commit and kernel; " + load)
+    md += [
+        f"Release kernel {host['kernel_release']} under TCG, {host['vm']['cpus']} vCPUs, "
+        f"{host['vm']['memory']}; module at commit {host['git_commit'][:15]}"
+        f"{' (dirty tree)' if host['git_dirty'] else ''}; "
+        f"{'QUICK pass, ' if guest['quick'] else ''}fio {guest['runtime_s']} s per run after "
+        f"{guest['ramp_s']} s ramp, --direct=1, libaio; {guest['device_mb']} MiB memory-backed null_blk "
+        f"devices, fresh per system; veth with netem RTT/2 on each end. {load}.",
+        "",
+        "Each cell: the figure as a ratio to local dm-linear at the same RTT (latency: "
+        "lower is better; throughput: higher is better), then the absolute value. Absolute "
+        "figures under TCG mean little; ratios within this one run are what counts. Latency is "
+        "fio's `lat` (submission plus completion: dm-linear over null_blk completes inside "
+        "the submission).",
+        "",
+    ]
+    if len(vms) > len(rtts):
+        md += [f"{len(vms)} VM boots: one per RTT, plus one after each guest that died; every "
+               "ratio is to local dm-linear measured in the same boot.", ""]
+    else:
+        md += ["One VM boot per RTT; every ratio is to local dm-linear measured in the same boot.", ""]
+    if host["qemu_processes_before"]:
+        md += ["**Other VMs were running on this 2-core host during the run: the figures are "
+               "indicative only.**", ""]
+    notes = {}
+    for key, wl, field, title, unit, scale, _ in FIGURES:
+        md += [f"## {title}", "", "| system | " + " | ".join(f"RTT {t} ms" for t in rtts) + " |",
+               "|---|" + "---|" * len(rtts)]
+        for s in systems:
+            cells = []
+            for t in rtts:
+                v, ratio, why = value(s, t, wl, field)
+                if v is None:
+                    cells.append(why if len(why) < 60 else why.split(":")[0] + " (see note)")
+                    if len(why) >= 60:
+                        notes[(s, why)] = True
+                elif ratio is not None:
+                    cells.append(f"{ratio:.2f} ({fmt_abs(v * scale, unit)})")
+                else:
+                    cells.append(f"- ({fmt_abs(v * scale, unit)})")
+            md.append(f"| {NAMES[s]} | " + " | ".join(cells) + " |")
+        md.append("")
+
+    # Issue 6's targets.
+    md += ["## Targets of issue 6", "", "| target | " + " | ".join(f"RTT {t} ms" for t in rtts) + " |",
+           "|---|" + "---|" * len(rtts)]
+
+    def check(label, num, den, wl, field, op, limit):
+        cells = []
+        for t in rtts:
+            _, a, _ = value(num, t, wl, field)
+            _, b, _ = value(den, t, wl, field)
+            if a is None or b is None:
+                cells.append("not measured")
+                continue
+            r = a / b
+            ok = r >= limit if op == ">=" else r <= limit
+            cells.append(f"{r:.2f} {'met' if ok else '**not met**'}")
+        md.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    check("spec async / local, QD32 IOPS >= 0.9", "spec-async", "local", "qd32", "iops", ">=", 0.9)
+    check("spec async / local, 1M MB/s >= 0.9", "spec-async", "local", "seq", "bw_bytes", ">=", 0.9)
+    check("spec async / DRBD A, QD32 IOPS >= 1", "spec-async", "drbd-A", "qd32", "iops", ">=", 1.0)
+    check("spec async / DRBD A, 1M MB/s >= 1", "spec-async", "drbd-A", "seq", "bw_bytes", ">=", 1.0)
+    check("spec sync / DRBD C, QD1 mean latency <= 1.1", "spec-sync", "drbd-C", "qd1", "lat_mean_ns", "<=", 1.1)
+    check("spec sync / lock-sync, QD1 mean latency <= 0.6", "spec-sync", "lock-sync", "qd1", "lat_mean_ns", "<=", 0.6)
+    md.append("")
+    died = [v for v in vms if v["vm_exit_status"]]
+    if died:
+        md += ["## VMs that failed", ""]
+        for v in died:
+            lines = v["log_tail"].splitlines()
+            at = next((i for i, l in enumerate(lines) if SPLAT.search(l)), None)
+            if at is None:
+                first = "no splat in the log"
+            else:
+                more = [re.sub(r"^\[[ 0-9.]+\] ", "", l.strip()) for l in lines[at:at + 40]
+                        if re.search(r"Comm:|RIP: 0010", l)][:2]
+                first = " / ".join([re.sub(r"^\[[ 0-9.]+\] ", "", lines[at].strip())] + more)
+            errs = [r["error"] for r in runs if r["boot"] == v["boot"] and "error" in r and "crashed" in r["error"]]
+            md.append(f"- VM {v['boot']} (RTT {v['rtt_ms']} ms, {v['systems']}): exit status "
+                      f"{v['vm_exit_status']}; {errs[0] if errs else 'it finished its runs'}; "
+                      f"first report: `{first[:400]}`")
+        md.append("")
+    if notes:
+        md += ["## Not measured", ""]
+        for s, why in notes:
+            md.append(f"- {NAMES[s]}: {why}")
+        md.append("")
+    base = os.path.basename(prefix)
+    md += [f"![latency vs RTT]({base}-latency.png)", "", f"![throughput vs RTT]({base}-throughput.png)", "",
+           f"Raw fio results, versions and set-up lines: [{base}.json]({base}.json).", ""]
+    with open(prefix + ".md", "w") as f:
+        f.write("\n".join(md))
+
+    plots(prefix, rtts, systems, value, ts, guest["quick"])
+    print("\n".join(md))
+    print(f"bench: wrote {prefix}.json, {prefix}.md, {prefix}-latency.png, {prefix}-throughput.png",
+          file=sys.stderr)
+
+
+def plots(prefix, rtts, systems, value, ts, quick):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    x = list(range(len(rtts)))
+    styles = {"local": "k--o", "spec-async": "C0-o", "spec-sync": "C1-o", "lock-sync": "C2-s",
+              "drbd-A": "C3-^", "drbd-C": "C4-v", "dm-mirror": "C5-d"}
+    sub = f"{ts}{' (QUICK)' if quick else ''}, release kernel under TCG: compare within the run only"
+
+    def panel(ax, wl, field, scale, ylabel, title):
+        for s in systems:
+            pts = [(i, value(s, t, wl, field)[0]) for i, t in enumerate(rtts)]
+            pts = [(i, v * scale) for i, v in pts if v]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[s], label=NAMES[s])
+        ax.set_xticks(x, [str(t) for t in rtts])
+        ax.set_xlabel("netem RTT (ms)")
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+
+    def figure(path, title, panels):
+        fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.8))
+        for ax, args in zip(axes, panels):
+            panel(ax, *args)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{title}; {sub}", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+
+    figure(prefix + "-latency.png", "Write latency vs RTT", [
+        ("qd1", "lat_mean_ns", 1e-6, "mean latency (ms)", "4k random write, QD1: mean"),
+        ("qd1", "lat_p99_ns", 1e-6, "p99 latency (ms)", "4k random write, QD1: p99")])
+    figure(prefix + "-throughput.png", "Write throughput vs RTT", [
+        ("qd32", "iops", 1, "IOPS", "4k random write, QD32"),
+        ("seq", "bw_bytes", 1e-6, "MB/s", "1M sequential write, QD8")])
+
+
+if __name__ == "__main__":
+    main()
