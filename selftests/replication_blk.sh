@@ -1,8 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # Replication onto block drivers that do sector arithmetic per bio segment
-# (null_blk, memory-backed, like brd and zram): with 4096-byte and with
-# 512-byte logical blocks on the target. A target that handed such a
+# (null_blk, memory-backed, like brd and zram): both data devices with
+# 4096-byte, then with 512-byte logical blocks (the two must match: see
+# Limits in Documentation/dm-specmirror.rst). A target that handed such a
 # driver segments of its commit log (payloads right after a 40-byte
 # header, at any offset) corrupted data and memory (KASAN: use-after-free
 # in null_blk's copy); it now writes from page-aligned bounce pages. fio
@@ -37,7 +38,7 @@ S=$PREFIX-src D=$PREFIX-dst
 round() {
 	local bs=$1 src dst n out
 	nb_del
-	src=$(nb smtnb0 512) && dst=$(nb smtnb1 "$bs") || { sm_check "null_blk devices ($bs)" false; return; }
+	src=$(nb smtnb0 "$bs") && dst=$(nb smtnb1 "$bs") || { sm_check "null_blk devices ($bs)" false; return; }
 	n=$(sm_sectors "$src")
 	pair() {
 		ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $SM_IP_DST:7880" &&
@@ -59,7 +60,6 @@ round() {
 	echo "# $bs: target: $(dmsetup status $D)"
 	sm_check "$bs: remove" bash -c "dmsetup remove $S && dmsetup remove $D"
 }
-round 4096
-round 512
+for bs in ${DMSM_BLK_SIZES:-4096 512}; do round $bs; done
 echo "# $(basename "$0"): $SECONDS s"
 ktap_finished

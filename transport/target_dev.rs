@@ -889,6 +889,14 @@ impl IoOwner for TargetDev {
             }
             let ok = err == 0 || (h.kind == Kind::Discard && unsupported);
             g.m.io_done(seq, &h, ok);
+            let n = g.m.stats().io_errors;
+            if !ok && n.is_power_of_two() {
+                // Retried every second: say so sparingly (any context).
+                pr_warn!(
+                    "specmirror: target: {:?} at {} (+{}) failed ({}); kept and retried ({} failures so far)\n",
+                    h.kind, h.sector, h.count, err, n
+                );
+            }
         }
         g.ios = g.ios.saturating_sub(1);
         g.apply_kick = true;
