@@ -5,7 +5,8 @@
 # Two tiers. By default (the developer loop, a few minutes once the kernel
 # is cached): core tests, a short simulator and fuzz pass, module build,
 # clippy, and the quick selftests in the debug VM, replication included
-# with 16 MiB per variant. FULL=1 (what CI runs): the simulator with 2000
+# with 16 MiB per variant; CI (.ci/run) runs this tier. FULL=1 (over an
+# hour under TCG): the simulator with 2000
 # seeds, 15 s of each fuzzer, and every selftest: replication of 256 MiB
 # per variant, lifecycle, and the fault suite of issue 5.
 set -uo pipefail

@@ -11,6 +11,8 @@ SM_LOOPS=()
 SM_FILES=()
 
 sm_require() {
+	# A mark in the kernel log: the console shows when each test began.
+	echo "dmsm-test: $(basename "$0") starts" >/dev/kmsg 2>/dev/null
 	sm_clear_stale
 	if [ "$(id -u)" -ne 0 ]; then
 		ktap_skip_all "must run as root"; exit "$KSFT_SKIP"
