@@ -52,6 +52,11 @@ unsigned int dmsm_bio_sectors(const struct bio *bio)
 	return bio_sectors(bio);
 }
 
+unsigned int dmsm_bdev_logical_block_size(struct block_device *bdev)
+{
+	return bdev_logical_block_size(bdev);
+}
+
 unsigned long dmsm_spin_lock_irqsave(spinlock_t *lock)
 {
 	unsigned long flags;

@@ -27,6 +27,8 @@ int dmsm_bio_is_preflush(const struct bio *bio);
 int dmsm_bio_is_fua(const struct bio *bio);
 /* Size of @bio in sectors. */
 unsigned int dmsm_bio_sectors(const struct bio *bio);
+/* bdev_logical_block_size(): the device's smallest addressable unit. */
+unsigned int dmsm_bdev_logical_block_size(struct block_device *bdev);
 
 /* spin_lock_irqsave / spin_unlock_irqrestore (macros). */
 unsigned long dmsm_spin_lock_irqsave(spinlock_t *lock);

@@ -173,6 +173,12 @@ impl DmDev {
         // SAFETY: by the type invariant `dev` is a live dm_dev.
         unsafe { (*self.dev).bdev }
     }
+
+    /// The device's logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: `bdev()` is the live block device this dm_dev holds open.
+        unsafe { raw::dmsm_bdev_logical_block_size(self.bdev()) }
+    }
 }
 
 impl Drop for DmDev {

@@ -414,9 +414,13 @@ pub struct Hello {
     pub mac: [u8; 32],
     /// Hello flags (reserved for the state machines; carried verbatim).
     pub flags: u32,
+    /// Logical block size of the sender's data device in bytes; 0 when
+    /// not stated. A target refuses a source whose blocks are smaller than
+    /// its own (it could not apply the source's smallest writes).
+    pub block_size: u32,
 }
 
-// Hello field offsets (little-endian); bytes 84..88 are reserved, zero.
+// Hello field offsets (little-endian).
 const H_PROTO: usize = 0;
 const H_REGION: usize = 4;
 const H_DEV: usize = 8;
@@ -425,7 +429,7 @@ const H_LAST: usize = 24;
 const H_NONCE: usize = 32;
 const H_MAC: usize = 48;
 const H_FLAGS: usize = 80;
-const H_RESERVED: usize = 84;
+const H_BLOCK: usize = 84;
 
 impl Hello {
     /// Serializes into a fixed array.
@@ -439,6 +443,7 @@ impl Hello {
         wr(&mut o, H_NONCE, &self.nonce);
         wr(&mut o, H_MAC, &self.mac);
         wr(&mut o, H_FLAGS, &self.flags.to_le_bytes());
+        wr(&mut o, H_BLOCK, &self.block_size.to_le_bytes());
         o
     }
 
@@ -452,17 +457,13 @@ impl Hello {
         Ok(HELLO_LEN)
     }
 
-    /// Parses a HELLO payload, which must be exactly [`HELLO_LEN`] bytes
-    /// with zero reserved bytes.
+    /// Parses a HELLO payload, which must be exactly [`HELLO_LEN`] bytes.
     pub fn decode(buf: &[u8]) -> Result<Hello, DecodeError> {
         if buf.len() < HELLO_LEN {
             return Err(DecodeError::Short);
         }
         if buf.len() > HELLO_LEN {
             return Err(DecodeError::Trailing);
-        }
-        if rd_u32(buf, H_RESERVED) != 0 {
-            return Err(DecodeError::BadVersion);
         }
         let mut nonce = [0u8; 16];
         let mut mac = [0u8; 32];
@@ -481,6 +482,7 @@ impl Hello {
             nonce,
             mac,
             flags: rd_u32(buf, H_FLAGS),
+            block_size: rd_u32(buf, H_BLOCK),
         })
     }
 }

@@ -38,7 +38,7 @@ start=$(date +%s)
 # messages too; the guest script brackets the command's own output.
 set +e
 timeout --foreground "${DMSM_VM_TIMEOUT:-3600}" \
-	vng --run "$kdir" --disable-kvm --cpus "$cpus" --memory "$mem" -v \
+	vng --run "$kdir" --disable-kvm --force-9p --cpus "$cpus" --memory "$mem" -v \
 		--rwdir "$out" "${extra[@]}" --cwd "$DMSM_REPO" \
 		--append "kmemleak=on" \
 		--exec "$DMSM_REPO/scripts/vm-guest.sh $out" </dev/null 2>&1 |

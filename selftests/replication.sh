@@ -21,7 +21,7 @@ n=$(sm_sectors "$src")
 
 # run NAME RTT_MS SOURCE_OPTS: one variant, five results.
 run() {
-	local name=$1 rtt=$2 opts=$3 s=$PREFIX-src d=$PREFIX-dst half=$((MB / 2))
+	local name=$1 rtt=$2 opts=$3 s=$PREFIX-src d=$PREFIX-dst half=$((MB / 2)) t0=$EPOCHSECONDS
 	sm_netem "$rtt"
 	sm_check "$name: create target and source" bash -c "
 		ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $SM_IP_DST:7800' &&
@@ -36,6 +36,7 @@ run() {
 	echo "# $name: source: $(dmsetup status $s)"
 	echo "# $name: target: $(dmsetup status $d)"
 	sm_check "$name: remove" bash -c "dmsetup remove $s && dmsetup remove $d"
+	echo "# $name: $((EPOCHSECONDS - t0)) s"
 }
 
 run "async" 0 ""

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # Replication onto block drivers that do sector arithmetic per bio segment
 # (null_blk, memory-backed, like brd and zram): both data devices with
-# 4096-byte, then with 512-byte logical blocks (the two must match: see
-# Limits in Documentation/dm-specmirror.rst). A target that handed such a
+# 4096-byte, then with 512-byte logical blocks; then a target with larger
+# blocks than its source, which the handshake must refuse (see Limits in
+# Documentation/dm-specmirror.rst). A target that handed such a
 # driver segments of its commit log (payloads right after a 40-byte
 # header, at any offset) corrupted data and memory (KASAN: use-after-free
 # in null_blk's copy); it now writes from page-aligned bounce pages. fio
@@ -25,7 +26,7 @@ mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 [ -d $NB ] || modprobe null_blk nr_devices=0 2>/dev/null
 [ -d $NB ] || { ktap_skip_all "null_blk configfs not available"; exit "$KSFT_SKIP"; }
 ktap_print_header
-ktap_set_plan 12
+ktap_set_plan 15
 sm_check "load the module" sm_load
 sm_netns_down
 sm_check "two hosts joined by veth" sm_netns_up
@@ -61,5 +62,22 @@ round() {
 	sm_check "$bs: remove" bash -c "dmsetup remove $S && dmsetup remove $D"
 }
 for bs in ${DMSM_BLK_SIZES:-4096 512}; do round $bs; done
+
+# Source on 512-byte blocks, target on 4096: the target could not apply a
+# 512-byte write, so it refuses the stream at the handshake and nothing is
+# sent; the source says why in its status.
+nb_del
+mixed() {
+	src=$(nb smtnb0 512) && dst=$(nb smtnb1 4096) || return 1
+	n=$(sm_sectors "$src")
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $SM_IP_DST:7880" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $SM_IP_DST:7880"
+}
+sm_check "source on 512-byte blocks, target on 4096: both tables load" mixed
+sm_check "the source shows refused:block-size" sm_state $S refused:block-size
+echo "# source: $(dmsetup status $S)"
+echo "# target: $(dmsetup status $D)"
+dmesg | grep 'refused a source' | tail -1 | sed 's/^/# /'
+sm_check "remove" bash -c "dmsetup remove $S && dmsetup remove $D"
 echo "# $(basename "$0"): $SECONDS s"
 ktap_finished

@@ -122,6 +122,7 @@ pub(crate) fn refusal_str(r: Refusal) -> &'static str {
         Refusal::Diverged => "refused:diverged",
         Refusal::Auth => "refused:auth",
         Refusal::Protocol => "refused:protocol",
+        Refusal::BlockSize => "refused:block-size",
     }
 }
 
@@ -240,7 +241,8 @@ impl SourceDev {
             dev_sectors,
             generation,
         };
-        let m = Source::new(scfg, pages, 1, hot, inflight).map_err(|_| EINVAL)?;
+        let mut m = Source::new(scfg, pages, 1, hot, inflight).map_err(|_| EINVAL)?;
+        m.set_block_size(data.logical_block_size());
         let ns = NetNs::current()?;
         let state = State {
             m,

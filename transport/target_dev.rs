@@ -172,7 +172,8 @@ impl TargetDev {
         let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL)?;
         let log_bytes = pages.bytes();
         let tcfg = TargetConfig { region_sectors: cfg.region_sectors, dev_sectors, ack_every: ACK_EVERY };
-        let m = new_machine(tcfg, pages)?;
+        let mut m = new_machine(tcfg, pages)?;
+        m.set_block_size(data.logical_block_size());
         // Every record in flight lies in the issue window.
         let io_hdrs = KVec::with_capacity(m.commit_log().window_len(), GFP_KERNEL)?;
         let mut bounce_owner = KVec::with_capacity(BOUNCE_PAGES, GFP_KERNEL)?;
@@ -450,6 +451,7 @@ impl TargetDev {
                 nonce: frames::nonce(),
                 mac: [0; 32],
                 flags: Refusal::Auth.to_flags(),
+                block_size: 0,
             };
             auth::sign(secret, MacLabel::Reply, &hello.nonce, &mut reply);
             (encode_hello(&self.crc, &reply, true, &mut buf).map_err(|_| None)?, Err(Refusal::Auth))

@@ -183,6 +183,7 @@ fuzz_target!(|data: &[u8]| {
                     } else {
                         0
                     },
+                    block_size: if sel & 64 == 0 { 0 } else { 512 << (sel >> 7) },
                 };
                 let mut b = [0u8; MAX_CONTROL_FRAME];
                 match encode_hello(&c, &hello, false, &mut b) {

@@ -70,6 +70,9 @@ pub enum Refusal {
     Auth,
     /// Unexpected handshake message.
     Protocol,
+    /// The target's data device has larger logical blocks than the
+    /// source's: it could not apply the source's smallest writes.
+    BlockSize,
 }
 
 impl Refusal {
@@ -84,6 +87,7 @@ impl Refusal {
             Refusal::Diverged => 6,
             Refusal::Auth => 7,
             Refusal::Protocol => 8,
+            Refusal::BlockSize => 9,
         }
     }
 
@@ -98,6 +102,7 @@ impl Refusal {
             5 => Refusal::Generation,
             6 => Refusal::Diverged,
             7 => Refusal::Auth,
+            9 => Refusal::BlockSize,
             _ => Refusal::Protocol,
         }
     }
@@ -106,6 +111,14 @@ impl Refusal {
     pub fn to_flags(self) -> u32 {
         (self.code() << REFUSED_SHIFT) & HELLO_FLAG_REFUSED_MASK
     }
+}
+
+/// True if a target whose data device has `target` -byte logical blocks
+/// cannot apply every write of a source with `source` -byte blocks (the
+/// source's smallest write is one of its own blocks). 0 means not stated:
+/// a peer that does not say is not refused.
+pub fn block_size_too_large(target: u32, source: u32) -> bool {
+    target != 0 && source != 0 && target > source
 }
 
 /// Largest control frame either machine emits (HELLO / HELLO_REPLY).

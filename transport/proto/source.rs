@@ -220,6 +220,8 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     /// One past the highest seq ever sent.
     sent_hwm: u64,
     handshakes: u64,
+    /// Logical block size of the data device (bytes; 0: not stated).
+    block_size: u32,
     stats: SourceStats,
 }
 
@@ -261,8 +263,16 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             acked: first_seq - 1,
             sent_hwm: first_seq,
             handshakes: 0,
+            block_size: 0,
             stats: SourceStats::default(),
         })
+    }
+
+    /// States the data device's logical block size (bytes) in every HELLO:
+    /// a target with larger blocks refuses the stream (`BlockSize`) rather
+    /// than fail the writes it cannot apply.
+    pub fn set_block_size(&mut self, bytes: u32) {
+        self.block_size = bytes;
     }
 
     /// The configuration.
@@ -526,6 +536,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             nonce: [0; 16],
             mac: [0; 32],
             flags,
+            block_size: self.block_size,
         }
     }
 
@@ -549,6 +560,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             Err(Refusal::DeviceSize)
         } else if h.region_sectors != self.cfg.region_sectors {
             Err(Refusal::RegionSize)
+        } else if super::block_size_too_large(h.block_size, self.block_size) {
+            // The target should have refused; an older one does not check.
+            Err(Refusal::BlockSize)
         } else if h.generation != self.cfg.generation {
             Err(Refusal::Generation)
         } else if h.last_applied < self.base() || h.last_applied >= self.ring.next_seq() {

@@ -184,6 +184,8 @@ where
     /// A FLUSH or FUA record completed since the last ACK.
     urgent: bool,
     failed: u64,
+    /// Logical block size of the data device (bytes; 0: not stated).
+    block_size: u32,
     stats: TargetStats,
 }
 
@@ -247,6 +249,7 @@ where
             acked_sent: 0,
             urgent: false,
             failed: 0,
+            block_size: 0,
             stats: TargetStats::default(),
         })
     }
@@ -439,6 +442,13 @@ where
         TargetRecv::Ok
     }
 
+    /// States the data device's logical block size (bytes) in every
+    /// HELLO_REPLY; a source with smaller blocks is refused (`BlockSize`):
+    /// this target could not apply its smallest writes.
+    pub fn set_block_size(&mut self, bytes: u32) {
+        self.block_size = bytes;
+    }
+
     /// Answers a HELLO (after the glue checked its MAC). Queues the
     /// HELLO_REPLY (accepting or refusing) for [`Target::poll_send`].
     pub fn on_hello(&mut self, h: &Hello) -> Result<(), Refusal> {
@@ -448,6 +458,8 @@ where
             Err(Refusal::DeviceSize)
         } else if h.region_sectors != self.cfg.region_sectors {
             Err(Refusal::RegionSize)
+        } else if super::block_size_too_large(self.block_size, h.block_size) {
+            Err(Refusal::BlockSize)
         } else if h.generation == 0 {
             Err(Refusal::Generation)
         } else if h.generation != self.generation {
@@ -482,6 +494,7 @@ where
             nonce: [0; 16],
             mac: [0; 32],
             flags: 0,
+            block_size: self.block_size,
         };
         match r {
             Ok(()) => {

@@ -205,6 +205,7 @@ fn full_target(mut sector: impl FnMut(u64) -> u64) -> Tgt {
         nonce: [0; 16],
         mac: [0; 32],
         flags: 0,
+        block_size: 0,
     };
     let mut b = [0u8; 256];
     let n = encode_hello(&common::Crc, &hello, false, &mut b).unwrap();

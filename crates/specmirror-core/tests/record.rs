@@ -149,9 +149,12 @@ fn hello_round_trip_and_rejections() {
     assert_eq!(hl.encode(&mut buf[..87]), Err(EncodeError::BufferTooSmall));
     assert_eq!(Hello::decode(&b[..87]), Err(DecodeError::Short));
     assert_eq!(Hello::decode(&buf[..89]), Err(DecodeError::Trailing));
+    // Bytes 84..88: the logical block size (once reserved).
     let mut r = b;
-    r[85] = 1;
-    assert_eq!(Hello::decode(&r), Err(DecodeError::BadVersion));
+    r[85] = 0x10;
+    assert_eq!(Hello::decode(&r).map(|h| h.block_size), Ok(4096));
+    let bs = Hello { block_size: 512, ..hl }.to_bytes();
+    assert_eq!(&bs[84..88], &512u32.to_le_bytes());
     // Field placement pinned (see Documentation/wire-protocol.rst).
     assert_eq!(&b[0..4], &1u32.to_le_bytes());
     assert_eq!(&b[4..8], &2048u32.to_le_bytes());

@@ -183,6 +183,57 @@ fn handshake_refuses_mismatch() {
     assert_eq!(t2.on_hello(&bad), Err(Refusal::Version));
 }
 
+/// A target whose device has larger logical blocks than the source's
+/// cannot apply the source's smallest writes: it refuses the stream, and a
+/// source told so by an older target's reply refuses it too. Equal sizes,
+/// a smaller target block, or a side that does not state its size pass.
+#[test]
+fn handshake_compares_logical_block_sizes() {
+    for (src_bs, tgt_bs, refused) in [
+        (512, 4096, true),
+        (4096, 4096, false),
+        (4096, 512, false),
+        (0, 4096, false),
+        (512, 0, false),
+    ] {
+        let mut s = source(Mode::Speculative, Completion::Async, 64, 4);
+        s.set_block_size(src_bs);
+        let mut t = target(64);
+        t.set_block_size(tgt_bs);
+        let h = s.start_handshake();
+        assert_eq!(h.block_size, src_bs);
+        let r = t.on_hello(&h);
+        let mut b = [0u8; 256];
+        let n = t.poll_send(&C, &mut b).unwrap().unwrap();
+        let SourceRecv::HelloReply(reply) = s.on_frame(&C, &b[..n]) else {
+            panic!("no HELLO_REPLY")
+        };
+        assert_eq!(reply.block_size, tgt_bs);
+        if refused {
+            assert_eq!(r, Err(Refusal::BlockSize), "{src_bs} -> {tgt_bs}");
+            assert_eq!(s.on_hello_reply(&reply), Err(Refusal::BlockSize));
+            assert_eq!(s.link_state(), LinkState::Refused(Refusal::BlockSize));
+        } else {
+            assert_eq!(r, Ok(()), "{src_bs} -> {tgt_bs}");
+            assert_eq!(s.on_hello_reply(&reply), Ok(()));
+        }
+    }
+    // A target that did not check (an older one) answers with its size:
+    // the source refuses on its own.
+    let mut s = source(Mode::Speculative, Completion::Async, 64, 4);
+    s.set_block_size(512);
+    let mut t = target(64);
+    let h = s.start_handshake();
+    assert_eq!(t.on_hello(&h), Ok(()));
+    let mut b = [0u8; 256];
+    let n = t.poll_send(&C, &mut b).unwrap().unwrap();
+    let SourceRecv::HelloReply(mut reply) = s.on_frame(&C, &b[..n]) else {
+        panic!("no HELLO_REPLY")
+    };
+    reply.block_size = 4096;
+    assert_eq!(s.on_hello_reply(&reply), Err(Refusal::BlockSize));
+}
+
 #[test]
 fn speculative_sends_without_waiting_and_evicts_lru() {
     let mut s = source(Mode::Speculative, Completion::Async, 64, 2);
