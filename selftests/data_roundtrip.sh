@@ -3,7 +3,7 @@
 # Each role on its own (no peer): data written through a source reads back
 # verified (fio crc32c) and lands unchanged on its data device (cmp), with
 # discards and flushes; a target device reads its data device and refuses
-# writes (the replica is read-only).
+# writes (the replica is read-only). DMSM_RT_MB: MiB fio writes (16).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require
 trap sm_cleanup EXIT
@@ -19,7 +19,7 @@ name=$PREFIX-source
 # Nobody listens on this port: the source keeps the records and retries.
 sm_check "source: create (peer unreachable)" sm_create "$name" "0 $n specmirror source $dev 127.0.0.1:7790"
 sm_check "source: fio randwrite verify=crc32c" \
-	fio --name=rt --filename=/dev/mapper/$name --rw=randwrite --bs=4k --size=16M \
+	fio --name=rt --filename=/dev/mapper/$name --rw=randwrite --bs=4k --size=${DMSM_RT_MB:-16}M \
 		--direct=1 --ioengine=psync --verify=crc32c --verify_fatal=1 \
 		--fsync=64 --randrepeat=0 --verify_state_save=0 --output-format=terse
 sm_check "source: data device holds what was written (cmp)" bash -c "

@@ -26,7 +26,11 @@ mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 [ -d $NB ] || modprobe null_blk nr_devices=0 2>/dev/null
 [ -d $NB ] || { ktap_skip_all "null_blk configfs not available"; exit "$KSFT_SKIP"; }
 ktap_print_header
-ktap_set_plan 15
+SIZES=${DMSM_BLK_SIZES:-4096 512}
+# DMSM_BLK_MB: MiB written per pattern (random, then sequential).
+MB=${DMSM_BLK_MB:-16}
+set -- $SIZES
+ktap_set_plan $((2 + 5 * $# + 3))
 sm_check "load the module" sm_load
 sm_netns_down
 sm_check "two hosts joined by veth" sm_netns_up
@@ -49,19 +53,19 @@ round() {
 	sm_check "target on null_blk with $bs-byte blocks: create, connected" pair
 	write() {
 		fio --name=rnd --filename=/dev/mapper/$S --direct=1 --ioengine=libaio --iodepth=8 \
-			--rw=randwrite --bsrange=4k-64k --size=16M --verify=crc32c --verify_fatal=1 \
+			--rw=randwrite --bsrange=4k-64k --size=${MB}M --verify=crc32c --verify_fatal=1 \
 			--verify_state_save=0 --randrepeat=0 --fsync=32 --output-format=terse >/dev/null &&
 		fio --name=seq --filename=/dev/mapper/$S --direct=1 --ioengine=libaio --iodepth=4 \
-			--rw=write --bs=1M --offset=32M --size=16M --verify=crc32c --verify_fatal=1 \
+			--rw=write --bs=1M --offset=32M --size=${MB}M --verify=crc32c --verify_fatal=1 \
 			--verify_state_save=0 --output-format=terse >/dev/null
 	}
-	sm_check "$bs: fio 16 MiB random 4k-64k + 16 MiB sequential 1M, verified" write
+	sm_check "$bs: fio $MB MiB random 4k-64k + $MB MiB sequential 1M, verified" write
 	sm_check "$bs: quiesce (ring empty)" sm_quiesce $S 180
 	sm_check "$bs: data devices equal (cmp)" sm_equal "$src" "$dst"
 	echo "# $bs: target: $(dmsetup status $D)"
 	sm_check "$bs: remove" bash -c "dmsetup remove $S && dmsetup remove $D"
 }
-for bs in ${DMSM_BLK_SIZES:-4096 512}; do round $bs; done
+for bs in $SIZES; do round $bs; done
 
 # Source on 512-byte blocks, target on 4096: the target could not apply a
 # 512-byte write, so it refuses the stream at the handshake and nothing is

@@ -164,6 +164,14 @@ struct State {
     repair_read: Option<i32>,
 }
 
+impl State {
+    /// True if the worker has something to do: deferred writes to retry,
+    /// acknowledged bios to end, or a failed write to repair.
+    fn worker_has_work(&self) -> bool {
+        !self.deferred.is_empty() || !self.release.is_empty() || self.m.next_repair().is_some()
+    }
+}
+
 /// The threads of a running source.
 struct Threads {
     sender: Thread,
@@ -378,10 +386,15 @@ impl SourceDev {
                 None => EndIo::Done,
             }
         };
-        g.work_kick = true;
+        // A finished local write may unblock an overlapping deferred one,
+        // or leave released bios or a repair to the worker. Nothing else
+        // wakes it: a wake-up per write costs a context switch per write.
+        let work = g.worker_has_work();
+        g.work_kick |= work;
         drop(g);
-        // A finished local write may unblock an overlapping deferred one.
-        self.kick_worker();
+        if work {
+            self.kick_worker();
+        }
         r
     }
 
@@ -920,10 +933,14 @@ impl SourceDev {
                     release.push_back(b);
                 }
             }
-            g.work_kick = true;
+            // Room freed by an ACK may let deferred writes in.
+            let work = g.worker_has_work();
+            g.work_kick |= work;
             drop(g);
             self.tx_wait.notify_all();
-            self.kick_worker();
+            if work {
+                self.kick_worker();
+            }
             while let Some(b) = release.pop_front() {
                 b.end_keep_status();
             }
