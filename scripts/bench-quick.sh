@@ -77,7 +77,8 @@ dmsetup remove bq-linear
 echo "bench:   dm-linear: $linear_iops IOPS"
 
 echo "bench: 4k randwrite QD32, specmirror speculative, completion async, RTT $RTT ms"
-mirror_up ""
+# DMSM_BENCH_ASYNC_OPTS: optional arguments of this source (default none).
+mirror_up "${DMSM_BENCH_ASYNC_OPTS:-}"
 read -r spec_iops _ < <(fio_run /dev/mapper/$S 32)
 echo "bench:   speculative async: $spec_iops IOPS"
 mirror_down
