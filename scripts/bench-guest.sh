@@ -233,9 +233,27 @@ fio_args() { # WORKLOAD
 }
 run_fio() { # DEV WORKLOAD OUTFILE
 	# shellcheck disable=SC2046
-	timeout $((RUNTIME + RAMP + 120)) fio --name="$2" --filename="$1" $(fio_args "$2") --ioengine=libaio \
+	timeout -k 10 $((RUNTIME + RAMP + 120)) fio --name="$2" --filename="$1" $(fio_args "$2") --ioengine=libaio \
 		--direct=1 --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --randrepeat=0 \
 		--norandommap --lat_percentiles=1 --output-format=json --output="$3" >/dev/null 2>"$3.err"
+	local rc=$?
+	[ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] || return "$rc"
+	# fio outlived its run by two minutes: I/O that never completes. Say
+	# where everything stands and end this VM (its clean-up would wait on
+	# the same I/O); scripts/bench.sh goes on in a new one.
+	{
+		echo "fio timed out ($rc): $2 on $1"
+		for d in $(dmsetup ls | awk '{print $1}'); do echo "status $d: $(dmsetup status "$d")"; done
+		for t in /proc/[0-9]*; do
+			grep -qs '^State:.*D' "$t/status" || continue
+			echo "--- D-state task ${t#/proc/} $(cat "$t/comm")"; cat "$t/stack" 2>/dev/null
+		done
+		echo w >/proc/sysrq-trigger; sleep 1; dmesg | tail -200
+	} >"$CUR/hang.txt" 2>&1
+	log "  $sys $2: I/O hung; diagnostics in raw/${CUR##*/}/hang.txt:"
+	head -40 "$CUR/hang.txt" | sed 's/^/bench:   | /'
+	trap - EXIT
+	exit 3
 }
 
 cleanup() {
