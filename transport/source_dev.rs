@@ -164,14 +164,6 @@ struct State {
     repair_read: Option<i32>,
 }
 
-impl State {
-    /// True if the worker has something to do: deferred writes to retry,
-    /// acknowledged bios to end, or a failed write to repair.
-    fn worker_has_work(&self) -> bool {
-        !self.deferred.is_empty() || !self.release.is_empty() || self.m.next_repair().is_some()
-    }
-}
-
 /// The threads of a running source.
 struct Threads {
     sender: Thread,
@@ -386,15 +378,10 @@ impl SourceDev {
                 None => EndIo::Done,
             }
         };
-        // A finished local write may unblock an overlapping deferred one,
-        // or leave released bios or a repair to the worker. Nothing else
-        // wakes it: a wake-up per write costs a context switch per write.
-        let work = g.worker_has_work();
-        g.work_kick |= work;
+        g.work_kick = true;
         drop(g);
-        if work {
-            self.kick_worker();
-        }
+        // A finished local write may unblock an overlapping deferred one.
+        self.kick_worker();
         r
     }
 
@@ -933,14 +920,10 @@ impl SourceDev {
                     release.push_back(b);
                 }
             }
-            // Room freed by an ACK may let deferred writes in.
-            let work = g.worker_has_work();
-            g.work_kick |= work;
+            g.work_kick = true;
             drop(g);
             self.tx_wait.notify_all();
-            if work {
-                self.kick_worker();
-            }
+            self.kick_worker();
             while let Some(b) = release.pop_front() {
                 b.end_keep_status();
             }

@@ -902,14 +902,8 @@ impl IoOwner for TargetDev {
         }
         g.ios = g.ios.saturating_sub(1);
         g.apply_kick = true;
-        // The sender only when an ACK (or another frame) is due now.
-        let send = g.m.send_due();
-        g.tx_kick |= send;
+        g.tx_kick = true;
         drop(g);
-        self.apply_wait.notify_all();
-        self.rx_wait.notify_all();
-        if send {
-            self.tx_wait.notify_all();
-        }
+        self.kick_all();
     }
 }

@@ -630,13 +630,6 @@ where
             || self.log.in_flight() == 0
     }
 
-    /// True if [`Target::poll_send`] has a frame to give now. The glue
-    /// wakes its sender only then: a wake-up per completed write that
-    /// finds nothing to send costs a context switch per write.
-    pub fn send_due(&self) -> bool {
-        self.reply.is_some() || (self.connected && (self.nak.is_some() || self.ctl_len > 0 || self.ack_due()))
-    }
-
     /// Encodes the next control frame to send into `out` (at least
     /// [`super::MAX_CONTROL_FRAME`] bytes) and returns its length; `None`
     /// when nothing is due. Order: HELLO_REPLY, NAK, lock replies, ACK.
