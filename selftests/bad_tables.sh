@@ -62,13 +62,11 @@ ktap_set_plan $(( ${#cases[@]} + 2 ))
 # line; read the log once at the end and pair the i-th line with case i.
 before=$(dmesg | wc -l)
 # One device without a table; each bad line is loaded into it (the ioctl
-# of `dmsetup load`), which runs the same constructor as create without a
-# device setup and teardown per case; all lines go through one process
-# (dm_load.py), since each dmsetup process costs about a second under TCG.
+# of `dmsetup load`, see sm_try_tables), which runs the same constructor
+# as create without a device setup and teardown per case.
 # A refused load must leave no inactive table.
 dmsetup create $PREFIX-bad --notable
-mapfile -t res < <(for i in "${!cases[@]}"; do printf '0 %s specmirror %s\0' "$n" "${cases[$i]%|*}"; done |
-	python3 "$DIR/dm_load.py" $PREFIX-bad)
+mapfile -t res < <(sm_try_tables $PREFIX-bad "$n" "${cases[@]%|*}")
 dmsetup remove $PREFIX-bad
 mapfile -t logged < <(dmesg | tail -n +$((before + 1)) | grep 'device-mapper: table: .*: specmirror: ')
 for i in "${!cases[@]}"; do

@@ -58,6 +58,17 @@ sm_loop() {
 
 sm_sectors() { blockdev --getsz "$1"; }
 
+# sm_try_tables DEV SECTORS ARGS...: loads "0 SECTORS specmirror ARGS" for
+# each ARGS, in turn, into the inactive table of DEV (a device without a
+# table) through one process (dm_load.py; a dmsetup process per line costs
+# about a second under TCG). One line out per ARGS: "<errno> <targets left
+# in the inactive table>", errno 0 when accepted (cleared again at once).
+sm_try_tables() {
+	local dev=$1 n=$2 a
+	shift 2
+	for a in "$@"; do printf '0 %s specmirror %s\0' "$n" "$a"; done | python3 "$DIR/dm_load.py" "$dev"
+}
+
 # sm_create NAME TABLE: dmsetup create, reporting its error.
 sm_create() {
 	dmsetup create "$1" --table "$2"

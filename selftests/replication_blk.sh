@@ -40,17 +40,19 @@ nb() {
 	echo "$2" >$NB/$1/blocksize && echo 1 >$NB/$1/power && echo /dev/$1
 }
 S=$PREFIX-src D=$PREFIX-dst
+# pair SRC DST: target on DST (namespace D), source on SRC (namespace S).
+pair() {
+	local n
+	n=$(sm_sectors "$1") &&
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $2 $SM_IP_DST:7880" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $1 $SM_IP_DST:7880"
+}
+connected_pair() { pair "$1" "$2" && sm_state $S connected; }
 round() {
-	local bs=$1 src dst n out
+	local bs=$1 src dst out
 	nb_del
 	src=$(nb smtnb0 "$bs") && dst=$(nb smtnb1 "$bs") || { sm_check "null_blk devices ($bs)" false; return; }
-	n=$(sm_sectors "$src")
-	pair() {
-		ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $SM_IP_DST:7880" &&
-		ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $SM_IP_DST:7880" &&
-		sm_state $S connected
-	}
-	sm_check "target on null_blk with $bs-byte blocks: create, connected" pair
+	sm_check "target on null_blk with $bs-byte blocks: create, connected" connected_pair "$src" "$dst"
 	write() {
 		fio --name=rnd --filename=/dev/mapper/$S --direct=1 --ioengine=libaio --iodepth=8 \
 			--rw=randwrite --bsrange=4k-64k --size=${MB}M --verify=crc32c --verify_fatal=1 \
@@ -72,10 +74,7 @@ for bs in $SIZES; do round $bs; done
 # sent; the source says why in its status.
 nb_del
 mixed() {
-	src=$(nb smtnb0 512) && dst=$(nb smtnb1 4096) || return 1
-	n=$(sm_sectors "$src")
-	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $SM_IP_DST:7880" &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $SM_IP_DST:7880"
+	src=$(nb smtnb0 512) && dst=$(nb smtnb1 4096) && pair "$src" "$dst"
 }
 sm_check "source on 512-byte blocks, target on 4096: both tables load" mixed
 sm_check "the source shows refused:block-size" sm_state $S refused:block-size
