@@ -35,7 +35,10 @@ module! {
 }
 
 struct SpecMirrorModule {
+    // Dropped in this order: no device (and so no socket) is left when the
+    // memalloc key reference goes.
     _target: Registration<SpecMirror>,
+    _memalloc: transport::net::MemallocSocks,
 }
 
 impl kernel::Module for SpecMirrorModule {
@@ -45,9 +48,10 @@ impl kernel::Module for SpecMirrorModule {
             dm::selftest::run().inspect_err(|e| pr_err!("specmirror: selftest failed: {:?}\n", e))?;
             pr_info!("specmirror: selftest passed\n");
         }
+        let memalloc = transport::net::MemallocSocks::hold();
         let target = Registration::new(module)?;
         pr_info!("specmirror target registered (version 0.2.0)\n");
-        Ok(SpecMirrorModule { _target: target })
+        Ok(SpecMirrorModule { _target: target, _memalloc: memalloc })
     }
 }
 

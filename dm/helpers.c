@@ -149,6 +149,16 @@ void dmsm_sock_release(struct socket *sock)
 	sock_release(sock);
 }
 
+void dmsm_memalloc_socks_get(void)
+{
+	static_branch_inc(&memalloc_socks_key);
+}
+
+void dmsm_memalloc_socks_put(void)
+{
+	static_branch_dec(&memalloc_socks_key);
+}
+
 void *dmsm_page_address(struct page *page)
 {
 	return page_address(page);

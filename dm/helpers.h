@@ -62,6 +62,14 @@ void dmsm_sock_set_reuseaddr(struct socket *sock);
 void dmsm_sock_set_abortive_close(struct socket *sock);
 /* Undoes sk_set_memalloc if set, then sock_release(). */
 void dmsm_sock_release(struct socket *sock);
+/*
+ * One reference on the kernel's memalloc-sockets static key, taken at
+ * module load and dropped at unload, so that the sk_set_memalloc() and
+ * sk_clear_memalloc() of every (re)connection only count, never patch
+ * kernel text (see net.rs, MemallocSocks).
+ */
+void dmsm_memalloc_socks_get(void);
+void dmsm_memalloc_socks_put(void);
 
 /* page_address() (no highmem on the supported arches). */
 void *dmsm_page_address(struct page *page);

@@ -76,6 +76,41 @@ impl Drop for NetNs {
     }
 }
 
+/// The module's reference on the kernel's memalloc-sockets static key.
+///
+/// `sk_set_memalloc()` on a socket turns that key on when no other socket
+/// has it, and the last `sk_clear_memalloc()` turns it off: each switch
+/// rewrites every `sk_memalloc_socks()` site in the kernel's text with
+/// int3 breakpoints and cross-CPU syncs. A source that reconnects every
+/// few seconds to an unreachable or hostile peer would switch it on every
+/// attempt; under QEMU TCG one such switch crashed a guest (`Oops: int3`
+/// in `__alloc_skb`, in an unrelated process closing a socket). Holding one
+/// reference while the module is loaded makes the per-socket calls plain
+/// counting, at the cost nbd and iSCSI users pay while they have a socket:
+/// one extra test in the skb receive path.
+///
+/// # Invariants
+///
+/// Each value holds exactly one reference on the key, dropped by `Drop`.
+pub(crate) struct MemallocSocks(());
+
+impl MemallocSocks {
+    /// Takes the reference (may sleep: module init only).
+    pub(crate) fn hold() -> MemallocSocks {
+        // SAFETY: no preconditions; process context (module init).
+        unsafe { raw::dmsm_memalloc_socks_get() };
+        // INVARIANT: the reference taken above belongs to this value.
+        MemallocSocks(())
+    }
+}
+
+impl Drop for MemallocSocks {
+    fn drop(&mut self) {
+        // SAFETY: drops the one reference this value holds (type invariant).
+        unsafe { raw::dmsm_memalloc_socks_put() };
+    }
+}
+
 /// A socket address built from an [`Endpoint`].
 #[repr(C)]
 union SockAddr {
