@@ -70,9 +70,13 @@ sim-report:
 fuzz-smoke:
 	scripts/fuzz-smoke.sh $(FUZZ_SECONDS)
 
+# vm_selftests ENV: install selftests/ into the kernel tree, then run them
+# in the VM with ENV (DMSM_TESTS: a list; DMSM_RUN_ONE: one script alone).
+vm_selftests = @kdir=$(kdir) && scripts/install-selftests.sh "$$kdir" && \
+	$(1) scripts/vm.sh scripts/run-selftests.sh
+
 selftests: module
-	@kdir=$(kdir) && scripts/install-selftests.sh "$$kdir" && \
-		scripts/vm.sh scripts/run-selftests.sh
+	$(call vm_selftests,)
 
 check:
 	@scripts/check.sh
@@ -83,13 +87,11 @@ FAULT_TESTS := lifecycle.sh faults_link.sh faults_badnet.sh faults_corrupt.sh \
 	faults_lock.sh faults_disk.sh faults_ringfull.sh bad_tables_gen.sh \
 	hostile.sh hostile_source.sh faults_remove.sh
 faults: module
-	@kdir=$(kdir) && scripts/install-selftests.sh "$$kdir" && \
-		DMSM_TESTS="$(FAULT_TESTS)" scripts/vm.sh scripts/run-selftests.sh
+	$(call vm_selftests,DMSM_TESTS="$(FAULT_TESTS)")
 
 # Issue 5 scenario 12: DMSM_SOAK_SECONDS (600) of load with random faults.
 soak: module
-	@kdir=$(kdir) && scripts/install-selftests.sh "$$kdir" && \
-		DMSM_RUN_ONE=soak.sh scripts/vm.sh scripts/run-selftests.sh
+	$(call vm_selftests,DMSM_RUN_ONE=soak.sh)
 
 demo:
 	@scripts/deps.sh && kdir=$(kdir) && $(KMAKE) modules && \

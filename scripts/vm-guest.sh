@@ -8,9 +8,10 @@ export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
 mkdir -p /dev/mapper
 # Forget what boot allocated, so a later scan reports only the command's leaks.
-# No automatic scans: one scans all of memory, under TCG for minutes of a
-# vCPU, and slowed whole tests by a third when it came during them. The
-# explicit scans (below, and in tests that check for leaks) still report.
+# No automatic scans: one reads all of memory (13 s of a vCPU under TCG when
+# idle, far longer under load) and slowed whole tests by a third when it
+# came during them. The explicit scans (below, and in tests that check for
+# leaks) still report.
 if [ -w /sys/kernel/debug/kmemleak ]; then
 	echo clear >/sys/kernel/debug/kmemleak 2>/dev/null
 	echo scan=off >/sys/kernel/debug/kmemleak 2>/dev/null
