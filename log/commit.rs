@@ -1,7 +1,9 @@
 //! Target-side commit log: received records, in seq order, until applied.
 //!
-//! Records are stored like in the rollback ring (header + payload back to
-//! back over caller pages). The first records from the head (the issue
+//! Records are stored like in the rollback ring (header, padding to the
+//! payload alignment, payload, back to back over caller pages; see
+//! [`super::pages`]), so a WRITE's bio is built straight from the log's
+//! pages. The first records from the head (the issue
 //! window, as many as the caller gives [`WindowSlot`]s: [`SCAN_LIMIT`] by
 //! default) are also kept decoded, with their state (pending, issued, done,
 //! failed), in those slots: every record in flight lies in that window, so
@@ -39,7 +41,10 @@
 use core::ops::DerefMut;
 
 use super::filter::{RegionFilter, DEFAULT_REGION_SHIFT};
-use super::pages::{advance, capacity, read_at, write_at, Pages, Spans};
+use super::pages::{
+    advance, capacity, header_pad, max_stored_len, read_at, stored_len, valid_payload_align,
+    write_at, Pages, Spans, MIN_PAYLOAD_ALIGN,
+};
 use super::record::{decode_header, Header, Kind, FLAG_PREFLUSH, HEADER_LEN};
 
 /// Why a record was not accepted by [`CommitLog::push`].
@@ -57,6 +62,9 @@ pub enum CommitError {
     BadLength,
     /// Only source-to-target records except HELLO belong in the log.
     BadKind,
+    /// The payload alignment is not a power of two from 8 to `PAGE_SIZE`,
+    /// or the log is not empty.
+    Align,
 }
 
 /// A record handed out for execution.
@@ -72,13 +80,10 @@ pub struct IssueView {
 
 impl IssueView {
     /// The payload as `(page index, offset, len)` pieces, each inside one
-    /// page of the log's storage (empty for records without payload).
+    /// page of the log's storage and starting at a multiple of the log's
+    /// payload alignment (empty for records without payload).
     pub fn chunks(&self) -> Spans {
-        Spans {
-            cap: self.cap,
-            pos: self.payload_start,
-            left: self.header.len as usize,
-        }
+        Spans::new(self.cap, self.payload_start, self.header.len as usize)
     }
 }
 
@@ -150,8 +155,8 @@ impl WindowSlot {
         }
     }
 
-    fn frame_len(&self) -> usize {
-        HEADER_LEN.saturating_add(self.len as usize)
+    fn stored_len(&self, align: usize) -> usize {
+        stored_len(self.pos, self.len as usize, align)
     }
 
     fn is_barrier(&self) -> bool {
@@ -173,6 +178,7 @@ impl WindowSlot {
 pub struct CommitLog<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> {
     pages: P,
     cap: usize,
+    align: usize,
     head: usize,
     used: usize,
     records: usize,
@@ -214,6 +220,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         window.fill(WindowSlot::EMPTY);
         Ok(CommitLog {
             cap: capacity(&pages),
+            align: MIN_PAYLOAD_ALIGN,
             pages,
             head: 0,
             used: 0,
@@ -233,6 +240,21 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
     /// The storage, to resolve [`IssueView::chunks`] page indices.
     pub fn pages(&self) -> &P {
         &self.pages
+    }
+
+    /// Sets the alignment of payloads in the log (a power of two from 8,
+    /// no padding, to `PAGE_SIZE`); only while the log is empty.
+    pub fn set_payload_align(&mut self, align: usize) -> Result<(), CommitError> {
+        if !valid_payload_align(align) || self.records != 0 {
+            return Err(CommitError::Align);
+        }
+        self.align = align;
+        Ok(())
+    }
+
+    /// The payload alignment.
+    pub fn payload_align(&self) -> usize {
+        self.align
     }
 
     /// Caps records in flight at `n`, clamped to 1..=window length (every
@@ -288,7 +310,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             if h.kind.is_data() {
                 self.filter.add(h.sector, h.count);
             }
-            pos = advance(pos, h.frame_len(), self.cap);
+            pos = advance(pos, self.stored_at(pos, &h), self.cap);
         }
     }
 
@@ -309,7 +331,14 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
 
     /// Whether a record with `payload_len` bytes of payload fits now.
     pub fn can_push(&self, payload_len: usize) -> bool {
-        HEADER_LEN.saturating_add(payload_len) <= self.free_bytes()
+        let tail = advance(self.head, self.used, self.cap);
+        stored_len(tail, payload_len, self.align) <= self.free_bytes()
+    }
+
+    /// Whether a record with `payload_len` bytes of payload could ever fit
+    /// (in the empty log, wherever it landed).
+    pub fn fits_ever(&self, payload_len: usize) -> bool {
+        max_stored_len(payload_len, self.align) <= self.cap
     }
 
     /// True when no record is held.
@@ -352,26 +381,38 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         if hdr.seq > self.next_seq {
             return Err(CommitError::Gap);
         }
-        let frame = hdr.frame_len();
-        if frame > self.cap {
+        if !self.fits_ever(payload.len()) {
             return Err(CommitError::TooLarge);
         }
-        if frame > self.free_bytes() {
+        let tail = advance(self.head, self.used, self.cap);
+        let stored = stored_len(tail, payload.len(), self.align);
+        if stored > self.free_bytes() {
             return Err(CommitError::Full);
         }
         let after = self.next_seq.checked_add(1).ok_or(CommitError::Full)?;
-        let tail = advance(self.head, self.used, self.cap);
         let mut hb = [0u8; HEADER_LEN];
         hdr.encode(&mut hb);
-        let pos = write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| CommitError::Full)?;
-        write_at(&mut self.pages, self.cap, pos, payload).map_err(|()| CommitError::Full)?;
-        self.used += frame;
+        write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| CommitError::Full)?;
+        let at = advance(tail, HEADER_LEN + header_pad(tail, self.align), self.cap);
+        write_at(&mut self.pages, self.cap, at, payload).map_err(|()| CommitError::Full)?;
+        self.used += stored;
         self.records += 1;
         self.next_seq = after;
         if hdr.kind.is_data() {
             self.filter.add(hdr.sector, hdr.count);
         }
+        self.fill();
         Ok(())
+    }
+
+    /// Bytes the record with header `h` stored at `pos` occupies.
+    fn stored_at(&self, pos: usize, h: &Header) -> usize {
+        stored_len(pos, h.len as usize, self.align)
+    }
+
+    /// Position of the payload of the record stored at `pos`.
+    fn payload_at(&self, pos: usize) -> usize {
+        advance(pos, HEADER_LEN + header_pad(pos, self.align), self.cap)
     }
 
     /// Decodes the stored header at byte position `pos`.
@@ -447,7 +488,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             };
             *slot = e;
             self.win_len += 1;
-            self.win_next = advance(pos, e.frame_len(), self.cap);
+            self.win_next = advance(pos, e.stored_len(self.align), self.cap);
         }
     }
 
@@ -474,16 +515,41 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
     /// records the ordering rules would let start now, at most once per
     /// record per call. Cost: O(window length) cheap steps, no header
     /// decoding beyond records entering the window.
-    pub fn next_to_issue_if(&mut self, mut ok: impl FnMut(&Header) -> bool) -> Option<IssueView> {
+    pub fn next_to_issue_if(&mut self, ok: impl FnMut(&Header) -> bool) -> Option<IssueView> {
         if self.inflight >= self.max_inflight {
             return None;
         }
         self.fill();
-        let mut found = None;
+        let (i, seq, e) = self.find_issuable(ok)?;
+        if let Some(m) = self.entry_mut(i) {
+            m.state = ISSUED;
+        }
+        self.inflight += 1;
+        Some(IssueView {
+            seq,
+            header: e.header(seq),
+            payload_start: self.payload_at(e.pos),
+            cap: self.cap,
+        })
+    }
+
+    /// Whether [`CommitLog::next_to_issue_if`] with `ok` would hand a
+    /// record out now (it changes nothing). Records not yet in the window
+    /// count once the window has room for them.
+    pub fn can_issue_if(&self, ok: impl FnMut(&Header) -> bool) -> bool {
+        if self.inflight >= self.max_inflight {
+            return false;
+        }
+        // The window is always full (every push and every freed head
+        // record fill it), so nothing past it could start instead.
+        self.find_issuable(ok).is_some()
+    }
+
+    /// The first record that may start now under the ordering rules and
+    /// `ok` (module docs), among those in the window.
+    fn find_issuable(&self, mut ok: impl FnMut(&Header) -> bool) -> Option<(usize, u64, WindowSlot)> {
         for i in 0..self.win_len {
-            let Some(e) = self.entry(i).copied() else {
-                break;
-            };
+            let e = self.entry(i).copied()?;
             let seq = self.head_seq.checked_add(i as u64)?;
             match e.state {
                 DONE => continue,
@@ -500,35 +566,30 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
                 // Starts only once every earlier record is done (it is
                 // then the head); nothing after it starts before it.
                 if i == 0 && ok(&e.header(seq)) {
-                    found = Some((i, seq, e));
+                    return Some((i, seq, e));
                 }
-                break;
+                return None;
             }
             if !e.kind.is_data() {
                 // LOCK / UNLOCK: strictly in order, never blocking.
                 if i == 0 && ok(&e.header(seq)) {
-                    found = Some((i, seq, e));
-                    break;
+                    return Some((i, seq, e));
                 }
                 continue;
             }
             let end = e.sector.saturating_add(u64::from(e.count));
             if !self.blocked(i, e.sector, end) && ok(&e.header(seq)) {
-                found = Some((i, seq, e));
-                break;
+                return Some((i, seq, e));
             }
         }
-        let (i, seq, e) = found?;
-        if let Some(m) = self.entry_mut(i) {
-            m.state = ISSUED;
-        }
-        self.inflight += 1;
-        Some(IssueView {
-            seq,
-            header: e.header(seq),
-            payload_start: advance(e.pos, HEADER_LEN, self.cap),
-            cap: self.cap,
-        })
+        None
+    }
+
+    /// The header of issued (or failed) record `seq`.
+    pub fn issued_header(&self, seq: u64) -> Option<Header> {
+        let i = self.index_of(seq)?;
+        let e = self.entry(i)?;
+        (e.state == ISSUED || e.state == FAILED).then(|| e.header(seq))
     }
 
     /// Reports the end of an issued record. `ok == false` keeps it (state
@@ -559,9 +620,9 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
     fn free_done(&mut self) {
         while let Some(e) = self.entry(0).copied() {
             if e.state != DONE {
-                return;
+                break;
             }
-            let len = e.frame_len();
+            let len = e.stored_len(self.align);
             self.head = advance(self.head, len, self.cap);
             self.used = self.used.saturating_sub(len);
             self.records = self.records.saturating_sub(1);
@@ -569,6 +630,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             self.win_head = self.wrap(self.win_head + 1);
             self.win_len -= 1;
         }
+        self.fill();
     }
 
     /// Makes every failed record pending again; returns how many.
@@ -599,7 +661,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         let mut pos = self.win_next;
         for _ in self.win_len..i {
             let h = self.header_at(pos)?;
-            pos = advance(pos, h.frame_len(), self.cap);
+            pos = advance(pos, self.stored_at(pos, &h), self.cap);
         }
         Some(pos)
     }
@@ -657,7 +719,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             if h.kind.is_data() {
                 self.filter.remove(h.sector, h.count);
             }
-            pos = advance(pos, h.frame_len(), self.cap);
+            pos = advance(pos, self.stored_at(pos, &h), self.cap);
         }
     }
 
@@ -698,7 +760,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             {
                 return true;
             }
-            pos = advance(pos, h.frame_len(), self.cap);
+            pos = advance(pos, self.stored_at(pos, &h), self.cap);
         }
         false
     }
@@ -716,13 +778,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             None => self.header_at(pos)?.len as usize,
         };
         let dst = out.get_mut(..len)?;
-        read_at(
-            &self.pages,
-            self.cap,
-            advance(pos, HEADER_LEN, self.cap),
-            dst,
-        )
-        .ok()?;
+        read_at(&self.pages, self.cap, self.payload_at(pos), dst).ok()?;
         Some(len)
     }
 }

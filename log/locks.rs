@@ -174,9 +174,9 @@ impl<S: DerefMut<Target = [LockSlot]>> LockTable<S> {
         self.find(region).map_or(0, |s| s.local)
     }
 
-    /// Takes a local lock on every region in `first..=last`, all or none.
-    /// `WouldBlock` if the stream holds or wants any of them.
-    pub fn local_lock(&mut self, first: u64, last: u64) -> Result<(), LocalLockError> {
+    /// Whether [`LockTable::local_lock`] of `first..=last` would succeed
+    /// now (it changes nothing).
+    pub fn can_local_lock(&self, first: u64, last: u64) -> Result<(), LocalLockError> {
         if first > last {
             return Ok(());
         }
@@ -198,6 +198,16 @@ impl<S: DerefMut<Target = [LockSlot]>> LockTable<S> {
         let free = self.slots.iter().filter(|s| s.is_free()).count();
         if missing > free {
             return Err(LocalLockError::Full);
+        }
+        Ok(())
+    }
+
+    /// Takes a local lock on every region in `first..=last`, all or none.
+    /// `WouldBlock` if the stream holds or wants any of them.
+    pub fn local_lock(&mut self, first: u64, last: u64) -> Result<(), LocalLockError> {
+        self.can_local_lock(first, last)?;
+        if first > last {
+            return Ok(());
         }
         for r in first..=last {
             if let Some(s) = self.find_or_alloc(r) {

@@ -1,14 +1,82 @@
 //! Caller-provided page storage seen as one circular byte array.
 //!
 //! Both rings (the source's rollback ring and the target's commit log) keep
-//! frames back to back in a byte ring laid over fixed pages. The kernel
+//! records back to back in a byte ring laid over fixed pages. The kernel
 //! hands in `alloc_page()`d pages (so frames can be sent zero-copy page by
 //! page), tests a `Vec` of boxed arrays. Byte position `p` lives in page
 //! `p / PAGE_SIZE` at offset `p % PAGE_SIZE`; the ring wraps at
 //! `page_count * PAGE_SIZE`.
+//!
+//! A stored record is its 40-byte header, then (for records with a
+//! payload) padding up to the next multiple of the ring's payload
+//! alignment, then the payload:
+//!
+//! ```text
+//!   pos                      payload start (multiple of align)
+//!   | header | pad (0..align-8) | payload ................ | next record
+//! ```
+//!
+//! The padding is never sent or checksummed (the frame on the wire is
+//! header + payload), but it lets a block device write the payload
+//! straight from the ring's pages: every piece of it starts on a sector
+//! (or logical block) boundary and is a whole number of them, which
+//! drivers and DMA require. The ring's capacity is a multiple of
+//! `PAGE_SIZE`, hence of every alignment, so the rule holds across the
+//! wrap.
+
+use super::record::HEADER_LEN;
 
 /// Bytes per storage page (the kernel's PAGE_SIZE on the supported arches).
 pub const PAGE_SIZE: usize = 4096;
+
+/// Smallest payload alignment: every stored position is a multiple of 8
+/// (headers are 40 bytes, payloads whole sectors), so 8 means no padding.
+pub const MIN_PAYLOAD_ALIGN: usize = 8;
+
+/// Payload alignment for storage a block device writes from: one sector.
+/// Devices with larger logical blocks use their block size.
+pub const SECTOR_ALIGN: usize = 512;
+
+/// True if `align` can be a ring's payload alignment: a power of two from
+/// [`MIN_PAYLOAD_ALIGN`] to [`PAGE_SIZE`].
+pub fn valid_payload_align(align: usize) -> bool {
+    align.is_power_of_two() && (MIN_PAYLOAD_ALIGN..=PAGE_SIZE).contains(&align)
+}
+
+/// Padding between a header stored at `pos` and its payload, so that the
+/// payload starts at a multiple of `align` (a valid payload alignment).
+pub(crate) fn header_pad(pos: usize, align: usize) -> usize {
+    let end = pos.wrapping_add(HEADER_LEN) & (align.wrapping_sub(1));
+    if end == 0 {
+        0
+    } else {
+        align - end
+    }
+}
+
+/// Bytes a record with `payload_len` payload bytes occupies when stored at
+/// `pos` (header, padding, payload; no padding without a payload).
+pub(crate) fn stored_len(pos: usize, payload_len: usize, align: usize) -> usize {
+    if payload_len == 0 {
+        HEADER_LEN
+    } else {
+        HEADER_LEN
+            .saturating_add(header_pad(pos, align))
+            .saturating_add(payload_len)
+    }
+}
+
+/// Most bytes a record with `payload_len` payload bytes may occupy,
+/// wherever it is stored.
+pub fn max_stored_len(payload_len: usize, align: usize) -> usize {
+    if payload_len == 0 {
+        HEADER_LEN
+    } else {
+        HEADER_LEN
+            .saturating_add(align.saturating_sub(MIN_PAYLOAD_ALIGN))
+            .saturating_add(payload_len)
+    }
+}
 
 /// Fixed set of equally sized pages. Page indices are stable for the
 /// lifetime of the ring: the kernel sends spans of them by index.
@@ -101,7 +169,7 @@ pub(crate) fn read_at<P: Pages>(p: &P, cap: usize, pos: usize, out: &mut [u8]) -
 
 /// Iterator over the `(page index, offset in page, length)` pieces of a
 /// byte range of the ring; every piece lies inside one page, so the kernel
-/// can hand each one to the socket as a page fragment.
+/// can hand each one to the socket (or a bio) as a page fragment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Spans {
     pub(crate) cap: usize,
@@ -124,5 +192,37 @@ impl Iterator for Spans {
         self.left -= n;
         self.pos = advance(self.pos, n, self.cap);
         Some((page, off, n))
+    }
+}
+
+impl Spans {
+    /// The pieces of `len` bytes from `pos` in a ring of `cap` bytes.
+    pub(crate) fn new(cap: usize, pos: usize, len: usize) -> Spans {
+        Spans {
+            cap,
+            pos,
+            left: len,
+        }
+    }
+
+    /// Bytes not yet yielded.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+}
+
+/// The pieces of a stored frame as it goes on the wire: the header's, then
+/// the payload's (the padding between them is skipped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameSpans {
+    pub(crate) header: Spans,
+    pub(crate) payload: Spans,
+}
+
+impl Iterator for FrameSpans {
+    type Item = (usize, usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize, usize)> {
+        self.header.next().or_else(|| self.payload.next())
     }
 }

@@ -12,7 +12,7 @@
 /// Frame magic, `"SMR1"` read as little-endian bytes; cheap resync check.
 pub const MAGIC: u32 = 0x3152_4D53;
 /// Wire format version this code speaks; any other value is rejected.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Size of the fixed frame header in bytes (a multiple of 8 so that
 /// payloads stay 8-byte aligned inside the rings).
 pub const HEADER_LEN: usize = 40;
@@ -75,6 +75,8 @@ pub enum Kind {
     Discard = 0x06,
     /// Zero `count` sectors at `sector`.
     WriteZeroes = 0x07,
+    /// Keepalive: the source is alive and idle. Never stored; `seq` is 0.
+    Ping = 0x08,
     /// Target answer to HELLO; payload is a [`Hello`].
     HelloReply = 0x81,
     /// Cumulative acknowledgement: every record with seq <= `seq` applied.
@@ -88,8 +90,7 @@ pub enum Kind {
     LockRejected = 0x85,
     /// Target's authentication challenge, sent once on every accepted
     /// connection before the HELLO; payload is a [`CHALLENGE_LEN`]-byte
-    /// nonce. The kernel glue sends and consumes it (see
-    /// `transport/proto/auth.rs`); the state machines never see it.
+    /// nonce, which the HELLO's MAC covers (see `transport/proto/auth.rs`).
     Challenge = 0x86,
 }
 
@@ -104,6 +105,7 @@ impl Kind {
             0x05 => Kind::Flush,
             0x06 => Kind::Discard,
             0x07 => Kind::WriteZeroes,
+            0x08 => Kind::Ping,
             0x81 => Kind::HelloReply,
             0x82 => Kind::Ack,
             0x83 => Kind::Nak,
@@ -280,6 +282,7 @@ impl Header {
             Kind::Lock
             | Kind::Unlock
             | Kind::Flush
+            | Kind::Ping
             | Kind::Ack
             | Kind::Nak
             | Kind::LockGranted

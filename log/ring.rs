@@ -2,9 +2,10 @@
 //! until the target acknowledges it, so anything the target rejects or
 //! receives corrupted can be replayed byte for byte (DESIGN I3).
 //!
-//! Frames (header + payload, no padding: every valid payload length is a
-//! multiple of 8) are stored back to back in a byte ring over caller pages;
-//! a frame may span pages and wrap. Three cursors move forward over it:
+//! Records (header, padding to the payload alignment, payload: see
+//! [`super::pages`]) are stored back to back in a byte ring over caller
+//! pages; a record may span pages and wrap. Three cursors move forward
+//! over it:
 //!
 //! ```text
 //!   oldest (head) ...... send cursor ...... next (tail)
@@ -15,9 +16,12 @@
 //! the tail. Sequence numbers are assigned here, consecutive, so a seq
 //! names a record for NAK, LOCK_REJECTED and resume after reconnect.
 
-pub use super::pages::{Pages, Spans, PAGE_SIZE};
+pub use super::pages::{FrameSpans, Pages, Spans, PAGE_SIZE};
 
-use super::pages::{advance, capacity, read_at, write_at};
+use super::pages::{
+    advance, capacity, header_pad, max_stored_len, read_at, stored_len, valid_payload_align,
+    write_at, MIN_PAYLOAD_ALIGN,
+};
 use super::record::{decode_header, Crc32c, DecodeError, Header, HEADER_LEN, MAX_PAYLOAD, OFF_CRC};
 
 /// Why a ring operation failed.
@@ -37,6 +41,9 @@ pub enum RingError {
     /// The `Pages` impl failed to return a page it counted: a bug in the
     /// storage, reported instead of panicking.
     Storage,
+    /// The payload alignment is not a power of two from 8 to `PAGE_SIZE`,
+    /// or the ring is not empty.
+    Align,
 }
 
 /// A stored record, as seen at the send cursor or looked up by seq.
@@ -46,21 +53,34 @@ pub struct RecordView {
     pub seq: u64,
     /// Its decoded header (CRC not included).
     pub header: Header,
-    /// Bytes of the whole encoded frame (header + payload).
+    /// Bytes of the whole encoded frame (header + payload), as sent.
     pub frame_len: usize,
+    /// Bytes it occupies in the ring (padding included).
+    pub stored_len: usize,
     start: usize,
+    payload_start: usize,
     cap: usize,
 }
 
 impl RecordView {
-    /// The frame's bytes as `(page index, offset, len)` pieces in order,
-    /// each inside one page; the kernel sends them zero-copy.
-    pub fn chunks(&self) -> Spans {
-        Spans {
-            cap: self.cap,
-            pos: self.start,
-            left: self.frame_len,
+    /// The frame's bytes as `(page index, offset, len)` pieces in wire
+    /// order (header, then payload), each inside one page; the kernel
+    /// sends them zero-copy.
+    pub fn chunks(&self) -> FrameSpans {
+        FrameSpans {
+            header: Spans::new(self.cap, self.start, HEADER_LEN),
+            payload: self.payload_chunks(),
         }
+    }
+
+    /// The payload's pieces alone, each starting at a multiple of the
+    /// ring's payload alignment: a bio can write them as they are.
+    pub fn payload_chunks(&self) -> Spans {
+        Spans::new(
+            self.cap,
+            self.payload_start,
+            self.frame_len.saturating_sub(HEADER_LEN),
+        )
     }
 }
 
@@ -95,10 +115,26 @@ impl<P: Pages> RingWriter<'_, P> {
     }
 }
 
+/// Where a record is stored: a token from [`RollbackRing::send_cursor`]
+/// for [`RollbackRing::views_at`], valid while that record is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    seq: u64,
+    pos: usize,
+}
+
+impl Cursor {
+    /// The seq of the record it points at.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// FIFO of sealed frames over caller pages; see the module docs.
 pub struct RollbackRing<P: Pages> {
     pages: P,
     cap: usize,
+    align: usize,
     head: usize,
     used: usize,
     records: usize,
@@ -119,6 +155,7 @@ impl<P: Pages> RollbackRing<P> {
         RollbackRing {
             pages,
             cap,
+            align: MIN_PAYLOAD_ALIGN,
             head: 0,
             used: 0,
             records: 0,
@@ -130,9 +167,30 @@ impl<P: Pages> RollbackRing<P> {
         }
     }
 
-    /// Bytes a record with `payload_len` payload bytes occupies.
+    /// Bytes of a frame with `payload_len` payload bytes on the wire.
     pub fn frame_len(payload_len: usize) -> usize {
         HEADER_LEN.saturating_add(payload_len)
+    }
+
+    /// Sets the alignment of payloads in the ring (a power of two from 8,
+    /// no padding, to `PAGE_SIZE`); only while the ring is empty.
+    pub fn set_payload_align(&mut self, align: usize) -> Result<(), RingError> {
+        if !valid_payload_align(align) || self.records != 0 {
+            return Err(RingError::Align);
+        }
+        self.align = align;
+        Ok(())
+    }
+
+    /// The payload alignment.
+    pub fn payload_align(&self) -> usize {
+        self.align
+    }
+
+    /// Most bytes a record with `payload_len` payload bytes occupies in
+    /// this ring, wherever it lands (padding included).
+    pub fn max_stored_len(&self, payload_len: usize) -> usize {
+        max_stored_len(payload_len, self.align)
     }
 
     /// Total bytes of storage.
@@ -195,9 +253,15 @@ impl<P: Pages> RollbackRing<P> {
         self.pages
     }
 
+    /// Position of the tail (where the next record is stored).
+    fn tail(&self) -> usize {
+        advance(self.head, self.used, self.cap)
+    }
+
     /// Whether a record with `payload_len` payload bytes fits right now.
     pub fn can_append(&self, payload_len: usize) -> bool {
-        payload_len <= MAX_PAYLOAD && Self::frame_len(payload_len) <= self.free_bytes()
+        payload_len <= MAX_PAYLOAD
+            && stored_len(self.tail(), payload_len, self.align) <= self.free_bytes()
     }
 
     /// Appends one record. `hdr.seq` and `hdr.len` are overwritten (seq is
@@ -218,8 +282,7 @@ impl<P: Pages> RollbackRing<P> {
         if payload_len > MAX_PAYLOAD {
             return Err(RingError::TooLarge);
         }
-        let frame = Self::frame_len(payload_len);
-        if frame > self.cap {
+        if self.max_stored_len(payload_len) > self.cap {
             return Err(RingError::TooLarge);
         }
         let seq = self.next_seq;
@@ -229,14 +292,15 @@ impl<P: Pages> RollbackRing<P> {
         // payload_len <= MAX_PAYLOAD, which fits u32.
         h.len = payload_len as u32;
         h.validate().map_err(RingError::BadHeader)?;
-        if frame > self.free_bytes() {
+        let tail = self.tail();
+        let stored = stored_len(tail, payload_len, self.align);
+        if stored > self.free_bytes() {
             return Err(RingError::Full);
         }
-        let tail = advance(self.head, self.used, self.cap);
         let mut hb = [0u8; HEADER_LEN];
         h.encode(&mut hb);
-        let pos =
-            write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| RingError::Storage)?;
+        write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| RingError::Storage)?;
+        let pos = advance(tail, HEADER_LEN + header_pad(tail, self.align), self.cap);
         let dc: &dyn Crc32c = c;
         let mut w = RingWriter {
             crc: dc.crc32c(0, &hb),
@@ -254,20 +318,20 @@ impl<P: Pages> RollbackRing<P> {
         let crc_pos = advance(tail, OFF_CRC, self.cap);
         write_at(&mut self.pages, self.cap, crc_pos, &crc.to_le_bytes())
             .map_err(|()| RingError::Storage)?;
-        self.used += frame;
+        self.used += stored;
         self.records += 1;
         self.next_seq = after;
         Ok(seq)
     }
 
-    /// Header and frame length of the record stored at byte `pos`.
+    /// Header and stored length of the record stored at byte `pos`.
     fn header_at(&self, pos: usize) -> Result<(Header, usize), RingError> {
         let mut hb = [0u8; HEADER_LEN];
         read_at(&self.pages, self.cap, pos, &mut hb).map_err(|()| RingError::Storage)?;
         // Only validated headers are ever stored, so failure means the
         // storage changed under us.
         let (h, _) = decode_header(&hb).map_err(|_| RingError::Storage)?;
-        Ok((h, h.frame_len()))
+        Ok((h, stored_len(pos, h.len as usize, self.align)))
     }
 
     /// Byte position of record `seq` (`seq == next_seq` gives the tail).
@@ -291,12 +355,14 @@ impl<P: Pages> RollbackRing<P> {
     }
 
     fn view_at(&self, seq: u64, pos: usize) -> Result<RecordView, RingError> {
-        let (header, frame_len) = self.header_at(pos)?;
+        let (header, stored_len) = self.header_at(pos)?;
         Ok(RecordView {
             seq,
             header,
-            frame_len,
+            frame_len: header.frame_len(),
+            stored_len,
             start: pos,
+            payload_start: advance(pos, HEADER_LEN + header_pad(pos, self.align), self.cap),
             cap: self.cap,
         })
     }
@@ -359,6 +425,33 @@ impl<P: Pages> RollbackRing<P> {
         Ok(())
     }
 
+    /// Where the record at the send cursor is stored.
+    pub fn send_cursor(&self) -> Cursor {
+        Cursor {
+            seq: self.send_seq,
+            pos: self.send_pos,
+        }
+    }
+
+    /// The `count` records from `at` on, in order, walking the ring once
+    /// (stops early at the tail or at a record no longer held).
+    pub fn views_at(&self, at: Cursor, count: usize) -> impl Iterator<Item = RecordView> + '_ {
+        let mut cur = at;
+        let mut left = count;
+        core::iter::from_fn(move || {
+            if left == 0 || cur.seq < self.oldest_seq || cur.seq >= self.next_seq {
+                return None;
+            }
+            let v = self.view_at(cur.seq, cur.pos).ok()?;
+            cur = Cursor {
+                seq: cur.seq + 1,
+                pos: advance(cur.pos, v.stored_len, self.cap),
+            };
+            left -= 1;
+            Some(v)
+        })
+    }
+
     /// The stored record `seq`, if held.
     pub fn view(&self, seq: u64) -> Option<RecordView> {
         if seq >= self.next_seq {
@@ -373,11 +466,23 @@ impl<P: Pages> RollbackRing<P> {
         self.view(seq).map(|v| v.header)
     }
 
-    /// Copies the sealed frame `seq` into `out`; returns its length.
+    /// Copies the sealed frame `seq` (header and payload, as sent) into
+    /// `out`; returns its length.
     pub fn read_frame(&self, seq: u64, out: &mut [u8]) -> Result<usize, RingError> {
         let v = self.view(seq).ok_or(RingError::UnknownSeq)?;
         let dst = out.get_mut(..v.frame_len).ok_or(RingError::TooLarge)?;
-        read_at(&self.pages, self.cap, v.start, dst).map_err(|()| RingError::Storage)?;
+        let (hdr, payload) = dst.split_at_mut(HEADER_LEN.min(v.frame_len));
+        read_at(&self.pages, self.cap, v.start, hdr).map_err(|()| RingError::Storage)?;
+        read_at(&self.pages, self.cap, v.payload_start, payload)
+            .map_err(|()| RingError::Storage)?;
         Ok(v.frame_len)
+    }
+
+    /// The sealed header bytes of record `seq`.
+    pub fn header_bytes(&self, seq: u64) -> Option<[u8; HEADER_LEN]> {
+        let v = self.view(seq)?;
+        let mut hb = [0u8; HEADER_LEN];
+        read_at(&self.pages, self.cap, v.start, &mut hb).ok()?;
+        Some(hb)
     }
 }

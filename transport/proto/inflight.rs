@@ -267,6 +267,33 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
         Some(c)
     }
 
+    /// Whether [`Inflight::take_completed`] with `acked` would return a
+    /// write.
+    pub fn has_completed(&self, acked: Option<u64>) -> bool {
+        if self.done == 0 {
+            return false;
+        }
+        if self.failed > 0 || acked.is_none() {
+            return true;
+        }
+        let ack = acked.unwrap_or(0);
+        self.active()
+            .iter()
+            .take_while(|s| s.seq <= ack)
+            .any(|s| s.state == SlotState::Done)
+    }
+
+    /// Oldest seq whose local I/O is still outstanding, if any.
+    pub fn oldest_local(&self) -> Option<u64> {
+        if self.used == self.done + self.repairs {
+            return None;
+        }
+        self.active()
+            .iter()
+            .find(|s| s.state == SlotState::Local)
+            .map(|s| s.seq)
+    }
+
     /// Oldest seq still in flight, if any.
     pub fn oldest(&self) -> Option<u64> {
         self.active().first().map(|s| s.seq)

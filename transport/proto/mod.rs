@@ -14,10 +14,38 @@
 //!   MACs (used by the glue around the handshake, not by the machines).
 
 pub mod auth;
+pub mod backoff;
 pub mod hot;
 pub mod inflight;
 pub mod source;
 pub mod target;
+pub mod wake;
+
+use wake::{Instant, MS, SEC};
+
+/// Longest a connection attempt may take (the glue's connect timeout).
+pub const CONNECT_TIMEOUT_MS: u32 = 5000;
+/// Longest a handshake may take, however its bytes come (a peer
+/// trickling them in cannot stretch it).
+pub const HANDSHAKE_TIMEOUT: Instant = 10 * SEC;
+/// Either side sends something at least this often while connected: the
+/// source a PING when it has nothing else to send, the target an ACK.
+pub const KEEPALIVE: Instant = SEC;
+/// A connection over which nothing arrived for this long is dead (about
+/// ten missed keepalives): it is closed and the source reconnects.
+pub const PEER_TIMEOUT: Instant = 10 * SEC;
+/// A connection must stay up this long, without the peer breaking the
+/// protocol, for the reconnect back-off to start again from its shortest
+/// delay (a peer that shakes hands and breaks at once gets no storm).
+pub const HEALTHY: Instant = SEC;
+/// Nonce bytes the glue draws for each new connection (two nonces).
+pub const CONN_RANDOM: usize = 32;
+/// Milliseconds from `now` until `until` (rounded up, at least 1): how
+/// long a thread sleeps on its step's deadline.
+pub fn sleep_ms(now: Instant, until: Instant) -> u32 {
+    let ns = until.saturating_sub(now);
+    u32::try_from(ns.div_ceil(MS).max(1)).unwrap_or(u32::MAX)
+}
 
 use crate::log::record::{encode_frame, Crc32c, EncodeError, Header, Hello, Kind, HELLO_LEN};
 
@@ -51,7 +79,7 @@ pub const HELLO_FLAG_SYNC_COMPLETION: u32 = 1 << 1;
 pub const HELLO_FLAG_REFUSED_MASK: u32 = 0xff << 8;
 const REFUSED_SHIFT: u32 = 8;
 
-/// Why a handshake was refused (shown in `dmsetup status`).
+/// Why a handshake was refused (shown in `dmsetup status`) or failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// Protocol versions differ.
@@ -104,6 +132,21 @@ impl Refusal {
             7 => Refusal::Auth,
             9 => Refusal::BlockSize,
             _ => Refusal::Protocol,
+        }
+    }
+
+    /// The word `dmsetup status` shows for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Version => "refused:version",
+            Refusal::DeviceSize => "refused:device-size",
+            Refusal::RegionSize => "refused:region-size",
+            Refusal::Busy => "refused:busy",
+            Refusal::Generation => "refused:generation",
+            Refusal::Diverged => "refused:diverged",
+            Refusal::Auth => "refused:auth",
+            Refusal::Protocol => "refused:protocol",
+            Refusal::BlockSize => "refused:block-size",
         }
     }
 

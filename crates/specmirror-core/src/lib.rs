@@ -10,8 +10,8 @@ pub mod log;
 
 pub mod transport;
 
-#[path = "../../../transport/table.rs"]
-pub mod table;
-
 #[cfg(feature = "vec-pages")]
 pub mod vec_pages;
+
+#[cfg(feature = "vec-pages")]
+pub mod pair;

@@ -2,3 +2,6 @@
 
 #[path = "../../../transport/proto/mod.rs"]
 pub mod proto;
+
+#[path = "../../../transport/table.rs"]
+pub mod table;

@@ -1,22 +1,42 @@
 //! Target-side protocol state machine (sans-IO).
 //!
-//! Events in: frames from the source ([`Target::on_frame`], then
-//! [`Target::on_hello`] for a HELLO), device completions
-//! ([`Target::io_done`]), local lock requests ([`Target::local_lock`],
-//! [`Target::local_unlock`]), connection loss ([`Target::on_disconnect`]),
-//! retry timers ([`Target::retry_failed`]). Actions out, by polling: device
-//! I/O to start ([`Target::poll_issue`]) and control frames to send
-//! ([`Target::poll_send`]).
+//! Everything the target decides lives here; the kernel glue (and the
+//! simulator, which runs this very code) moves bytes and bios.
+//!
+//! Events in: accepted connections ([`Target::on_accept`]), frames and
+//! read errors from the connection's receiver ([`Target::on_frame`],
+//! [`Target::on_recv_end`]), device completions ([`Target::io_done`]),
+//! reads through the target's own device ([`Target::read_arrives`]),
+//! local lock requests ([`Target::lock_request`],
+//! [`Target::local_unlock`]), the results of the steps below.
+//!
+//! Steps out, one per thread: [`Target::poll_listener`] (accept, back off
+//! after errors), [`Target::poll_receiver`] (after back-pressure),
+//! [`Target::poll_applier`] (records to the device, reads that may go,
+//! failed-write retries), [`Target::poll_sender`] (CHALLENGE,
+//! HELLO_REPLY, NAK, lock replies, ACKs, keepalives, the handshake
+//! deadline and peer timeout) and [`Target::lock_poll`] (a waiting
+//! `lock` message). A step that says "sleep" marks its thread asleep;
+//! [`Target::take_wakes`] names the sleepers that have work again (see
+//! [`super::wake`]).
 //!
 //! Stream locks are taken and released when LOCK / UNLOCK records arrive
 //! (in stream order). A data record is applied only while no local user
 //! holds a region it touches; local users in turn wait while the stream
 //! holds or wants the region or while unapplied stream writes touch it.
 
+mod conn;
+mod steps;
+
 use core::ops::DerefMut;
 
+pub use conn::{Accept, ListenerStep, RxStep, RxVerdict, SenderStep, SEND_FRAMES};
+pub use steps::{ApplierStep, IoStatus, LockReply, APPLY_BATCH};
+
+use super::wake::{Instant, Sleepers, Wakes};
 use super::{Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};
-use crate::log::commit::{CommitError, CommitLog, IssueView, StorageError, WindowSlot};
+use crate::transport::table::Secret;
+use crate::log::commit::{CommitError, CommitLog, StorageError, WindowSlot};
 use crate::log::locks::{LocalLockError, LockResult, LockSlot, LockTable};
 use crate::log::pages::Pages;
 use crate::log::record::{
@@ -35,7 +55,25 @@ pub struct TargetConfig {
     /// also go out at once for FLUSH and FUA, in sync completion mode, and
     /// whenever the target runs idle.
     pub ack_every: u32,
+    /// Shared secret for the handshake's HMAC, if any.
+    pub secret: Option<Secret>,
 }
+
+/// Sleeper number of the receiver thread (asleep under back-pressure).
+pub const RECEIVER: u8 = 0;
+/// Sleeper number of the applier thread.
+pub const APPLIER: u8 = 1;
+/// Sleeper number of the sender thread.
+pub const SENDER: u8 = 2;
+/// Sleeper number of the listener thread (asleep after accept errors).
+pub const LISTENER: u8 = 3;
+/// Sleeper number of a `lock` message waiting for its grant.
+pub const LOCKER: u8 = 4;
+/// Number of sleepers of a target.
+pub const SLEEPERS: u8 = 5;
+
+/// Explicit local locks (`dmsetup message .. lock`) held at once.
+pub const MAX_MSG_LOCKS: usize = 16;
 
 /// Why a configuration is unusable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,21 +97,17 @@ impl From<StorageError> for TargetConfigError {
     }
 }
 
-/// What the glue must do after [`Target::on_frame`].
+/// What a frame on a streaming connection did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetRecv {
-    /// Consumed; poll [`Target::poll_issue`] and [`Target::poll_send`].
+    /// Consumed.
     Ok,
-    /// Not consumed: the commit log (or the control queue) is full. Keep
-    /// the frame, stop reading the socket, and offer it again after the
-    /// next I/O completion or send (back-pressure).
+    /// Not consumed: the commit log (or the control queue) is full; it is
+    /// offered again once there is room (back-pressure).
     Busy,
-    /// A HELLO: check its MAC ([`super::auth::verify`] with
-    /// `MacLabel::Hello` and the CHALLENGE's nonce), then call
-    /// [`Target::on_hello`] (or refuse).
+    /// A HELLO (only the handshake takes one).
     Hello(Hello),
-    /// The byte stream cannot be trusted or the peer broke the protocol:
-    /// drop the connection and call [`Target::on_disconnect`].
+    /// The byte stream cannot be trusted or the peer broke the protocol.
     Disconnect(DecodeError),
 }
 
@@ -126,6 +160,23 @@ pub struct TargetStats {
     /// Records larger than the whole commit log (connection dropped; the
     /// commit log must hold at least one maximal frame, 1 MiB + 40 bytes).
     pub oversized: u64,
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections closed at once because one was already served.
+    pub refused_connections: u64,
+    /// HELLOs that failed authentication.
+    pub auth_failures: u64,
+    /// Connections closed because the peer broke the protocol.
+    pub protocol_errors: u64,
+    /// Connections closed because the source stayed silent past the peer
+    /// timeout.
+    pub peer_timeouts: u64,
+    /// Failed `accept()` calls (the listener backs off after each).
+    pub accept_errors: u64,
+    /// Writes through the target's own device, refused.
+    pub writes_refused: u64,
+    /// Reads failed because a suspend could not wait for them any longer.
+    pub reads_failed: u64,
 }
 
 /// Result of [`Target::local_lock`].
@@ -187,6 +238,10 @@ where
     /// Logical block size of the data device (bytes; 0: not stated).
     block_size: u32,
     stats: TargetStats,
+    link: conn::Conn,
+    sleepers: Sleepers,
+    steps: steps::Steps,
+    stopping: bool,
 }
 
 /// True if no local user holds a region `h` (a data record) touches.
@@ -251,7 +306,18 @@ where
             failed: 0,
             block_size: 0,
             stats: TargetStats::default(),
+            link: conn::Conn::new(),
+            sleepers: Sleepers::default(),
+            steps: steps::Steps::new(),
+            stopping: true,
         })
+    }
+
+    /// Aligns every payload in the commit log to `align` bytes (a power of
+    /// two from 8 to the page size; at least the data device's logical
+    /// block size, for bios built from the log's pages). Only while empty.
+    pub fn set_payload_align(&mut self, align: usize) -> Result<(), CommitError> {
+        self.log.set_payload_align(align)
     }
 
     /// The configuration.
@@ -314,10 +380,10 @@ where
             .find(|&r| self.locks.is_rejected(r))
     }
 
-    /// Handles one complete frame from the source (the glue found its
+    /// Handles one complete frame from the source (the receiver found its
     /// length with `decode_header`; a header that does not decode means
     /// the stream is out of sync and the connection must be dropped).
-    pub fn on_frame<C: Crc32c>(&mut self, c: &C, frame: &[u8]) -> TargetRecv {
+    fn stream_frame<C: Crc32c>(&mut self, c: &C, frame: &[u8]) -> TargetRecv {
         let (h, payload) = match decode_frame(c, frame) {
             Ok(x) => x,
             Err(DecodeError::BadCrc) => {
@@ -342,6 +408,9 @@ where
         }
         if !self.connected || !h.kind.is_from_source() {
             return TargetRecv::Disconnect(DecodeError::BadKind);
+        }
+        if h.kind == Kind::Ping {
+            return TargetRecv::Ok;
         }
         if h.kind.is_data() && h.sector.saturating_add(u64::from(h.count)) > self.cfg.dev_sectors {
             // Never write past the end of the device, whatever the peer says.
@@ -449,9 +518,9 @@ where
         self.block_size = bytes;
     }
 
-    /// Answers a HELLO (after the glue checked its MAC). Queues the
-    /// HELLO_REPLY (accepting or refusing) for [`Target::poll_send`].
-    pub fn on_hello(&mut self, h: &Hello) -> Result<(), Refusal> {
+    /// Answers a HELLO (whose MAC was checked). Queues the HELLO_REPLY
+    /// (accepting or refusing) for [`Target::poll_send`].
+    fn on_hello(&mut self, h: &Hello) -> Result<(), Refusal> {
         let r = if h.proto_version != u32::from(VERSION) {
             Err(Refusal::Version)
         } else if h.dev_sectors != self.cfg.dev_sectors {
@@ -478,6 +547,7 @@ where
                     }
                     None => Err(Refusal::Diverged),
                 }
+                .inspect(|()| self.steps.progress())
             }
         } else if h.last_applied > self.log.applied_upto() {
             Err(Refusal::Diverged)
@@ -515,13 +585,6 @@ where
         r
     }
 
-    /// Access to the pending HELLO_REPLY before it is sent (the glue sets
-    /// `nonce` to the CHALLENGE's and `mac` with [`super::auth::sign`]
-    /// against the HELLO's nonce).
-    pub fn pending_reply_mut(&mut self) -> Option<&mut Hello> {
-        self.reply.as_mut()
-    }
-
     fn reset_connection(&mut self) {
         self.connected = false;
         self.reply = None;
@@ -533,88 +596,72 @@ where
         self.urgent = false;
     }
 
-    /// The connection is gone. Records already received stay in the commit
-    /// log and keep being applied; the source resumes after a handshake.
-    pub fn on_disconnect(&mut self) {
-        self.reset_connection();
-    }
-
     /// True once a handshake was accepted on the current connection.
     pub fn is_connected(&self) -> bool {
         self.connected
     }
 
-    /// The next device operation to start: a data record (WRITE with its
-    /// payload from [`IssueView::chunks`] over [`Target::pages`] (zero-copy)
-    /// or [`Target::read_payload`], DISCARD, WRITE_ZEROES; honour FLAG_FUA,
-    /// and FLAG_PREFLUSH by flushing first) or a FLUSH. Report its end with
-    /// [`Target::io_done`].
-    ///
-    /// Records that cannot start now are skipped and stay pending (they
-    /// keep blocking what they block): a data record whose region a local
-    /// user holds (until [`Target::local_unlock`]) and a LOCK whose region
-    /// is rejected (it counts as applied only once granted, so an ACK
-    /// covering it tells the source the grant happened). Poll again after
-    /// either changes.
-    pub fn poll_issue(&mut self) -> Option<IssueView> {
-        loop {
-            let locks = &self.locks;
-            let shift = self.shift;
-            let mut waits = 0u64;
-            let v = self.log.next_to_issue_if(|h| match h.kind {
-                Kind::Lock => !locks.is_rejected(h.sector),
-                k if k.is_data() => {
-                    let free = regions_free_of_local(locks, shift, h);
-                    if !free {
-                        waits += 1;
-                    }
-                    free
+    /// Reports the end of a record handed out by [`Target::poll_issue`]
+    /// (any context). A failed record stays in the log and is retried
+    /// every [`steps::RETRY`]. Returns false for an unknown seq.
+    pub fn io_done(&mut self, seq: u64, status: IoStatus, now: Instant) -> bool {
+        let Some(header) = self.log.issued_header(seq) else {
+            return false;
+        };
+        let ok = match status {
+            IoStatus::Ok => true,
+            // A device without discard: discards are advisory.
+            IoStatus::Unsupported if header.kind == Kind::Discard => true,
+            IoStatus::Unsupported => {
+                if header.kind == Kind::WriteZeroes {
+                    // Retried as writes of zeroes.
+                    self.steps.no_write_zeroes = true;
                 }
-                _ => true,
-            });
-            self.stats.local_waits = self.stats.local_waits.saturating_add(waits);
-            let v = v?;
-            match v.header.kind {
-                Kind::Lock | Kind::Unlock => {
-                    // Acted on at arrival; passes in order.
-                    self.log.complete(v.seq, true);
-                }
-                _ => return Some(v),
+                false
             }
-        }
-    }
-
-    /// Reports the end of a record handed out by [`Target::poll_issue`].
-    /// A failed record stays in the log and is retried by
-    /// [`Target::retry_failed`]. Returns false for an unknown seq.
-    pub fn io_done(&mut self, seq: u64, header: &Header, ok: bool) -> bool {
+            IoStatus::Failed => false,
+        };
         if !self.log.complete(seq, ok) {
             return false;
         }
         if ok {
+            self.steps.progress();
+            if self.steps.suspend_until.is_some() {
+                // Moving along: the suspend's grace starts again.
+                self.steps.suspend_until = Some(now.saturating_add(steps::SUSPEND_GRACE));
+            }
             if header.kind == Kind::Flush || header.flags & FLAG_FUA != 0 {
                 self.urgent = true;
             }
         } else {
             self.stats.io_errors = self.stats.io_errors.saturating_add(1);
             self.failed = self.failed.saturating_add(1);
+            if self.steps.retry_at.is_none() {
+                self.steps.retry_at = Some(now.saturating_add(steps::RETRY));
+            }
         }
         true
     }
 
-    /// Makes failed device writes pending again (call from a retry timer);
-    /// returns how many.
-    pub fn retry_failed(&mut self) -> usize {
+    /// Makes failed device writes pending again; returns how many.
+    fn retry_failed(&mut self) -> usize {
         self.failed = 0;
+        self.steps.retry_at = None;
         self.log.reissue_failed()
     }
 
-    /// Device errors since the last [`Target::retry_failed`] (non-zero:
-    /// status shows the device as failing).
+    /// Device errors since the last retry (non-zero: status shows the
+    /// device as failing).
     pub fn failing(&self) -> u64 {
         self.failed
     }
 
+    /// Whether [`Target::poll_send`] has a frame to give.
+    fn send_due(&self) -> bool {
+        self.connected && (self.nak.is_some() || self.ctl_len > 0 || self.ack_due())
+    }
+
+    /// Whether an ACK is due now (see [`TargetConfig::ack_every`]).
     fn ack_due(&self) -> bool {
         if !self.connected {
             return false;
@@ -633,7 +680,7 @@ where
     /// Encodes the next control frame to send into `out` (at least
     /// [`super::MAX_CONTROL_FRAME`] bytes) and returns its length; `None`
     /// when nothing is due. Order: HELLO_REPLY, NAK, lock replies, ACK.
-    pub fn poll_send<C: Crc32c>(
+    fn poll_send<C: Crc32c>(
         &mut self,
         c: &C,
         out: &mut [u8],
@@ -673,22 +720,28 @@ where
                 if kind == Kind::LockGranted {
                     self.stats.lock_grants = self.stats.lock_grants.saturating_add(1);
                 }
+                self.grant_free_regions();
             }
             return Some(res);
         }
         if self.ack_due() {
-            let applied = self.log.applied_upto();
-            let mut h = Header::new(Kind::Ack);
-            h.seq = applied;
-            let res = encode_frame(c, &h, &[], out);
-            if res.is_ok() {
-                self.acked_sent = applied;
-                self.urgent = false;
-                self.stats.acks = self.stats.acks.saturating_add(1);
-            }
-            return Some(res);
+            return Some(self.encode_ack(c, out));
         }
         None
+    }
+
+    /// Encodes an ACK of everything applied (also as a keepalive).
+    fn encode_ack<C: Crc32c>(&mut self, c: &C, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let applied = self.log.applied_upto();
+        let mut h = Header::new(Kind::Ack);
+        h.seq = applied;
+        let res = encode_frame(c, &h, &[], out);
+        if res.is_ok() {
+            self.acked_sent = applied;
+            self.urgent = false;
+            self.stats.acks = self.stats.acks.saturating_add(1);
+        }
+        res
     }
 
     /// Takes a local lock on `sector..sector+count` (the dm message
@@ -722,6 +775,13 @@ where
             return;
         };
         self.locks.local_unlock(first, last);
+        self.grant_free_regions();
+    }
+
+    /// Grants the rejected stream locks whose regions no local user holds
+    /// any more, as far as the control queue has room (the rest follow
+    /// once the sender made room: see [`Target::poll_send`]).
+    fn grant_free_regions(&mut self) {
         let last_recv = self.log.next_seq().saturating_sub(1);
         while self.ctl_free() > 0 {
             let Some(region) = self.locks.take_grantable() else {
@@ -745,8 +805,8 @@ where
         Some((sector >> self.shift, (end - 1) >> self.shift))
     }
 
-    /// Copies the payload of record `seq` into `out` (userspace glue; the
-    /// kernel maps [`IssueView::chunks`] instead).
+    /// Copies the payload of record `seq` into `out` (userspace users; the
+    /// kernel writes from [`IssueView::chunks`] instead).
     pub fn read_payload(&self, seq: u64, out: &mut [u8]) -> Option<usize> {
         self.log.read_payload(seq, out)
     }
@@ -791,5 +851,67 @@ where
     /// Counters.
     pub fn stats(&self) -> &TargetStats {
         &self.stats
+    }
+
+    /// The sleepers that are asleep and have work now; marks them awake.
+    /// Call at the end of every critical section and wake exactly these.
+    pub fn take_wakes(&mut self) -> Wakes {
+        let mut s = self.sleepers;
+        let w = s.take(SLEEPERS, |i| self.has_work(i));
+        self.sleepers = s;
+        w
+    }
+
+    /// Whether sleeper `i` would do something now if it asked (timers
+    /// aside: a sleeper's step names its own deadline).
+    pub fn has_work(&self, i: u8) -> bool {
+        if self.stopping {
+            return i != APPLIER || self.log.in_flight() == 0;
+        }
+        match i {
+            RECEIVER => self.receiver_has_work(),
+            APPLIER => self.applier_has_work(),
+            SENDER => self.sender_has_work(),
+            LISTENER => false,
+            LOCKER => self.locker_has_work(),
+            _ => false,
+        }
+    }
+
+    /// Whether sleeper `i` is asleep (for the simulator's checks).
+    pub fn is_asleep(&self, i: u8) -> bool {
+        self.sleepers.is_asleep(i)
+    }
+
+    /// Starts (dm resume): the threads run and the listener accepts.
+    pub fn start(&mut self) {
+        self.stopping = false;
+        self.steps.suspend_until = None;
+        self.link.start();
+    }
+
+    /// Asks every thread to exit (dm postsuspend, remove); the applier
+    /// waits for the device I/O it started. The glue shuts the sockets
+    /// down, joins the threads, then calls [`Target::stopped`].
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// The threads are gone, and with them the connection.
+    pub fn stopped(&mut self) {
+        self.link.stopped();
+        self.reset_connection();
+    }
+
+    /// A suspend starts (dm presuspend): reads waiting for stream writes
+    /// get [`steps::SUSPEND_GRACE`] (renewed while records get applied),
+    /// then fail, so that suspend and remove end whatever the stream does.
+    pub fn begin_suspend(&mut self, now: Instant) {
+        self.steps.suspend_until = Some(now.saturating_add(steps::SUSPEND_GRACE));
+    }
+
+    /// The suspend was cancelled (dm presuspend_undo).
+    pub fn cancel_suspend(&mut self) {
+        self.steps.suspend_until = None;
     }
 }

@@ -1,25 +1,54 @@
 //! Source-side protocol state machine (sans-IO).
 //!
-//! Events in: host writes ([`Source::submit`]), local I/O completions
-//! ([`Source::local_done`]), frames from the target ([`Source::on_frame`]),
-//! connection changes ([`Source::start_handshake`],
-//! [`Source::on_hello_reply`], [`Source::on_disconnect`]). Actions out, by
-//! polling: the next frame to transmit ([`Source::peek_send`] then
-//! [`Source::advance_send`]) and host writes that may complete
-//! ([`Source::poll_completed`]). Nothing blocks: whatever must wait is a
-//! [`Submit::Wait`] and the caller parks the bio and retries it after the
-//! next event.
+//! The machine holds everything the source decides; the kernel glue (and
+//! the simulator, which runs this very code) only moves bytes and bios.
+//!
+//! Events in:
+//! - host writes from dm `map` ([`Source::submit`]) and their local I/O
+//!   completions ([`Source::local_done`]);
+//! - frames and errors from the connection's receiver
+//!   ([`Source::on_frame`], [`Source::on_recv_error`]);
+//! - the results of the steps below ([`Source::on_connect`],
+//!   [`Source::on_sent`], [`Source::on_closed`], [`Source::on_shutdown`],
+//!   [`Source::repair_read_done`]);
+//! - operator requests (`connect`, `disconnect`, suspend and resume).
+//!
+//! Steps out, one per thread: [`Source::poll_sender`] (connect, shake
+//! hands, stream the ring, keepalives, close) and [`Source::poll_worker`]
+//! (link deadlines, deferred writes, completions, repairs, the suspend
+//! grace). A step that says "sleep" marks its thread asleep;
+//! [`Source::take_wakes`] then names the sleepers that have work again
+//! (see [`super::wake`]). Every timer lives here: back-off, the handshake
+//! deadline, keepalives, the peer timeout, repair retries, the suspend
+//! grace.
+//!
+//! Nothing blocks and nothing allocates: whatever must wait is a
+//! [`Submit::Wait`], and the caller parks the bio until the worker's
+//! [`WorkerStep::Deferred`].
+
+mod link;
+mod worker;
 
 use core::ops::DerefMut;
 
+pub use link::{Batch, ControlFrame, RecvError, RxVerdict, SenderStep, SEND_BATCH_BYTES, SEND_BATCH_PIECES};
+pub use worker::{WorkerStep, DEFERRED_BATCH};
+
 use super::hot::{HotRegions, HotSlot, Touch};
 use super::inflight::{Completed, Inflight, InflightSlot, RepairJob};
-use super::{Completion, Mode, Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};
+use super::wake::{Instant, Sleepers, Wakes};
+use super::{Completion, Mode, Refusal};
 use crate::log::pages::Pages;
-use crate::log::record::{
-    decode_frame, Crc32c, Header, Hello, Kind, FLAGS_KNOWN, MAX_WRITE_SECTORS, SECTOR_SIZE, VERSION,
-};
-use crate::log::ring::{RecordView, RingError, RingWriter, RollbackRing};
+use crate::log::record::{Crc32c, Header, Kind, FLAGS_KNOWN, MAX_WRITE_SECTORS, SECTOR_SIZE};
+use crate::log::ring::{RingError, RingWriter, RollbackRing};
+use crate::transport::table::Secret;
+
+/// Sleeper number of the sender thread (see [`super::wake`]).
+pub const SENDER: u8 = 0;
+/// Sleeper number of the worker thread.
+pub const WORKER: u8 = 1;
+/// Number of sleepers of a source.
+pub const SLEEPERS: u8 = 2;
 
 /// Source configuration (from the table line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +64,8 @@ pub struct SourceConfig {
     /// Replication generation announced in HELLO (non-zero; a new value
     /// tells the target that a new stream starts at this ring's first seq).
     pub generation: u64,
+    /// Shared secret for the handshake's HMAC, if any.
+    pub secret: Option<Secret>,
 }
 
 /// Why a configuration is unusable.
@@ -78,7 +109,7 @@ pub struct HostWrite {
     pub flags: u16,
 }
 
-/// Why a host write must wait (park the bio, retry after the next event).
+/// Why a host write must wait (park the bio; the worker offers it again).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitReason {
     /// Overlaps a write whose local I/O is outstanding.
@@ -87,6 +118,8 @@ pub enum WaitReason {
     RingFull,
     /// Every in-flight slot is taken.
     InflightFull,
+    /// Earlier writes wait already: this one queues behind them.
+    Queued,
 }
 
 /// Why a host write can never be accepted (fail the bio with an error).
@@ -106,55 +139,36 @@ pub enum Invalid {
     Internal,
 }
 
-/// Result of [`Source::submit`].
+/// Result of [`Source::submit`] and [`Source::retry_deferred`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Submit {
     /// Appended; the value is the data record's seq (the token for
-    /// [`Source::local_done`] and [`Completed`]). Remap the bio now.
+    /// [`Source::local_done`] and [`Completed`]). Write the payload to the
+    /// local device from the ring ([`Source::payload_chunks`]) or, for
+    /// the other ops, remap the bio.
     Accepted(u64),
-    /// Not appended; retry later.
+    /// Not appended: park the bio in the deferred list (FIFO).
     Wait(WaitReason),
     /// Not appended; fail the bio.
     Invalid(Invalid),
 }
 
-/// Connection state of the source.
+/// Connection state of the source, as status shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkState {
-    /// No connection (initial state, or after [`Source::on_disconnect`]).
-    Disconnected,
-    /// HELLO sent, waiting for HELLO_REPLY.
-    HelloSent,
+    /// Not started (suspended) or stopping.
+    Stopped,
+    /// `dmsetup message .. disconnect`: waits for `connect`.
+    AdminDown,
+    /// No connection: trying to connect, or waiting for the next attempt.
+    Connecting,
+    /// Connected, handshake in progress.
+    Handshake,
     /// Streaming.
     Connected,
-    /// The target refused the handshake; a new handshake may be tried
-    /// after the operator fixed the configuration.
+    /// The last handshake was refused (or failed authentication); retrying
+    /// slowly until one works.
     Refused(Refusal),
-}
-
-/// What the glue must do after [`Source::on_frame`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceRecv {
-    /// Handled; poll for sends and completions.
-    Ok,
-    /// A HELLO_REPLY: check its MAC ([`super::auth::verify`] with
-    /// `MacLabel::Reply` and the HELLO's own nonce), then pass it to
-    /// [`Source::on_hello_reply`].
-    HelloReply(Hello),
-    /// The frame is corrupt or breaks the protocol: drop the connection,
-    /// call [`Source::on_disconnect`] and reconnect.
-    Reconnect(ProtocolError),
-}
-
-/// Protocol violations seen by the source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProtocolError {
-    /// Frame failed to decode or its CRC did not match.
-    Corrupt,
-    /// A kind the target never sends, or a frame before the handshake.
-    Unexpected,
-    /// An ACK for a seq never sent.
-    BadAck,
 }
 
 /// Counters and cursors for `dmsetup status`.
@@ -189,6 +203,21 @@ pub struct SourceStats {
     /// Failed local writes whose range could not be re-read: the two
     /// devices may differ there.
     pub unrepaired: u64,
+    /// Connection attempts that failed (no connection, or closed by the
+    /// peer during the handshake).
+    pub connect_failures: u64,
+    /// Handshakes whose HELLO_REPLY failed authentication.
+    pub auth_failures: u64,
+    /// Connections closed because the target broke the protocol (a
+    /// corrupt frame after the handshake counts in `crc_errors` only).
+    pub protocol_errors: u64,
+    /// Connections closed because the target stayed silent past the peer
+    /// timeout.
+    pub peer_timeouts: u64,
+    /// Host writes given up when a suspend could not drain them in time:
+    /// deferred ones failed (or requeued), sync ones completed before
+    /// their acknowledgement.
+    pub abandoned: u64,
 }
 
 /// Stream holds: a region whose records may not be sent yet.
@@ -204,9 +233,27 @@ struct Hold {
 
 const MAX_HOLDS: usize = 32;
 
+/// The repair of a failed local write, as far as it got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Repair {
+    /// No repair read in flight.
+    Idle,
+    /// The worker is reading the range of failed write `seq` back.
+    Reading(u64),
+    /// The read of `seq` ended (`ok`); the worker appends the repair.
+    Read(u64, bool),
+}
+
 /// The source state machine. `P` is the rollback ring's page storage, `H`
 /// the hot-region slots (their number is `hot_regions`), `I` the
 /// in-flight slots (bounds the host writes in flight at once).
+///
+/// # Invariants
+///
+/// - Every record up to `acked` was applied by the target; the ring frees
+///   a record only once it is acknowledged, its local write (which reads
+///   the ring) is done and no send in progress reads it ([`Self::lease`]).
+/// - `deferred` is the length of the glue's list of parked bios.
 pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSlot]>> {
     cfg: SourceConfig,
     shift: u32,
@@ -214,7 +261,6 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     hot: HotRegions<H>,
     inflight: Inflight<I>,
     holds: [Hold; MAX_HOLDS],
-    state: LinkState,
     /// Highest cumulative ACK (or HELLO_REPLY last_applied) seen.
     acked: u64,
     /// One past the highest seq ever sent.
@@ -223,13 +269,39 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     /// Logical block size of the data device (bytes; 0: not stated).
     block_size: u32,
     stats: SourceStats,
+    link: link::Link,
+    sleepers: Sleepers,
+    /// Host bios parked by the glue (see the invariants).
+    deferred: usize,
+    /// `unblock_gen` when the head of the deferred list last had to wait.
+    deferred_gen: u64,
+    /// Bumped by every event that may let a waiting write in: a local
+    /// write done, an in-flight slot freed, ring space freed.
+    unblock_gen: u64,
+    repair: Repair,
+    repair_retry_at: Option<Instant>,
+    /// A suspend is under way: waiting writes are given up at this instant.
+    suspend_until: Option<Instant>,
+    /// The suspend's grace ran out: sync writes complete without their
+    /// acknowledgement until the next resume.
+    abandoning: bool,
+    stopping: bool,
 }
+
+/// How long a suspend waits for deferred and unacknowledged sync writes
+/// while nothing moves (no acknowledgement arrives): then they are given
+/// up ([`SourceStats::abandoned`]), so suspend and remove end whatever
+/// the link does.
+pub const SUSPEND_GRACE: Instant = 10 * super::wake::SEC;
+
+/// Pause before retrying a repair that found no memory or ring room.
+pub const REPAIR_RETRY: Instant = 100 * super::wake::MS;
 
 impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSlot]>>
     Source<P, H, I>
 {
     /// Builds a source over caller storage; the first record gets
-    /// `first_seq` (>= 1).
+    /// `first_seq` (>= 1). The machine starts stopped ([`Source::start`]).
     pub fn new(
         cfg: SourceConfig,
         pages: P,
@@ -259,12 +331,21 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             hot: HotRegions::new(hot),
             inflight: Inflight::new(inflight),
             holds: [Hold::default(); MAX_HOLDS],
-            state: LinkState::Disconnected,
             acked: first_seq - 1,
             sent_hwm: first_seq,
             handshakes: 0,
             block_size: 0,
             stats: SourceStats::default(),
+            link: link::Link::new(),
+            sleepers: Sleepers::default(),
+            deferred: 0,
+            deferred_gen: 0,
+            unblock_gen: 0,
+            repair: Repair::Idle,
+            repair_retry_at: None,
+            suspend_until: None,
+            abandoning: false,
+            stopping: true,
         })
     }
 
@@ -273,6 +354,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// than fail the writes it cannot apply.
     pub fn set_block_size(&mut self, bytes: u32) {
         self.block_size = bytes;
+    }
+
+    /// Aligns every payload in the ring to `align` bytes (a power of two
+    /// from 8 to the page size; at least the data device's logical block
+    /// size for the local write to go from the ring). Only while empty.
+    pub fn set_payload_align(&mut self, align: usize) -> Result<(), RingError> {
+        self.ring.set_payload_align(align)
     }
 
     /// The configuration.
@@ -293,16 +381,75 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         Some((h.sector >> self.shift, last >> self.shift))
     }
 
-    /// Offers a host write. For `HostOp::Write`, `fill` is called once with
-    /// a writer that must receive exactly `count * 512` payload bytes; it
-    /// is not called for other ops and never when the result is not
-    /// `Accepted`.
+    fn count_wait(&mut self) {
+        self.stats.waits = self.stats.waits.saturating_add(1);
+    }
+
+    fn unblock(&mut self) {
+        self.unblock_gen = self.unblock_gen.wrapping_add(1);
+    }
+
+    /// Offers a host write from dm `map`. For `HostOp::Write`, `fill` is
+    /// called once with a writer that must receive exactly `count * 512`
+    /// payload bytes; it is not called for other ops and never when the
+    /// result is not `Accepted`. While earlier writes are parked, the
+    /// answer is `Wait(Queued)`, so writes keep their order. Every `Wait`
+    /// means: park the bio at the tail of the deferred list.
     pub fn submit<C, F>(&mut self, c: &C, w: &HostWrite, fill: F) -> Submit
     where
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
-        self.append_write(c, w, fill, None)
+        if self.deferred > 0 {
+            self.count_wait();
+            self.deferred += 1;
+            return Submit::Wait(WaitReason::Queued);
+        }
+        let r = self.append_write(c, w, fill, None);
+        if let Submit::Wait(_) = r {
+            self.deferred += 1;
+            self.deferred_gen = self.unblock_gen;
+        }
+        r
+    }
+
+    /// Offers the head of the deferred list again (the worker's
+    /// [`WorkerStep::Deferred`]). `Wait`: push it back at the head and stop
+    /// for now; otherwise it left the list.
+    pub fn retry_deferred<C, F>(&mut self, c: &C, w: &HostWrite, fill: F) -> Submit
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
+        let r = self.append_write(c, w, fill, None);
+        match r {
+            Submit::Wait(_) => self.deferred_gen = self.unblock_gen,
+            _ => self.deferred = self.deferred.saturating_sub(1),
+        }
+        r
+    }
+
+    /// A parked bio left the deferred list without being offered again
+    /// (the glue failed it, or gave it back to dm: [`WorkerStep::Abandon`]).
+    pub fn deferred_dropped(&mut self) {
+        self.deferred = self.deferred.saturating_sub(1);
+        if self.abandoning {
+            self.stats.abandoned = self.stats.abandoned.saturating_add(1);
+        }
+    }
+
+    /// Bios the glue holds in its deferred list.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred
+    }
+
+    /// The payload pieces of data record `seq` in the ring, each starting
+    /// on the ring's payload alignment: the local write goes from these
+    /// very bytes, so both sides write the same data even if the host
+    /// changes its buffer meanwhile. `None` if `seq` has no payload held.
+    pub fn payload_chunks(&self, seq: u64) -> Option<crate::log::pages::Spans> {
+        let v = self.ring.view(seq)?;
+        (v.header.kind == Kind::Write).then(|| v.payload_chunks())
     }
 
     /// The oldest failed local write awaiting its repair: the glue reads
@@ -317,17 +464,19 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// range whose payload (`fill`, exactly `count * 512` bytes) is what
     /// the source's device holds there now, so the target ends up equal to
     /// the source whatever part of the failed write reached the disk.
-    /// `Wait` (ring full): call again later. `Invalid`: the repair cannot
-    /// be recorded; call [`Source::repair_failed`].
-    pub fn repair<C, F>(&mut self, c: &C, seq: u64, fill: F) -> Submit
+    /// `Wait` (ring full): the worker tries again after [`REPAIR_RETRY`].
+    /// `Invalid`: the repair cannot be recorded and is given up.
+    pub fn repair<C, F>(&mut self, c: &C, seq: u64, now: Instant, fill: F) -> Submit
     where
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
+        self.repair = Repair::Idle;
         let Some(job) = self.inflight.next_repair().filter(|j| j.seq == seq) else {
             return Submit::Invalid(Invalid::Internal);
         };
         let Ok(count) = u32::try_from(job.count) else {
+            self.repair_failed(seq);
             return Submit::Invalid(Invalid::Range);
         };
         let w = HostWrite {
@@ -337,9 +486,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             flags: 0,
         };
         let r = self.append_write(c, &w, fill, Some(seq));
-        if let Submit::Accepted(_) = r {
-            self.inflight.repaired(seq);
-            self.stats.repairs = self.stats.repairs.saturating_add(1);
+        match r {
+            Submit::Accepted(_) => {
+                if self.inflight.repaired(seq) {
+                    self.unblock();
+                }
+                self.stats.repairs = self.stats.repairs.saturating_add(1);
+            }
+            Submit::Wait(_) => self.repair_retry_at = Some(now.saturating_add(REPAIR_RETRY)),
+            Submit::Invalid(_) => self.repair_failed(seq),
         }
         r
     }
@@ -347,11 +502,12 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// The range of failed write `seq` could not be re-read: gives up its
     /// repair (counted in [`SourceStats::unrepaired`]).
     pub fn repair_failed(&mut self, seq: u64) {
+        self.repair = Repair::Idle;
         if self.inflight.repaired(seq) {
+            self.unblock();
             self.stats.unrepaired = self.stats.unrepaired.saturating_add(1);
         }
     }
-
     /// [`Source::submit`], or with `repair` the repair record of that
     /// failed write (which takes no new in-flight slot).
     fn append_write<C, F>(&mut self, c: &C, w: &HostWrite, fill: F, repair: Option<u64>) -> Submit
@@ -391,24 +547,21 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             }
             range = Some((first, last));
         }
-        let frame = RollbackRing::<P>::frame_len(payload_len);
-        if frame > self.ring.capacity_bytes() {
-            return Submit::Invalid(Invalid::TooLarge);
-        }
         if kind != Kind::Flush
             && self
                 .inflight
                 .overlaps_local(sector, u64::from(count), repair)
         {
-            self.stats.waits = self.stats.waits.saturating_add(1);
+            self.count_wait();
             return Submit::Wait(WaitReason::Overlap);
         }
         if repair.is_none() && self.inflight.is_full() {
-            self.stats.waits = self.stats.waits.saturating_add(1);
+            self.count_wait();
             return Submit::Wait(WaitReason::InflightFull);
         }
-        // Space for the data record plus every LOCK and UNLOCK it needs.
-        let mut need = frame;
+        // Space for the data record plus every LOCK and UNLOCK it needs,
+        // wherever the padding before its payload falls.
+        let mut need = self.ring.max_stored_len(payload_len);
         if let Some((first, last)) = range {
             let misses = self.hot.misses(first, last);
             let free = self.hot.free_slots() as u64;
@@ -416,11 +569,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             let ctl = misses.saturating_add(evictions);
             let ctl_bytes = usize::try_from(ctl)
                 .unwrap_or(usize::MAX)
-                .saturating_mul(RollbackRing::<P>::frame_len(0));
+                .saturating_mul(self.ring.max_stored_len(0));
             need = need.saturating_add(ctl_bytes);
         }
+        if need > self.ring.capacity_bytes() {
+            // Could not fit even once every other record is gone.
+            return Submit::Invalid(Invalid::TooLarge);
+        }
         if need > self.ring.free_bytes() {
-            self.stats.waits = self.stats.waits.saturating_add(1);
+            self.count_wait();
             return Submit::Wait(WaitReason::RingFull);
         }
         if let Some((first, last)) = range {
@@ -493,160 +650,87 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
+
     /// The local I/O of host write `seq` finished. Returns false for an
-    /// unknown seq. Poll [`Source::poll_completed`] afterwards.
+    /// unknown seq. Completions may follow ([`Source::poll_completed`]).
     pub fn local_done(&mut self, seq: u64, ok: bool) -> bool {
         if !ok {
             self.stats.local_errors = self.stats.local_errors.saturating_add(1);
         }
-        self.inflight.local_done(seq, ok)
+        let known = self.inflight.local_done(seq, ok);
+        if known {
+            self.unblock();
+            // The ring may hold acknowledged records this write pinned.
+            self.free_ring();
+        }
+        known
+    }
+
+    /// The acknowledgement a completion waits for: none with async
+    /// completion (or once a suspend gave up waiting), the target's
+    /// applied seq with sync completion.
+    fn completion_ack(&self) -> Option<u64> {
+        match (self.cfg.completion, self.abandoning) {
+            (Completion::Sync, false) => Some(self.acked),
+            _ => None,
+        }
     }
 
     /// One host write that may complete now: async completion once its
     /// local I/O is done, sync completion once the target also applied it
     /// (a failed local I/O completes at once, with an error).
     pub fn poll_completed(&mut self) -> Option<Completed> {
-        match self.cfg.completion {
-            Completion::Async => self.inflight.take_completed(None),
-            Completion::Sync => self.inflight.take_completed(Some(self.acked)),
+        let c = self.inflight.take_completed(self.completion_ack())?;
+        if self.abandoning && self.cfg.completion == Completion::Sync && c.seq > self.acked {
+            self.stats.abandoned = self.stats.abandoned.saturating_add(1);
+        }
+        self.unblock();
+        Some(c)
+    }
+
+    /// Whether [`Source::poll_completed`] has something to give.
+    pub fn has_completions(&self) -> bool {
+        self.inflight.has_completed(self.completion_ack())
+    }
+
+    /// Frees the ring up to the acknowledged seq, except what a local
+    /// write or a send in progress still reads (the invariants).
+    fn free_ring(&mut self) {
+        let mut upto = self.acked;
+        if let Some(first) = self.link.lease_first() {
+            upto = upto.min(first.saturating_sub(1));
+        }
+        if let Some(oldest) = self.inflight.oldest_local() {
+            upto = upto.min(oldest.saturating_sub(1));
+        }
+        if self.ring.ack(upto) > 0 {
+            self.unblock();
         }
     }
 
-    /// Starts a handshake on a fresh connection: returns the HELLO to send
-    /// (the glue sets `nonce` to a fresh random one and `mac` with
-    /// [`super::auth::sign`] against the CHALLENGE's nonce, then encodes it
-    /// with [`super::encode_hello`]).
-    pub fn start_handshake(&mut self) -> Hello {
-        self.reset_link();
-        self.state = LinkState::HelloSent;
-        let mut flags = 0;
-        if self.cfg.mode == Mode::LockSync {
-            flags |= HELLO_FLAG_LOCK_SYNC;
+    /// A new cumulative acknowledgement `seq` (an ACK, or the handshake's
+    /// last applied seq).
+    fn acknowledge(&mut self, seq: u64, now: Instant) {
+        if seq > self.acked {
+            self.acked = seq;
+            if self.suspend_until.is_some() {
+                // Moving along: the suspend's grace starts again.
+                self.suspend_until = Some(now.saturating_add(SUSPEND_GRACE));
+            }
         }
-        if self.cfg.completion == Completion::Sync {
-            flags |= HELLO_FLAG_SYNC_COMPLETION;
-        }
-        Hello {
-            proto_version: u32::from(VERSION),
-            dev_sectors: self.cfg.dev_sectors,
-            region_sectors: self.cfg.region_sectors,
-            generation: self.cfg.generation,
-            // The source's base: every record after it is still held.
-            last_applied: self.base(),
-            nonce: [0; 16],
-            mac: [0; 32],
-            flags,
-            block_size: self.block_size,
-        }
-    }
-
-    /// Seq before the oldest record still held.
-    fn base(&self) -> u64 {
-        let oldest = self.ring.oldest_seq().unwrap_or(self.ring.next_seq());
-        oldest.saturating_sub(1).max(self.acked)
-    }
-
-    /// Applies a HELLO_REPLY (after the glue verified its MAC). On success
-    /// the stream resumes from the target's last applied seq + 1.
-    pub fn on_hello_reply(&mut self, h: &Hello) -> Result<(), Refusal> {
-        if self.state != LinkState::HelloSent {
-            return Err(Refusal::Protocol);
-        }
-        let r = if h.flags & super::HELLO_FLAG_REFUSED_MASK != 0 {
-            Err(Refusal::from_flags(h.flags))
-        } else if h.proto_version != u32::from(VERSION) {
-            Err(Refusal::Version)
-        } else if h.dev_sectors != self.cfg.dev_sectors {
-            Err(Refusal::DeviceSize)
-        } else if h.region_sectors != self.cfg.region_sectors {
-            Err(Refusal::RegionSize)
-        } else if super::block_size_too_large(h.block_size, self.block_size) {
-            // The target should have refused; an older one does not check.
-            Err(Refusal::BlockSize)
-        } else if h.generation != self.cfg.generation {
-            Err(Refusal::Generation)
-        } else if h.last_applied < self.base() || h.last_applied >= self.ring.next_seq() {
-            // The target lost records we already freed, or claims records
-            // we never wrote: the two sides diverged.
-            Err(Refusal::Diverged)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = r {
-            self.state = LinkState::Refused(e);
-            return Err(e);
-        }
-        self.acked = self.acked.max(h.last_applied);
-        self.ring.ack(self.acked);
+        self.free_ring();
         self.clear_acked_holds();
-        let resume = self.acked + 1;
-        // acked < next_seq, so resume <= next_seq lies in the ring.
-        let _ = self
-            .ring
-            .rewind(resume.max(self.ring.oldest_seq().unwrap_or(resume)));
-        self.state = LinkState::Connected;
-        if self.handshakes > 0 {
-            self.stats.reconnects = self.stats.reconnects.saturating_add(1);
-        }
-        self.handshakes = self.handshakes.saturating_add(1);
-        Ok(())
     }
 
-    /// The connection is gone (socket error, timeout, or a
-    /// [`SourceRecv::Reconnect`]). Reconnect with back-off and call
-    /// [`Source::start_handshake`].
-    pub fn on_disconnect(&mut self) {
-        if self.state == LinkState::Connected || self.state == LinkState::HelloSent {
-            self.stats.disconnects = self.stats.disconnects.saturating_add(1);
-        }
-        self.reset_link();
-        if !matches!(self.state, LinkState::Refused(_)) {
-            self.state = LinkState::Disconnected;
-        }
-    }
-
-    fn reset_link(&mut self) {
-        // Everything sent on the old connection is resent from the target's
-        // last applied seq, and its grants and rejections are moot.
-        self.holds = [Hold::default(); MAX_HOLDS];
-    }
-
-    /// Connection state.
-    pub fn link_state(&self) -> LinkState {
-        self.state
-    }
-
-    /// Handles one complete frame from the target.
-    pub fn on_frame<C: Crc32c>(&mut self, c: &C, frame: &[u8]) -> SourceRecv {
-        let (h, payload) = match decode_frame(c, frame) {
-            Ok(x) => x,
-            Err(_) => {
-                self.stats.crc_errors = self.stats.crc_errors.saturating_add(1);
-                return SourceRecv::Reconnect(ProtocolError::Corrupt);
-            }
-        };
-        if h.kind == Kind::HelloReply {
-            if self.state != LinkState::HelloSent {
-                return SourceRecv::Reconnect(ProtocolError::Unexpected);
-            }
-            return match Hello::decode(payload) {
-                Ok(hello) => SourceRecv::HelloReply(hello),
-                Err(_) => SourceRecv::Reconnect(ProtocolError::Corrupt),
-            };
-        }
-        if self.state != LinkState::Connected {
-            return SourceRecv::Reconnect(ProtocolError::Unexpected);
-        }
+    /// Handles an ACK, NAK, LOCK_GRANTED or LOCK_REJECTED on a streaming
+    /// connection; `Err` for a frame the target must not send.
+    fn on_stream_frame(&mut self, h: &Header, now: Instant) -> Result<(), link::RecvError> {
         match h.kind {
             Kind::Ack => {
                 if h.seq >= self.sent_hwm {
-                    return SourceRecv::Reconnect(ProtocolError::BadAck);
+                    return Err(link::RecvError::Protocol);
                 }
-                if h.seq > self.acked {
-                    self.acked = h.seq;
-                }
-                self.ring.ack(self.acked);
-                self.clear_acked_holds();
+                self.acknowledge(h.seq, now);
             }
             Kind::Nak => {
                 self.stats.naks = self.stats.naks.saturating_add(1);
@@ -693,9 +777,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                     }
                 }
             }
-            _ => return SourceRecv::Reconnect(ProtocolError::Unexpected),
+            _ => return Err(link::RecvError::Protocol),
         }
-        SourceRecv::Ok
+        Ok(())
     }
 
     /// Releases holds an ACK makes moot. The target counts a LOCK as
@@ -733,14 +817,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// The record to transmit next, or `None` when nothing may be sent now
-    /// (not connected, everything sent, or the stream is held). Send its
-    /// `chunks()` (or [`Source::read_frame`]) and call
-    /// [`Source::advance_send`].
-    pub fn peek_send(&self) -> Option<RecordView> {
-        if self.state != LinkState::Connected {
-            return None;
-        }
+    /// Whether the record at the send cursor may go now (not held back by
+    /// a rejection or a lock-sync wait); `None` when everything is sent.
+    fn sendable(&self) -> Option<crate::log::ring::RecordView> {
         let v = self.ring.peek_send()?;
         if self.holds.iter().any(|h| h.used && h.rejected) {
             // Held after LOCK_REJECTED: the target's commit log is full and
@@ -766,11 +845,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         Some(v)
     }
 
-    /// Marks the record returned by [`Source::peek_send`] as sent.
-    pub fn advance_send(&mut self) {
-        let Some(v) = self.peek_send() else {
-            return;
-        };
+    /// Moves the send cursor past `v` (the record [`Self::sendable`] gave).
+    fn advance_send(&mut self, v: &crate::log::ring::RecordView) {
         if self.cfg.mode == Mode::LockSync && v.header.kind == Kind::Lock {
             if let Some(ho) = self.holds.iter_mut().find(|x| !x.used) {
                 *ho = Hold {
@@ -790,10 +866,79 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// Copies the sealed frame `seq` out of the ring (for glue that does
-    /// not send page spans directly).
-    pub fn read_frame(&self, seq: u64, out: &mut [u8]) -> Result<usize, RingError> {
-        self.ring.read_frame(seq, out)
+    /// Forgets what the old connection had: its grants and rejections are
+    /// moot, everything unacknowledged is resent after the next handshake.
+    fn reset_holds(&mut self) {
+        self.holds = [Hold::default(); MAX_HOLDS];
+    }
+
+    /// The sleepers that are asleep and have work now; marks them awake.
+    /// Call at the end of every critical section and wake exactly these.
+    pub fn take_wakes(&mut self) -> Wakes {
+        let mut s = self.sleepers;
+        let w = s.take(SLEEPERS, |i| self.has_work(i));
+        self.sleepers = s;
+        w
+    }
+
+    /// Whether sleeper `i` would do something now if it asked (timers
+    /// aside: a sleeper's step names its own deadline).
+    pub fn has_work(&self, i: u8) -> bool {
+        if self.stopping {
+            return true;
+        }
+        match i {
+            SENDER => self.sender_has_work(),
+            WORKER => self.worker_has_work(),
+            _ => false,
+        }
+    }
+
+    /// Whether sleeper `i` is asleep (for the simulator's checks).
+    pub fn is_asleep(&self, i: u8) -> bool {
+        self.sleepers.is_asleep(i)
+    }
+
+    /// Starts (dm resume): the threads run, the link connects at once.
+    pub fn start(&mut self, now: Instant) {
+        self.stopping = false;
+        self.suspend_until = None;
+        self.abandoning = false;
+        self.link.start(now);
+    }
+
+    /// Asks every thread to exit (dm postsuspend, remove). The glue shuts
+    /// the sockets down, joins the threads, then calls [`Source::stopped`].
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// The threads are gone: whatever connection there was is closed.
+    pub fn stopped(&mut self) {
+        if self.link.stopped() {
+            self.stats.disconnects = self.stats.disconnects.saturating_add(1);
+        }
+        self.reset_holds();
+        self.repair = Repair::Idle;
+        self.free_ring();
+    }
+
+    /// True while the threads are asked to exit.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// A suspend starts (dm presuspend): deferred and unacknowledged sync
+    /// writes get [`SUSPEND_GRACE`] (renewed by every acknowledgement) to
+    /// drain, then the worker gives them up ([`WorkerStep::Abandon`]).
+    pub fn begin_suspend(&mut self, now: Instant) {
+        self.suspend_until = Some(now.saturating_add(SUSPEND_GRACE));
+    }
+
+    /// The suspend was cancelled (dm presuspend_undo).
+    pub fn cancel_suspend(&mut self) {
+        self.suspend_until = None;
+        self.abandoning = false;
     }
 
     /// Highest seq the target acknowledged as applied.
@@ -801,7 +946,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.acked
     }
 
-    /// The rollback ring (read-only: cursors, usage).
+    /// The rollback ring (read-only: cursors, usage, pages).
     pub fn ring(&self) -> &RollbackRing<P> {
         &self.ring
     }

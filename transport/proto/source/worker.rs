@@ -1,0 +1,150 @@
+//! The source's worker thread: the link's deadlines (it shuts a dead
+//! connection's socket down, which ends a send blocked on it), deferred
+//! host writes, completions no other context took, repairs of failed
+//! local writes, and the suspend's grace.
+
+use core::ops::DerefMut;
+
+use super::{Repair, Source, WORKER};
+use crate::log::pages::Pages;
+use crate::transport::proto::hot::HotSlot;
+use crate::transport::proto::inflight::{InflightSlot, RepairJob};
+use crate::transport::proto::wake::{due, earliest, Instant};
+
+/// What the worker thread does next, most urgent first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerStep {
+    /// The device stops: return.
+    Exit,
+    /// Nothing to do: sleep until woken or until this instant.
+    Sleep {
+        /// Timer (link deadline, repair retry, suspend grace), if any.
+        until: Option<Instant>,
+    },
+    /// Shut connection `conn`'s socket down (it is dead or broke the
+    /// protocol; the sender may be blocked sending on it), then report
+    /// [`Source::on_shutdown`].
+    Shutdown {
+        /// Connection.
+        conn: u64,
+    },
+    /// The suspend's grace ran out: take every deferred bio off the list
+    /// and fail it (or give it back to dm for a noflush suspend), calling
+    /// [`Source::deferred_dropped`] for each; then end the completions.
+    Abandon,
+    /// End the host writes [`Source::poll_completed`] gives.
+    Complete,
+    /// Read the failed write's range back into the repair buffer, then
+    /// report [`Source::repair_read_done`] (or [`Source::repair_wait`]
+    /// when the buffer cannot be had now).
+    RepairRead(RepairJob),
+    /// The read-back of `seq` ended: with `ok`, append the repair
+    /// ([`Source::repair`]) from the buffer; otherwise
+    /// [`Source::repair_failed`].
+    RepairAppend {
+        /// The failed write's seq.
+        seq: u64,
+        /// Whether the read-back succeeded.
+        ok: bool,
+    },
+    /// Offer the deferred bios again, in order, through
+    /// [`Source::retry_deferred`], until one must wait again (at most
+    /// [`DEFERRED_BATCH`] per step).
+    Deferred,
+}
+
+/// Deferred bios offered per [`WorkerStep::Deferred`] (bounds the time
+/// the state lock is held in one go).
+pub const DEFERRED_BATCH: usize = 64;
+
+impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSlot]>>
+    Source<P, H, I>
+{
+    fn repair_due(&self) -> bool {
+        self.repair == Repair::Idle
+            && self.repair_retry_at.is_none()
+            && self.inflight.next_repair().is_some()
+    }
+
+    pub(super) fn worker_has_work(&self) -> bool {
+        self.link.shutdown_due().is_some()
+            || (self.abandoning && self.deferred > 0)
+            || self.has_completions()
+            || matches!(self.repair, Repair::Read(..))
+            || self.repair_due()
+            || (self.deferred > 0 && self.deferred_gen != self.unblock_gen)
+    }
+
+    /// The worker thread's next step (see [`WorkerStep`]).
+    pub fn poll_worker(&mut self, now: Instant) -> WorkerStep {
+        self.sleepers.running(WORKER);
+        if self.stopping {
+            return WorkerStep::Exit;
+        }
+        let step = self.worker_step(now);
+        if let WorkerStep::Sleep { .. } = step {
+            self.sleepers.sleep(WORKER);
+        }
+        step
+    }
+
+    fn worker_step(&mut self, now: Instant) -> WorkerStep {
+        self.expire_link(now);
+        if let Some(conn) = self.link.shutdown_due() {
+            return WorkerStep::Shutdown { conn };
+        }
+        if due(self.suspend_until, now) {
+            self.suspend_until = None;
+            self.abandoning = true;
+        }
+        if self.abandoning && self.deferred > 0 {
+            return WorkerStep::Abandon;
+        }
+        if self.has_completions() {
+            return WorkerStep::Complete;
+        }
+        if let Repair::Read(seq, ok) = self.repair {
+            return WorkerStep::RepairAppend { seq, ok };
+        }
+        if due(self.repair_retry_at, now) {
+            self.repair_retry_at = None;
+        }
+        if self.repair_due() {
+            if let Some(job) = self.inflight.next_repair() {
+                self.repair = Repair::Reading(job.seq);
+                return WorkerStep::RepairRead(job);
+            }
+        }
+        if self.deferred > 0 && self.deferred_gen != self.unblock_gen {
+            // Marked seen: a bio that must wait again records the new
+            // generation itself, one that goes through needs no mark.
+            self.deferred_gen = self.unblock_gen;
+            return WorkerStep::Deferred;
+        }
+        let until = earliest(
+            earliest(self.link_deadline(), self.repair_retry_at),
+            self.suspend_until,
+        );
+        WorkerStep::Sleep { until }
+    }
+
+    /// The read-back of failed write `seq` ended (any context).
+    pub fn repair_read_done(&mut self, seq: u64, ok: bool) {
+        if self.repair == Repair::Reading(seq) {
+            self.repair = Repair::Read(seq, ok);
+        }
+    }
+
+    /// The repair buffer could not be had now: try again after
+    /// [`super::REPAIR_RETRY`].
+    pub fn repair_wait(&mut self, now: Instant) {
+        self.repair = Repair::Idle;
+        self.repair_retry_at = Some(now.saturating_add(super::REPAIR_RETRY));
+    }
+
+    /// Whether a suspend gave up waiting (status, and the glue's choice
+    /// between failing and requeueing deferred bios).
+    pub fn is_abandoning(&self) -> bool {
+        self.abandoning
+    }
+}
