@@ -536,6 +536,7 @@ fn storage_is_checked_and_sets_the_limits() {
         region_sectors: 8,
         dev_sectors: 1 << 20,
         ack_every: 1,
+        secret: None,
     };
     let target = |win: usize, buckets: usize| {
         Target::new(
@@ -561,5 +562,11 @@ fn machines_are_small_their_storage_is_the_callers() {
     let target = std::mem::size_of::<Tgt>();
     println!("size_of CommitLog<VecPages, ..>: {log} bytes, Target<VecPages, ..>: {target} bytes");
     assert!(log < 512, "CommitLog is {log} bytes");
-    assert!(target < 2048, "Target is {target} bytes");
+    // Was under 2 KiB (1784 bytes) until 268e361 moved the connection
+    // (nonces, deadlines, back-off) and the `lock` messages' table (16
+    // ranges, 384 bytes) from the glue into the machine: 2536 bytes then.
+    // The kernel still builds it in place (one temporary in an
+    // out-of-line function), and every array that grows with the
+    // configuration stays in caller storage.
+    assert!(target < 3072, "Target is {target} bytes");
 }

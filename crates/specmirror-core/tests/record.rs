@@ -38,7 +38,7 @@ fn header_layout_is_byte_exact() {
     h.encode(&mut b);
     let expect: [u8; 40] = [
         0x53, 0x4D, 0x52, 0x31, // magic "SMR1"
-        1, 0x04, 0x03, 0x00, // version, kind, flags
+        2, 0x04, 0x03, 0x00, // version, kind, flags
         8, 7, 6, 5, 4, 3, 2, 1, // seq
         0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11, // sector
         1, 0, 0, 0, // count
@@ -61,7 +61,10 @@ fn kinds_round_trip_and_direction() {
             assert_eq!(k.is_from_source(), v < 0x80);
         }
     }
-    assert_eq!((0..=255u8).filter_map(Kind::from_u8).count(), 13);
+    assert_eq!((0..=255u8).filter_map(Kind::from_u8).count(), 14);
+    // The keepalive is the source's.
+    assert_eq!(Kind::from_u8(0x08), Some(Kind::Ping));
+    assert!(Kind::Ping.is_from_source() && !Kind::Ping.is_data());
 }
 
 #[test]
@@ -70,9 +73,12 @@ fn specific_rejections() {
     let mut f = good.clone();
     f[0] ^= 1;
     assert_eq!(decode_frame(&Crc, &f), Err(DecodeError::BadMagic));
-    let mut f = good.clone();
-    f[4] = 2;
-    assert_eq!(decode_frame(&Crc, &f), Err(DecodeError::BadVersion));
+    // Version 1 (before keepalives and aligned payloads) and any other.
+    for v in [0u8, 1, VERSION + 1, 0xff] {
+        let mut f = good.clone();
+        f[4] = v;
+        assert_eq!(decode_frame(&Crc, &f), Err(DecodeError::BadVersion), "{v}");
+    }
     let mut f = good.clone();
     f[5] = 0x7f;
     assert_eq!(decode_frame(&Crc, &f), Err(DecodeError::BadKind));
@@ -153,7 +159,11 @@ fn hello_round_trip_and_rejections() {
     let mut r = b;
     r[85] = 0x10;
     assert_eq!(Hello::decode(&r).map(|h| h.block_size), Ok(4096));
-    let bs = Hello { block_size: 512, ..hl }.to_bytes();
+    let bs = Hello {
+        block_size: 512,
+        ..hl
+    }
+    .to_bytes();
     assert_eq!(&bs[84..88], &512u32.to_le_bytes());
     // Field placement pinned (see Documentation/wire-protocol.rst).
     assert_eq!(&b[0..4], &1u32.to_le_bytes());

@@ -63,11 +63,13 @@ fn basic_flow_and_spans() {
     let v = r.peek_send().unwrap();
     assert_eq!(v.seq, 1);
     assert_eq!(v.header.seq, 1);
+    // Header, then the payload from byte 40: 4056 bytes in page 0, 40 in
+    // page 1 (the default alignment, 8, adds no padding).
     assert_eq!(
-        v.chunks().count(),
-        2,
-        "4136 bytes from offset 0 span two pages"
+        v.chunks().collect::<Vec<_>>(),
+        [(0, 0, HEADER_LEN), (0, 40, 4056), (1, 0, 40)]
     );
+    assert_eq!(v.stored_len, v.frame_len);
     let mut buf = vec![0; 5000];
     let n = r.read_frame(1, &mut buf).unwrap();
     let mut h = hdr(Kind::Write, 8, 8);

@@ -1,5 +1,5 @@
 //! Table-line parsing: every accepted form and every class of malformed line.
-use specmirror_core::table::*;
+use specmirror_core::transport::table::*;
 
 fn words(s: &str) -> Vec<&[u8]> {
     s.split_whitespace().map(str::as_bytes).collect()

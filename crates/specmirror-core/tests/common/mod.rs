@@ -2,6 +2,8 @@
 //! and a sample Hello.
 #![allow(dead_code)]
 
+pub(crate) mod drive;
+
 use specmirror_core::log::commit::{CommitLog, WindowSlot, SCAN_LIMIT};
 use specmirror_core::log::filter::FILTER_BUCKETS;
 use specmirror_core::log::locks::LockSlot;
