@@ -9,11 +9,11 @@
 
 mod common;
 
+use common::drive::{accept, send_hello, sign_hello};
 use common::{Log, Tgt};
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::record::{Header, Hello, Kind, VERSION};
-use specmirror_core::transport::proto::encode_hello;
-use specmirror_core::transport::proto::target::{LocalLock, Target, TargetConfig, TargetRecv};
+use specmirror_core::transport::proto::target::{LocalLock, RxVerdict, Target, TargetConfig};
 use std::time::Instant;
 
 const LOG_PAGES: usize = 16384; // 64 MiB
@@ -187,6 +187,7 @@ fn full_target(mut sector: impl FnMut(u64) -> u64) -> Tgt {
         region_sectors: REGION,
         dev_sectors: DEV,
         ack_every: 64,
+        secret: None,
     };
     let mut t = Target::new(
         cfg,
@@ -196,7 +197,10 @@ fn full_target(mut sector: impl FnMut(u64) -> u64) -> Tgt {
         vec![LockSlot::EMPTY; 80],
     )
     .unwrap();
-    let hello = Hello {
+    // The handshake of a scripted source.
+    t.start();
+    let (conn, nonce) = accept(&mut t, 0);
+    let mut hello = Hello {
         proto_version: u32::from(VERSION),
         dev_sectors: DEV,
         region_sectors: REGION,
@@ -207,20 +211,17 @@ fn full_target(mut sector: impl FnMut(u64) -> u64) -> Tgt {
         flags: 0,
         block_size: 0,
     };
-    let mut b = [0u8; 256];
-    let n = encode_hello(&common::Crc, &hello, false, &mut b).unwrap();
-    let TargetRecv::Hello(h) = t.on_frame(&common::Crc, &b[..n]) else {
-        panic!("no hello")
-    };
-    t.on_hello(&h).unwrap();
-    while t.poll_send(&common::Crc, &mut b).is_some() {}
+    sign_hello(None, &nonce, &mut hello);
+    let (_, reply) = send_hello(&mut t, conn, &hello, 0);
+    assert_eq!(reply.map(|r| r.flags), Some(0), "refused");
+    assert!(t.is_connected());
     let data = vec![0x5Au8; 4096];
     for seq in 1.. {
         let f = common::frame(&write(seq, sector(seq)), &data);
-        match t.on_frame(&common::Crc, &f) {
-            TargetRecv::Ok => {}
-            TargetRecv::Busy => break,
-            other => panic!("{other:?}"),
+        match t.on_frame(&common::Crc, conn, &f, 0) {
+            RxVerdict::Continue => {}
+            RxVerdict::Busy => break,
+            RxVerdict::Stop => panic!("stopped at {seq}"),
         }
     }
     t

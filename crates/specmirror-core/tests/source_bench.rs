@@ -14,13 +14,13 @@
 
 mod common;
 
+use common::drive::{src_challenge, src_connect, src_reply, T_NONCE};
 use common::{Crc, VecPages};
-use specmirror_core::log::record::{Header, Kind};
-use specmirror_core::transport::proto::encode_hello;
+use specmirror_core::log::record::{Header, Hello, Kind, VERSION};
 use specmirror_core::transport::proto::hot::HotSlot;
 use specmirror_core::transport::proto::inflight::InflightSlot;
 use specmirror_core::transport::proto::source::{
-    HostOp, HostWrite, Source, SourceConfig, SourceRecv, Submit,
+    HostOp, HostWrite, LinkState, RxVerdict, SenderStep, Source, SourceConfig, Submit, WaitReason,
 };
 use specmirror_core::transport::proto::{Completion, Mode};
 use std::time::Instant;
@@ -51,6 +51,7 @@ fn connected(completion: Completion, hot: usize) -> Src {
             completion,
             dev_sectors: DEV_SECTORS,
             generation: 9,
+            secret: None,
         },
         VecPages::new(4096),
         1,
@@ -58,45 +59,71 @@ fn connected(completion: Completion, hot: usize) -> Src {
         vec![InflightSlot::default(); INFLIGHT_SLOTS],
     )
     .unwrap();
-    let mut h = s.start_handshake();
-    h.flags = 0;
-    let mut b = [0u8; 256];
-    let n = encode_hello(&Crc, &h, true, &mut b).unwrap();
-    let SourceRecv::HelloReply(r) = s.on_frame(&Crc, &b[..n]) else {
-        panic!("no reply")
+    // The handshake with a scripted target (time stands still at 0: no
+    // keepalive, no deadline interferes).
+    s.start(0);
+    let conn = src_connect(&mut s, 0);
+    src_challenge(&mut s, conn, &T_NONCE, 0);
+    let reply = Hello {
+        proto_version: u32::from(VERSION),
+        dev_sectors: DEV_SECTORS,
+        region_sectors: REGION,
+        generation: 9,
+        last_applied: 0,
+        nonce: [0; 16],
+        mac: [0; 32],
+        flags: 0,
+        block_size: 0,
     };
-    s.on_hello_reply(&r).unwrap();
+    assert_eq!(src_reply(&mut s, conn, None, reply, 0), RxVerdict::Continue);
+    assert_eq!(s.link_state(), LinkState::Connected);
     s
 }
 
-/// Marks everything sent and acknowledged (frees the ring).
+/// Sends everything (the sender's steps, the bytes going nowhere) and
+/// acknowledges it (frees the ring).
 fn ack_all(s: &mut Src) {
     let mut last = None;
-    while let Some(v) = s.peek_send() {
-        last = Some(v.seq);
-        s.advance_send();
+    while let SenderStep::Records { conn, batch } = s.poll_sender(&Crc, 0) {
+        last = Some(batch.first + u64::from(batch.count) - 1);
+        s.on_sent(conn, true, 0);
     }
     if let Some(seq) = last {
         let mut h = Header::new(Kind::Ack);
         h.seq = seq;
-        assert_eq!(s.on_frame(&Crc, &common::frame(&h, &[])), SourceRecv::Ok);
+        let conn = s.conn();
+        assert_eq!(
+            s.on_frame(&Crc, conn, &common::frame(&h, &[]), 0),
+            RxVerdict::Continue
+        );
     }
 }
 
 fn submit(s: &mut Src, rng: &mut Lcg) -> u64 {
+    let mut w = HostWrite {
+        op: HostOp::WriteZeroes,
+        sector: (rng.next() % (DEV_SECTORS / 8)) * 8,
+        count: 8,
+        flags: 0,
+    };
+    let mut r = s.submit(&Crc, &w, |_| Ok(()));
     loop {
-        let w = HostWrite {
-            op: HostOp::WriteZeroes,
-            sector: (rng.next() % (DEV_SECTORS / 8)) * 8,
-            count: 8,
-            flags: 0,
-        };
-        match s.submit(&Crc, &w, |_| Ok(())) {
+        match r {
             Submit::Accepted(seq) => return seq,
+            Submit::Wait(WaitReason::Overlap) => {
+                // Would wait for a write this loop completes later: give
+                // it up and write elsewhere.
+                s.deferred_dropped();
+                w.sector = (rng.next() % (DEV_SECTORS / 8)) * 8;
+                r = s.submit(&Crc, &w, |_| Ok(()));
+            }
             Submit::Wait(_) => {
-                // Ring or table full of acknowledged-pending writes (sync).
+                // Ring or table full of acknowledged-pending writes (sync):
+                // the bio is parked; the worker offers it again once
+                // acknowledgements made room.
                 ack_all(s);
                 while s.poll_completed().is_some() {}
+                r = s.retry_deferred(&Crc, &w, |_| Ok(()));
             }
             Submit::Invalid(why) => panic!("{why:?}"),
         }
