@@ -92,6 +92,20 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// A secret of `value`: 1 to [`SECRET_MAX`] printable bytes without
+    /// spaces (dm splits table words on them), else `None`.
+    pub fn new(value: &[u8]) -> Option<Secret> {
+        if value.is_empty() || value.len() > SECRET_MAX || !value.iter().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut s = Secret {
+            bytes: [0; SECRET_MAX],
+            len: u8::try_from(value.len()).ok()?,
+        };
+        s.bytes.get_mut(..value.len())?.copy_from_slice(value);
+        Some(s)
+    }
+
     /// The secret's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
@@ -327,21 +341,7 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         }
         _ => {
             // GIVEN_SECRET: printable, no spaces (dm splits words on them).
-            if value.is_empty()
-                || value.len() > SECRET_MAX
-                || !value.iter().all(|b| b.is_ascii_graphic())
-            {
-                return Err(TableError::BadSecret);
-            }
-            let mut s = Secret {
-                bytes: [0; SECRET_MAX],
-                len: 0,
-            };
-            if let Some(dst) = s.bytes.get_mut(..value.len()) {
-                dst.copy_from_slice(value);
-            }
-            s.len = u8::try_from(value.len()).map_err(|_| TableError::BadSecret)?;
-            c.secret = Some(s);
+            c.secret = Some(Secret::new(value).ok_or(TableError::BadSecret)?);
         }
     }
     Ok(())

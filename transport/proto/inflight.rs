@@ -166,6 +166,16 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
             })
     }
 
+    /// The range of failed write `seq`, if it awaits its repair.
+    pub fn repair_job(&self, seq: u64) -> Option<RepairJob> {
+        let s = self.find(seq).and_then(|i| self.active().get(i))?;
+        (s.state == SlotState::Repair).then_some(RepairJob {
+            seq: s.seq,
+            sector: s.sector,
+            count: s.count,
+        })
+    }
+
     /// The repair of `seq` is appended (or given up): frees its slot.
     /// False when `seq` awaits no repair.
     pub fn repaired(&mut self, seq: u64) -> bool {

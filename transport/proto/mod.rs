@@ -17,6 +17,8 @@ pub mod auth;
 pub mod backoff;
 pub mod hot;
 pub mod inflight;
+#[cfg(feature = "mutants")]
+pub mod mutant;
 pub mod source;
 pub mod target;
 pub mod wake;

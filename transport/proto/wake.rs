@@ -14,7 +14,10 @@
 //! Time is a monotonic count of nanoseconds ([`Instant`]): `ktime_get` in
 //! the kernel, virtual time in the simulator. A sleeping step carries the
 //! instant its timer fires, if any; the glue sleeps until then at most and
-//! asks again.
+//! asks again. When another context sets a deadline a sleeper must watch
+//! (a failed write's retry, a suspend's grace, a new connection's
+//! keepalive), it *rearms* that sleeper: the sleeper is woken to sleep
+//! again with the new deadline.
 
 /// Monotonic time in nanoseconds.
 pub type Instant = u64;
@@ -63,12 +66,20 @@ impl Wakes {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Sleepers {
     asleep: u8,
+    rearm: u8,
 }
 
 impl Sleepers {
     /// Sleeper `i` is running (it asked for its next step).
     pub(crate) fn running(&mut self, i: u8) {
         self.asleep &= !(1 << (i & 7));
+        self.rearm &= !(1 << (i & 7));
+    }
+
+    /// A deadline sleeper `i` watches changed: wake it so that it sleeps
+    /// again until the new one.
+    pub(crate) fn rearm(&mut self, i: u8) {
+        self.rearm |= 1 << (i & 7);
     }
 
     /// Sleeper `i` goes to sleep (its step function answered "sleep").
@@ -86,11 +97,12 @@ impl Sleepers {
     pub(crate) fn take(&mut self, n: u8, mut has_work: impl FnMut(u8) -> bool) -> Wakes {
         let mut w = 0u8;
         for i in 0..n.min(8) {
-            if self.is_asleep(i) && has_work(i) {
+            if self.is_asleep(i) && (self.rearm & (1 << i) != 0 || has_work(i)) {
                 w |= 1 << i;
             }
         }
         self.asleep &= !w;
+        self.rearm &= !w;
         Wakes(w)
     }
 }

@@ -429,8 +429,8 @@ impl<C: Crc32c> Pair<C> {
                 self.s.repair_read_done(job.seq, false);
                 true
             }
-            WorkerStep::RepairAppend { seq, ok: _ } => {
-                self.s.repair_failed(seq);
+            WorkerStep::RepairAppend { job, ok: _ } => {
+                self.s.repair_failed(job.seq);
                 true
             }
             // Deferred writes belong to the test, which offers them again.

@@ -6,13 +6,18 @@
 //! virtual time, so a seed replays exactly. Invariants I1-I4 of DESIGN.md
 //! and liveness are checked while it runs; see [`sim`].
 
+pub mod check;
+pub mod net;
+pub mod params;
 pub mod perf;
 pub mod rng;
 pub mod sim;
 
 use specmirror_core::transport::proto::Mode;
 
-pub use sim::{mode_name, run_seed, run_seed_gen, Failure, Outcome, Violation, GEN_VERSION};
+pub use check::{mode_name, Failure, Violation};
+pub use params::{Params, GEN_VERSION};
+pub use sim::{run_mutant, run_seed, run_seed_gen, Outcome};
 
 /// Runs seeds `start..start+n` in each of `modes` on `threads` threads.
 /// Returns (runs passed, summed counters of passed runs, failures in seed

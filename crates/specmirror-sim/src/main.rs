@@ -3,11 +3,12 @@
 use std::process::ExitCode;
 
 use specmirror_core::transport::proto::Mode;
-use specmirror_sim::{mode_name, perf, run_many, run_seed_gen, GEN_VERSION};
+use specmirror_core::transport::proto::mutant::Mutant;
+use specmirror_sim::{mode_name, perf, run_many, run_mutant, run_seed_gen, GEN_VERSION};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  specmirror-sim run --seeds N [--start S] [--mode speculative|lock-sync|both] [--threads T]\n  specmirror-sim replay --seed S [--mode speculative|lock-sync|both] [--gen G] [--verbose]\n  specmirror-sim report [--disk-mbs D] [--link-mbs L]   (default: 400 MB/s disks, 125 MB/s = 1 Gbit/s link)"
+        "usage:\n  specmirror-sim run --seeds N [--start S] [--mode speculative|lock-sync|both] [--threads T]\n  specmirror-sim replay --seed S [--mode speculative|lock-sync|both] [--gen G] [--mutant M] [--verbose]\n  specmirror-sim mutants [--seeds N] [--start S]   (every planted bug must be found within N seeds)\n  specmirror-sim report [--disk-mbs D] [--link-mbs L]   (default: 400 MB/s disks, 125 MB/s = 1 Gbit/s link)"
     );
     ExitCode::from(2)
 }
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
     let mut modes = vec![Mode::Speculative, Mode::LockSync];
     let mut verbose = false;
     let mut gen = GEN_VERSION;
+    let mut mutant = Mutant::None;
     let mut disk_mbs: Option<u64> = None;
     let mut link_mbs: Option<u64> = None;
     let mut threads = std::thread::available_parallelism()
@@ -49,6 +51,12 @@ fn main() -> ExitCode {
                 }
             }
             "--seed" => seed = val.and_then(|v| v.parse().ok()),
+            "--mutant" => {
+                mutant = match Mutant::ALL.iter().find(|m| val.is_some_and(|v| format!("{m:?}") == *v)) {
+                    Some(m) => *m,
+                    None => return usage(),
+                }
+            }
             "--disk-mbs" => disk_mbs = val.and_then(|v| v.parse().ok()).filter(|&v| v > 0),
             "--link-mbs" => link_mbs = val.and_then(|v| v.parse().ok()).filter(|&v| v > 0),
             "--gen" => {
@@ -118,7 +126,12 @@ fn main() -> ExitCode {
             let Some(s) = seed else { return usage() };
             let mut ok = true;
             for &m in &modes {
-                match run_seed_gen(s, m, gen, verbose) {
+                let r = if mutant == Mutant::None {
+                    run_seed_gen(s, m, gen, verbose)
+                } else {
+                    run_mutant(s, m, mutant, verbose)
+                };
+                match r {
                     Ok(o) => println!(
                         "seed {s} mode {}: passed ({} ops, {} records, {:.3} ms virtual, {} events, resends {}, naks {}, rejections {}, reconnects {}, crc errors {}, io errors {})",
                         mode_name(m),
@@ -140,6 +153,31 @@ fn main() -> ExitCode {
                 }
             }
             if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        "mutants" => {
+            let n = seeds.unwrap_or(2000);
+            let mut all = true;
+            for m in Mutant::ALL {
+                let found = (start..start + n).find_map(|s| {
+                    modes.iter().find_map(|&mode| run_mutant(s, mode, m, false).err())
+                });
+                match found {
+                    Some(f) => println!(
+                        "mutant {m:?}: caught by {f}\n  replay: specmirror-sim replay --seed {} --mode {} --mutant {m:?}",
+                        f.seed,
+                        mode_name(f.mode)
+                    ),
+                    None => {
+                        println!("mutant {m:?}: NOT caught in seeds {start}..{}", start + n);
+                        all = false;
+                    }
+                }
+            }
+            if all {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -1,7 +1,9 @@
 //! Throughput model for `specmirror-sim report`: the real source and target
-//! state machines over a modelled 1 Gbit/s link and two modelled disks, a
-//! closed-loop host doing random 64 KiB writes over mostly cold regions.
-//! No fault injection and no data checks here: this measures the protocol.
+//! state machines, driven through their thread steps, over a modelled
+//! 1 Gbit/s link and two modelled disks, a closed-loop host doing random
+//! 64 KiB writes over mostly cold regions. No fault injection, no data and
+//! no interleaving checks here (the simulator does those): this measures
+//! the protocol.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -9,17 +11,22 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use specmirror_core::log::commit::{IssueView, WindowSlot, SCAN_LIMIT};
 use specmirror_core::log::filter::FILTER_BUCKETS;
 use specmirror_core::log::locks::LockSlot;
-use specmirror_core::log::record::{decode_header, Kind, HEADER_LEN, SECTOR_SIZE};
+use specmirror_core::log::record::{decode_header, Kind, SECTOR_SIZE};
+use specmirror_core::pair::gather;
 use specmirror_core::transport::proto::hot::HotSlot;
 use specmirror_core::transport::proto::inflight::InflightSlot;
 use specmirror_core::transport::proto::source::{
-    HostOp, HostWrite, LinkState, Source, SourceConfig, SourceRecv, Submit,
+    HostOp, HostWrite, LinkState, SenderStep, Source, SourceConfig, Submit, WorkerStep,
 };
-use specmirror_core::transport::proto::target::{Target, TargetConfig, TargetRecv};
-use specmirror_core::transport::proto::{encode_hello, Completion, Mode};
+use specmirror_core::transport::proto::target::{
+    Accept, ApplierStep, IoStatus, RxVerdict, SenderStep as TStep, Target, TargetConfig,
+    SEND_FRAMES,
+};
+use specmirror_core::transport::proto::{Completion, Mode, MAX_CONTROL_FRAME};
 
+use crate::check::mode_name;
 use crate::rng::Rng;
-use crate::sim::{mode_name, Crc, VecPages};
+use crate::sim::{Crc, VecPages};
 
 const MS: u64 = 1_000_000;
 const US: u64 = 1_000;
@@ -132,6 +139,7 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
             completion: Completion::Async,
             dev_sectors: cfg.dev_sectors,
             generation: 1,
+            secret: None,
         },
         VecPages::new(pages),
         1,
@@ -144,6 +152,7 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
             region_sectors: cfg.region_sectors,
             dev_sectors: cfg.dev_sectors,
             ack_every: cfg.ack_every,
+            secret: None,
         },
         VecPages::new(pages),
         vec![WindowSlot::EMPTY; SCAN_LIMIT],
@@ -170,7 +179,7 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
     let mut recent: VecDeque<u64> = VecDeque::new();
     let wbytes = u64::from(cfg.write_sectors) * SECTOR_SIZE as u64;
     let zero = vec![0u8; wbytes as usize];
-    let mut buf = vec![0u8; HEADER_LEN + wbytes as usize];
+    let mut tbuf = vec![0u8; SEND_FRAMES * MAX_CONTROL_FRAME];
     let end = cfg.warmup + cfg.measure;
     let mut done_bytes = 0u64;
     let mut wire_bytes = 0u64;
@@ -179,16 +188,27 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
     let mut backlog_now = 0u64;
 
     // Handshake (instantaneous: the connection is up before the run).
-    let hello = src.start_handshake();
-    let mut hb = [0u8; 256];
-    let n = encode_hello(&c, &hello, false, &mut hb).expect("hello");
-    if let TargetRecv::Hello(h) = tgt.on_frame(&c, &hb[..n]) {
-        tgt.on_hello(&h).expect("handshake");
+    src.start(0);
+    tgt.start();
+    let SenderStep::Connect { conn: sconn } = src.poll_sender(&c, 0) else {
+        panic!("perf: source does not connect")
+    };
+    let Accept::Serve { conn: tconn } = tgt.on_accept(0, [1; 32]) else {
+        panic!("perf: target refuses")
+    };
+    src.on_connect(sconn, Some([2; 32]), 0);
+    for _ in 0..4 {
+        if let TStep::Send { len, .. } = tgt.poll_sender(&c, 0, &mut tbuf) {
+            let f = tbuf[..len].to_vec();
+            src.on_frame(&c, sconn, &f, 0);
+            tgt.on_sent(tconn, true, 0);
+        }
+        if let SenderStep::Control { frame, .. } = src.poll_sender(&c, 0) {
+            tgt.on_frame(&c, tconn, frame.as_bytes(), 0);
+            src.on_sent(sconn, true, 0);
+        }
     }
-    let n = tgt.poll_send(&c, &mut hb).expect("reply").expect("encode");
-    if let SourceRecv::HelloReply(h) = src.on_frame(&c, &hb[..n]) {
-        src.on_hello_reply(&h).expect("handshake");
-    }
+    assert_eq!(src.link_state(), LinkState::Connected, "perf: no handshake");
     match cfg.offered {
         None => parked.extend(std::iter::repeat_n(0, cfg.qd)),
         Some(_) => push(&mut q, 0, Ev::Tick),
@@ -216,7 +236,12 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
                     count: cfg.write_sectors,
                     flags: 0,
                 };
-                match src.submit(&c, &w, |wr| wr.write(&zero)) {
+                let r = if src.deferred_len() > 0 {
+                    src.retry_deferred(&c, &w, |wr| wr.write(&zero))
+                } else {
+                    src.submit(&c, &w, |wr| wr.write(&zero))
+                };
+                match r {
                     Submit::Accepted(seq) => {
                         parked.pop_front();
                         progress = true;
@@ -244,75 +269,74 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
                 }
                 progress = true;
             }
-            // Source -> link.
-            while src.link_state() == LinkState::Connected && unconsumed < cfg.window {
-                let Some(v) = src.peek_send() else { break };
-                let n = src.read_frame(v.seq, &mut buf).expect("read_frame");
-                src.advance_send();
-                let len = n as u64;
-                if now >= cfg.warmup && now < end {
-                    wire_bytes += len;
+            // Source -> link (the sender's batches, within the window).
+            if unconsumed < cfg.window {
+                if let SenderStep::Records { conn, batch } = src.poll_sender(&c, now) {
+                    for v in src.batch_views(&batch).collect::<Vec<_>>() {
+                        let mut f = Vec::with_capacity(v.frame_len);
+                        gather(src.ring().pages(), v.chunks(), &mut f);
+                        let len = f.len() as u64;
+                        if now >= cfg.warmup && now < end {
+                            wire_bytes += len;
+                        }
+                        let start = to_tgt.wire_free.max(now);
+                        to_tgt.wire_free = start + len * SEC / cfg.link_bw;
+                        to_tgt.flight.push_back(f);
+                        unconsumed += len;
+                        push(&mut q, to_tgt.wire_free + latency, Ev::Arrive { to_target: true });
+                    }
+                    // The send ends once its bytes are in the socket.
+                    src.on_sent(conn, true, now);
+                    progress = true;
                 }
-                let start = to_tgt.wire_free.max(now);
-                to_tgt.wire_free = start + len * SEC / cfg.link_bw;
-                to_tgt.flight.push_back(buf[..n].to_vec());
-                unconsumed += len;
-                push(
-                    &mut q,
-                    to_tgt.wire_free + latency,
-                    Ev::Arrive { to_target: true },
-                );
-                progress = true;
             }
             // Target receive.
             while let Some(f) = to_tgt.rx.front() {
-                match tgt.on_frame(&c, f) {
-                    TargetRecv::Ok => {}
-                    TargetRecv::Busy => break,
-                    other => panic!("perf target: {other:?}"),
+                match tgt.on_frame(&c, tconn, f, now) {
+                    RxVerdict::Continue => {}
+                    RxVerdict::Busy => break,
+                    RxVerdict::Stop => panic!("perf target closed the connection"),
                 }
                 unconsumed -= f.len() as u64;
                 to_tgt.rx.pop_front();
                 progress = true;
             }
             // Target device.
-            while let Some(v) = tgt.poll_issue() {
-                let bytes = if v.header.kind == Kind::Write {
-                    u64::from(v.header.len)
-                } else {
-                    0
-                };
-                let start = tgt_disk_free.max(now);
-                tgt_disk_free = start + bytes * SEC / cfg.disk_bw;
-                dev_ops.insert(v.seq, v);
-                push(
-                    &mut q,
-                    tgt_disk_free + cfg.disk_lat,
-                    Ev::DevDone { seq: v.seq },
-                );
-                progress = true;
+            if let ApplierStep::Issue = tgt.poll_applier(now) {
+                while let Some(v) = tgt.poll_issue() {
+                    let bytes = if v.header.kind == Kind::Write {
+                        u64::from(v.header.len)
+                    } else {
+                        0
+                    };
+                    let start = tgt_disk_free.max(now);
+                    tgt_disk_free = start + bytes * SEC / cfg.disk_bw;
+                    dev_ops.insert(v.seq, v);
+                    push(&mut q, tgt_disk_free + cfg.disk_lat, Ev::DevDone { seq: v.seq });
+                    progress = true;
+                }
             }
             // Target -> link.
-            while let Some(r) = tgt.poll_send(&c, &mut hb) {
-                let n = r.expect("encode");
-                let len = n as u64;
-                let start = to_src.wire_free.max(now);
-                to_src.wire_free = start + len * SEC / cfg.link_bw;
-                to_src.flight.push_back(hb[..n].to_vec());
-                push(
-                    &mut q,
-                    to_src.wire_free + latency,
-                    Ev::Arrive { to_target: false },
-                );
+            if let TStep::Send { conn, len } = tgt.poll_sender(&c, now, &mut tbuf) {
+                let mut at = 0;
+                while at < len {
+                    let n = decode_header(&tbuf[at..len]).map_or(len - at, |(h, _)| h.frame_len());
+                    let l = n as u64;
+                    let start = to_src.wire_free.max(now);
+                    to_src.wire_free = start + l * SEC / cfg.link_bw;
+                    to_src.flight.push_back(tbuf[at..at + n].to_vec());
+                    push(&mut q, to_src.wire_free + latency, Ev::Arrive { to_target: false });
+                    at += n;
+                }
+                tgt.on_sent(conn, true, now);
                 progress = true;
             }
             // Source receive.
             while let Some(f) = to_src.rx.pop_front() {
-                debug_assert!(decode_header(&f).is_ok());
-                match src.on_frame(&c, &f) {
-                    SourceRecv::Ok => {}
-                    other => panic!("perf source: {other:?}"),
-                }
+                src.on_frame(&c, sconn, &f, now);
+                progress = true;
+            }
+            if let WorkerStep::Deferred = src.poll_worker(now) {
                 progress = true;
             }
             if !progress {
@@ -338,7 +362,8 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
             }
             Ev::DevDone { seq } => {
                 if let Some(v) = dev_ops.remove(&seq) {
-                    tgt.io_done(seq, &v.header, true);
+                    let _ = v;
+                    tgt.io_done(seq, IoStatus::Ok, now);
                     if let Some((_, b)) = appended.remove(&seq) {
                         backlog_now -= b;
                     }

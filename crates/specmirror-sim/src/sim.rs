@@ -1,27 +1,56 @@
-//! The discrete-event simulation: a source host and disk, a lossy link, a
-//! target with a slow or failing disk and local lockers, all in virtual
-//! time, driven by one seed. Checks I1-I4 and liveness as it goes.
+//! The discrete-event simulation of two hosts, thread by thread.
+//!
+//! Each kernel thread of a role (the source's sender, worker and
+//! per-connection receiver; the target's listener, receiver, applier,
+//! sender and a waiting `lock` message) is an *actor* that runs the very
+//! step functions the kernel glue runs, one step per event, and each
+//! completion context (a local write ending, a device write ending, a
+//! repair read ending) is an event of its own, so a completion can run
+//! between any two steps of a thread. A sleeping actor runs again only
+//! when the machine's `take_wakes` names it at the end of a critical
+//! section, when its own timer fires, or on a random spurious wake-up (as
+//! the kernel allows): a wake-up the machine forgets leaves it asleep.
+//!
+//! Checks, as it runs: I1 at quiesce, I2 and I4 at every applied record,
+//! I3 after every event, that no sleeping thread has work it was not
+//! woken for (a spurious wake-up that finds work is a lost wake-up), that
+//! the bytes a send or a local write reads from the ring stay put until
+//! it ends, that nothing touches a device after it was freed, and
+//! liveness: once faults stop, everything completes in bounded time.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
-use std::fmt;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use specmirror_core::log::commit::{IssueView, WindowSlot, SCAN_LIMIT};
-use specmirror_core::log::filter::FILTER_BUCKETS;
+use specmirror_core::log::commit::{IssueView, WindowSlot};
 use specmirror_core::log::locks::LockSlot;
-use specmirror_core::log::pages::PAGE_SIZE;
+use specmirror_core::log::pages::{Pages, PAGE_SIZE};
 use specmirror_core::log::record::{
     decode_header, Crc32c, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, SECTOR_SIZE,
 };
+use specmirror_core::pair::gather;
 use specmirror_core::transport::proto::hot::HotSlot;
-use specmirror_core::transport::proto::inflight::InflightSlot;
+use specmirror_core::transport::proto::inflight::{Completed, InflightSlot};
+use specmirror_core::transport::proto::mutant::Mutant;
 use specmirror_core::transport::proto::source::{
-    HostOp, HostWrite, LinkState, Source, SourceConfig, SourceRecv, Submit,
+    self as src_m, HostOp, HostWrite, RecvError, RxVerdict, SenderStep, Source,
+    SourceConfig, Submit, WorkerStep, DEFERRED_BATCH,
 };
-use specmirror_core::transport::proto::target::{LocalLock, Target, TargetConfig, TargetRecv};
-use specmirror_core::transport::proto::{encode_hello, Completion, Mode};
+use specmirror_core::transport::proto::target::{
+    self as tgt_m, Accept, ApplierStep, IoStatus, ListenerStep, LocalLock, LockReply, RxStep,
+    RxVerdict as TRx, SenderStep as TStep, Target, TargetConfig, APPLY_BATCH, SEND_FRAMES,
+};
+use specmirror_core::transport::proto::wake::Wakes;
+use specmirror_core::transport::proto::{
+    Completion, Mode, CONNECT_TIMEOUT_MS, CONN_RANDOM, MAX_CONTROL_FRAME,
+};
+use specmirror_core::transport::table::Secret;
 
+use crate::check::{Books, Failure, Hist, Violation, R};
+use crate::net::{Net, TO_SOURCE, TO_TARGET};
+use crate::params::{Params, GEN_VERSION};
 use crate::rng::{mix, Rng};
+
+pub use specmirror_core::vec_pages::VecPages;
 
 /// CRC-32C through the `crc32c` crate (standard value, chained).
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,8 +62,6 @@ impl Crc32c for Crc {
     }
 }
 
-pub use specmirror_core::vec_pages::VecPages;
-
 type Src = Source<VecPages, Vec<HotSlot>, Vec<InflightSlot>>;
 type Tgt = Target<VecPages, Vec<WindowSlot>, Vec<u32>, Vec<LockSlot>>;
 
@@ -43,69 +70,9 @@ const US: u64 = 1_000;
 const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
-/// Which invariant broke.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Violation {
-    /// Devices differ after quiesce.
-    I1(String),
-    /// Target image is not a flush boundary plus part of the next epoch.
-    I2(String),
-    /// A record left the ring before the target applied it.
-    I3(String),
-    /// A record applied out of order / twice with a changed result.
-    I4(String),
-    /// No progress after faults stopped.
-    Liveness(String),
-    /// A state machine misbehaved in a way the glue cannot accept.
-    Protocol(String),
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Violation::I1(s) => write!(f, "I1 violated: {s}"),
-            Violation::I2(s) => write!(f, "I2 violated: {s}"),
-            Violation::I3(s) => write!(f, "I3 violated: {s}"),
-            Violation::I4(s) => write!(f, "I4 violated: {s}"),
-            Violation::Liveness(s) => write!(f, "liveness violated: {s}"),
-            Violation::Protocol(s) => write!(f, "protocol error: {s}"),
-        }
-    }
-}
-
-/// A failed run.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    /// Seed.
-    pub seed: u64,
-    /// Mode.
-    pub mode: Mode,
-    /// What broke.
-    pub violation: Violation,
-    /// Virtual time of the failure (ns).
-    pub at: u64,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "seed {} mode {}: {} (at t={:.3} ms)",
-            self.seed,
-            mode_name(self.mode),
-            self.violation,
-            self.at as f64 / MS as f64
-        )
-    }
-}
-
-/// Name of a mode as on the command line.
-pub fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Speculative => "speculative",
-        Mode::LockSync => "lock-sync",
-    }
-}
+/// Liveness bound: once faults stop, something must complete at least
+/// this often until quiesce.
+const PROGRESS_BOUND: u64 = 40 * SEC;
 
 /// Summary of a passed run.
 #[derive(Clone, Debug, Default)]
@@ -116,7 +83,7 @@ pub struct Outcome {
     pub records: u64,
     /// Virtual time at quiesce (ns).
     pub end: u64,
-    /// Resends, NAKs, rejections, reconnects, crc errors (source view).
+    /// Resends.
     pub resends: u64,
     /// NAKs received by the source.
     pub naks: u64,
@@ -138,6 +105,16 @@ pub struct Outcome {
     pub busy: u64,
     /// Host writes that had to wait on the source.
     pub waits: u64,
+    /// Thread steps run.
+    pub steps: u64,
+    /// Wake-ups the machines asked for.
+    pub wakes: u64,
+    /// Repairs of failed local writes.
+    pub repairs: u64,
+    /// Peer timeouts (either side).
+    pub peer_timeouts: u64,
+    /// Host writes given up by suspends.
+    pub abandoned: u64,
 }
 
 impl Outcome {
@@ -157,214 +134,80 @@ impl Outcome {
         self.local_waits += o.local_waits;
         self.busy += o.busy;
         self.waits += o.waits;
+        self.steps += o.steps;
+        self.wakes += o.wakes;
+        self.repairs += o.repairs;
+        self.peer_timeouts += o.peer_timeouts;
+        self.abandoned += o.abandoned;
     }
 }
 
-/// Per-seed randomized parameters.
-#[derive(Clone, Debug)]
-pub struct Params {
-    /// Device size in sectors.
-    pub dev_sectors: u64,
-    /// Region size in sectors.
-    pub region_sectors: u32,
-    /// Hot regions.
-    pub hot_regions: usize,
-    /// In-flight slots.
-    pub inflight_slots: usize,
-    /// Rollback ring pages.
-    pub ring_pages: usize,
-    /// Commit log pages.
-    pub log_pages: usize,
-    /// Lock table slots.
-    pub lock_slots: usize,
-    /// Commit log issue window slots (at least 1).
-    pub window_slots: usize,
-    /// Region filter buckets (a power of two).
-    pub filter_buckets: usize,
-    /// Target ack batching.
-    pub ack_every: u32,
-    /// Completion mode.
-    pub completion: Completion,
-    /// Host operations to run.
-    pub ops: u64,
-    /// Host queue depth.
-    pub qd: usize,
-    /// Largest write in sectors.
-    pub max_write: u32,
-    /// Workload kind: 0 random, 1 sequential, 2 overlapping hot spot, 3 mixed.
-    pub workload: u8,
-    /// Per mille of flushes / discards / write-zeroes / FUA / PREFLUSH.
-    pub p_flush: u64,
-    /// Per mille discards.
-    pub p_discard: u64,
-    /// Per mille write-zeroes.
-    pub p_zeroes: u64,
-    /// Per mille FUA.
-    pub p_fua: u64,
-    /// Per mille PREFLUSH.
-    pub p_preflush: u64,
-    /// One-way link latency (ns).
-    pub latency: u64,
-    /// Link bandwidth (bytes/s).
-    pub link_bw: u64,
-    /// TCP window (bytes in flight source to target).
-    pub window: u64,
-    /// Corruption probability per frame, per million.
-    pub corrupt_ppm: u64,
-    /// Link down windows (start, end) ns.
-    pub downs: Vec<(u64, u64)>,
-    /// Source disk latency / bandwidth.
-    pub src_lat: u64,
-    /// Source disk bandwidth bytes/s.
-    pub src_bw: u64,
-    /// Target disk latency.
-    pub tgt_lat: u64,
-    /// Target disk bandwidth bytes/s.
-    pub tgt_bw: u64,
-    /// Target failing windows.
-    pub fails: Vec<(u64, u64)>,
-    /// Target slow windows (x10 slower).
-    pub slows: Vec<(u64, u64)>,
-    /// Local lockers on the target.
-    pub lockers: usize,
-    /// Longest local lock hold (ns).
-    pub lock_hold: u64,
-    /// Time after which no fault starts and every fault is over.
-    pub faults_end: u64,
-    /// Host think time between ops (ns, max).
-    pub think: u64,
-    /// Device completions jitter (concurrent I/Os complete out of order).
-    pub jitter: bool,
-    /// Target restarts (crash and reload) at these times.
-    pub restarts: Vec<u64>,
-}
-
-impl Params {
-    /// Derives parameters from the seed with generator version `gen`
-    /// (1..=[`GEN_VERSION`]; older versions stay so kept seeds replay
-    /// exactly).
-    pub fn from_seed(seed: u64, gen: u32) -> Params {
-        let mut r = Rng::new(mix(seed, 0x5EED));
-        let dev_mib = r.range(1, 8);
-        let dev_sectors = dev_mib * 2048;
-        let region_sectors = 1u32 << r.range(3, 10);
-        let hot_regions = r.range(1, 16) as usize;
-        let max_write = [8u32, 16, 64, 128][r.below(4) as usize];
-        // Rings must hold the largest frame plus its LOCK/UNLOCK records.
-        let min_pages = (max_write as usize * SECT + 4 * HEADER_LEN).div_ceil(PAGE_SIZE) + 1;
-        let ring_pages = r.range(min_pages as u64, 300) as usize;
-        let log_pages = r.range(min_pages as u64, 300) as usize;
-        let faults_end = r.range(5 * MS, 1500 * MS);
-        let windows = |r: &mut Rng, n: u64, maxlen: u64| {
-            let mut v = Vec::new();
-            for _ in 0..r.below(n + 1) {
-                let s = r.below(faults_end);
-                let e = (s + r.range(MS / 10, maxlen)).min(faults_end);
-                v.push((s, e));
-            }
-            v.sort();
-            v
-        };
-        let downs = windows(&mut r, 3, 200 * MS);
-        let fails = windows(&mut r, 2, 100 * MS);
-        let slows = windows(&mut r, 2, 300 * MS);
-        let link_bw = [10u64, 50, 125, 1000][r.below(4) as usize] * 1_000_000;
-        let mut p = Params {
-            dev_sectors,
-            region_sectors,
-            hot_regions,
-            inflight_slots: r.range(2, 48) as usize,
-            ring_pages,
-            log_pages,
-            lock_slots: hot_regions + r.range(4, 16) as usize,
-            window_slots: SCAN_LIMIT,
-            filter_buckets: FILTER_BUCKETS,
-            ack_every: r.range(1, 64) as u32,
-            completion: if r.chance(1, 3) {
-                Completion::Sync
-            } else {
-                Completion::Async
-            },
-            ops: r.range(50, 500),
-            qd: r.range(1, 16) as usize,
-            max_write,
-            workload: r.below(4) as u8,
-            p_flush: r.range(0, 100),
-            p_discard: r.range(0, 50),
-            p_zeroes: r.range(0, 50),
-            p_fua: r.range(0, 100),
-            p_preflush: r.range(0, 60),
-            latency: r.range(10 * US, 5 * MS),
-            link_bw,
-            window: r.range(16 * 1024, 4 << 20),
-            corrupt_ppm: [0u64, 1000, 10_000, 50_000][r.below(4) as usize],
-            downs,
-            src_lat: r.range(10 * US, 2 * MS),
-            src_bw: r.range(50, 2000) * 1_000_000,
-            tgt_lat: r.range(10 * US, 3 * MS),
-            tgt_bw: r.range(20, 2000) * 1_000_000,
-            fails,
-            slows,
-            lockers: r.below(4) as usize,
-            lock_hold: r.range(MS, 100 * MS),
-            faults_end,
-            think: r.range(0, 2 * MS),
-            jitter: false,
-            restarts: Vec::new(),
-        };
-        if gen >= 2 {
-            // Version 2: a quarter of the seeds are lock-heavy: local
-            // lockers holding regions for long on a small commit log, so
-            // LOCK_REJECTED and its hold/resume path get exercised.
-            let mut r2 = Rng::new(mix(seed, 0x10C4));
-            if r2.chance(1, 4) {
-                p.lockers = r2.range(2, 5) as usize;
-                p.lock_hold = r2.range(20 * MS, 300 * MS);
-                p.log_pages = r2.range(min_pages as u64, 2 * min_pages as u64) as usize;
-                p.workload = if r2.chance(1, 2) { 2 } else { 3 };
-                p.tgt_bw = r2.range(20, 200) * 1_000_000;
-            }
-        }
-        // Version 3: device completions jitter.
-        p.jitter = gen >= 3;
-        if gen >= 4 {
-            // Version 4: a third of the seeds restart the target once or
-            // twice while faults are on.
-            let mut r4 = Rng::new(mix(seed, 0x4E57));
-            if r4.chance(1, 3) {
-                for _ in 0..r4.range(1, 2) {
-                    p.restarts.push(r4.below(p.faults_end));
-                }
-            }
-        }
-        if gen >= 5 {
-            // Version 5: a third of the seeds give the target a short
-            // issue window (1-16 slots: a lower in-flight cap, the window
-            // wrapping often) and a small region filter (1-64 buckets:
-            // many collisions, one bucket for every region at worst).
-            let mut r5 = Rng::new(mix(seed, 0x5707));
-            if r5.chance(1, 3) {
-                p.window_slots = r5.range(1, 16) as usize;
-                p.filter_buckets = 1 << r5.range(0, 6);
-            }
-        }
-        p
-    }
-}
-
+/// The actors (kernel threads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Actor {
+    SrcSender,
+    SrcWorker,
+    SrcReceiver,
+    TgtListener,
+    TgtReceiver,
+    TgtApplier,
+    TgtSender,
+    TgtLocker,
+}
+
+const ACTORS: usize = 8;
+
+impl Actor {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An actor's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ActState {
+    /// Not running (its role is stopped, or it returned).
+    Gone,
+    /// A step is scheduled.
+    Ready,
+    /// Asleep on its wait queue, with a timer.
+    Sleeping(Option<u64>),
+    /// Blocked in I/O (connect, send, recv, accept, join).
+    Blocked,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ActorSlot {
+    state: ActState,
+    /// Bumped whenever its state changes: stale events are ignored.
+    gen: u64,
+    /// The connection it serves (receivers, a blocked sender).
+    conn: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
+    Step { a: Actor, gen: u64 },
+    Spurious { a: Actor, gen: u64 },
     HostNext,
-    LocalDone { seq: u64 },
-    Arrive { to_target: bool, conn: u64 },
+    LocalDone { seq: u64, epoch: u64 },
+    RepairReadDone { seq: u64, sector: u64, count: u64, epoch: u64 },
     DevDone { seq: u64, ok: bool, epoch: u64 },
-    TargetRestart,
+    /// A device completion's wake-ups, delivered after its lock was
+    /// dropped (the `NotifyAfterUnlock` mutant only).
+    LateNotify { wakes: u8, epoch: u64 },
+    Arrive { conn: u64, dir: usize },
+    ConnectDone { conn: u64, ok: bool },
     LinkDown,
     LinkUp,
-    Reconnect,
+    Drop,
+    TargetRestart,
+    TargetReload,
+    SuspendSource,
+    ResumeSource,
     LockerTry { id: usize },
     LockerRelease { id: usize },
-    RetryTimer,
+    TargetRead,
     FaultsOff,
 }
 
@@ -377,66 +220,14 @@ struct HostReq {
     flags: u16,
 }
 
-/// One recorded data/flush record of the write history, by seq.
-#[derive(Clone, Copy, Debug)]
-struct Hist {
-    wid: u64,
-    kind: Kind,
-    sector: u64,
-    count: u32,
-    barrier: bool,
-}
-
-#[derive(Default)]
-struct Dir {
-    /// (arrival time, bytes) in order.
-    flight: VecDeque<(u64, Vec<u8>, bool)>,
-    rx: VecDeque<(Vec<u8>, bool)>,
-    wire_free: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Disk {
-    free_at: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Locker {
-    held: Option<(u64, u64)>,
-}
-
-trait HeldIter<'a> {
-    fn flatten_held(self) -> Box<dyn Iterator<Item = (u64, u64)> + 'a>;
-}
-
-impl<'a> HeldIter<'a> for std::slice::Iter<'a, Locker> {
-    fn flatten_held(self) -> Box<dyn Iterator<Item = (u64, u64)> + 'a> {
-        Box::new(self.filter_map(|l| l.held))
-    }
-}
-
-/// A fresh target machine over heap storage of `p`'s sizes.
-fn new_target(tcfg: TargetConfig, p: &Params) -> Tgt {
-    Target::new(
-        tcfg,
-        VecPages::new(p.log_pages),
-        vec![WindowSlot::EMPTY; p.window_slots],
-        vec![0; p.filter_buckets],
-        vec![LockSlot::EMPTY; p.lock_slots],
-    )
-    .expect("target config")
-}
-
-/// Fill byte pattern of sector `s` written by write `wid` (0: zeros).
-pub fn sector_pattern(seed: u64, wid: u64, s: u64, out: &mut [u8]) {
-    if wid == 0 {
-        out.fill(0);
-        return;
-    }
-    let h = mix(mix(seed, wid), s);
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = (h >> ((i % 8) * 8)) as u8 ^ (i / 8) as u8;
-    }
+/// A record batch (or control frame) being sent by the source's sender:
+/// the page pieces it reads and the bytes they held when it started.
+struct Sending {
+    conn: u64,
+    netconn: u64,
+    pieces: Vec<(usize, usize, usize)>,
+    bytes: Vec<u8>,
+    frames: Vec<Vec<u8>>,
 }
 
 /// The simulation state.
@@ -444,6 +235,7 @@ pub struct Sim {
     seed: u64,
     mode: Mode,
     p: Params,
+    mutant: Mutant,
     verbose: bool,
     now: u64,
     order: u64,
@@ -453,133 +245,134 @@ pub struct Sim {
     c: Crc,
     src: Src,
     tgt: Tgt,
-    src_disk: Vec<u8>,
-    tgt_disk: Vec<u8>,
-    /// Target: seq of the record that last wrote each sector.
-    tgt_seq: Vec<u64>,
-    /// History: seqs of writes per sector, in order.
-    sec_hist: Vec<Vec<u64>>,
-    hist: BTreeMap<u64, Hist>,
-    barriers: BTreeSet<u64>,
-    /// Data/flush records not yet applied on the target.
-    pending_tgt: BTreeSet<u64>,
-    // host
+    tcfg: TargetConfig,
+    books: Books,
+    actors: [ActorSlot; ACTORS],
+    net: Net,
+    // ---- source glue
+    /// Host writes parked by the source (the deferred bio list).
+    deferred: VecDeque<HostReq>,
+    /// Accepted host writes, by seq: the request and whether the local
+    /// write ended.
+    accepted: BTreeMap<u64, HostReq>,
+    /// The source's current connection: (machine conn, network conn).
+    s_conn: Option<(u64, u64)>,
+    /// Connect in progress: (machine conn, network conn).
+    s_connecting: Option<(u64, u64)>,
+    /// What the sender is sending.
+    sending: Option<Sending>,
+    /// Repair read buffer: (seq, bytes).
+    repair_buf: Option<(u64, Vec<u8>)>,
+    /// Source incarnation (local writes of a stopped source still end).
+    src_epoch: u64,
+    src_running: bool,
+    suspending: Option<u64>,
+    host_paused: bool,
+    // ---- target glue
+    /// The target's connection: (machine conn, network conn).
+    t_conn: Option<(u64, u64)>,
+    /// Connections waiting in the listen backlog.
+    backlog: VecDeque<u64>,
+    /// Frame the target's receiver holds under back-pressure.
+    t_kept: Option<Vec<u8>>,
+    dev_ops: BTreeMap<u64, IssueView>,
+    reads: VecDeque<(u64, u64)>,
+    tgt_epoch: u64,
+    /// Target sleepers whose wake-up is on its way (`NotifyAfterUnlock`).
+    notify_pending: u8,
+    /// Target incarnations freed by a reload (their memory gone).
+    freed: std::collections::BTreeSet<u64>,
+    tgt_running: bool,
+    tgt_reloading: bool,
+    lockers: Vec<Option<(u64, u64)>>,
+    locker_waiting: Option<(usize, u64, u64)>,
+    // ---- host and faults
     next_wid: u64,
     issued: u64,
     completed: u64,
-    outstanding: usize,
-    parked: VecDeque<HostReq>,
-    accepted: BTreeMap<u64, HostReq>,
+    /// Host bios inside the source (accepted or parked, not completed).
+    dm_inflight: u64,
     seq_cursor: u64,
-    // link
     link_up: bool,
-    conn: u64,
-    active: bool,
-    reconnect_pending: bool,
-    backoff: u64,
-    to_tgt: Dir,
-    to_src: Dir,
-    unconsumed: u64,
-    // disks
-    sdisk: Disk,
-    tdisk: Disk,
-    dev_ops: BTreeMap<u64, IssueView>,
-    retry_armed: bool,
-    lockers: Vec<Locker>,
     faults_on: bool,
     last_progress: u64,
-    frame_buf: Vec<u8>,
-    /// Something changed that may unblock parked host writes.
-    host_kick: bool,
-    tcfg: TargetConfig,
-    /// Incremented at each target restart.
-    tgt_epoch: u64,
-    /// Highest data/flush seq applied on the target device so far.
-    max_applied: u64,
-    /// After a target restart: replays up to here may re-apply records.
-    replay_until: u64,
     outcome: Outcome,
 }
 
-type R<T> = Result<T, Violation>;
-
 impl Sim {
     /// Builds the simulation for `seed` in `mode` (parameter generator
-    /// version `gen`).
-    pub fn new(seed: u64, mode: Mode, gen: u32, verbose: bool) -> Sim {
+    /// version `gen`) with the planted bug `mutant`.
+    pub fn new(seed: u64, mode: Mode, gen: u32, mutant: Mutant, verbose: bool) -> Sim {
         let p = Params::from_seed(seed, gen);
-        let c = Crc;
+        let secret = p.secret.then(|| Secret::new(b"sim-secret").expect("valid secret"));
         let scfg = SourceConfig {
             region_sectors: p.region_sectors,
             mode,
             completion: p.completion,
             dev_sectors: p.dev_sectors,
             generation: mix(seed, 7) | 1,
+            secret,
         };
-        let src = Source::new(
-            scfg,
-            VecPages::new(p.ring_pages),
-            1,
-            vec![HotSlot::default(); p.hot_regions],
-            vec![InflightSlot::default(); p.inflight_slots],
-        )
-        .expect("source config");
         let tcfg = TargetConfig {
             region_sectors: p.region_sectors,
             dev_sectors: p.dev_sectors,
             ack_every: p.ack_every,
+            secret,
         };
-        let tgt = new_target(tcfg, &p);
-        let bytes = p.dev_sectors as usize * SECT;
-        let nsec = p.dev_sectors as usize;
-        let lockers = vec![Locker::default(); p.lockers];
+        let src = new_source(scfg, &p, mutant);
+        let tgt = new_target(tcfg, &p, mutant);
+        let lockers = vec![None; p.lockers];
         Sim {
             seed,
             mode,
+            mutant,
             verbose,
             now: 0,
             order: 0,
             events: 0,
             q: BinaryHeap::new(),
             rng: Rng::new(mix(seed, 0xA11CE)),
-            c,
+            c: Crc,
             src,
             tgt,
-            src_disk: vec![0; bytes],
-            tgt_disk: vec![0; bytes],
-            tgt_seq: vec![0; nsec],
-            sec_hist: vec![Vec::new(); nsec],
-            hist: BTreeMap::new(),
-            barriers: BTreeSet::new(),
-            pending_tgt: BTreeSet::new(),
+            tcfg,
+            books: Books::new(seed, p.dev_sectors),
+            actors: [ActorSlot {
+                state: ActState::Gone,
+                gen: 0,
+                conn: 0,
+            }; ACTORS],
+            net: Net::default(),
+            deferred: VecDeque::new(),
+            accepted: BTreeMap::new(),
+            s_conn: None,
+            s_connecting: None,
+            sending: None,
+            repair_buf: None,
+            src_epoch: 0,
+            src_running: false,
+            suspending: None,
+            host_paused: false,
+            t_conn: None,
+            backlog: VecDeque::new(),
+            t_kept: None,
+            dev_ops: BTreeMap::new(),
+            reads: VecDeque::new(),
+            tgt_epoch: 0,
+            freed: std::collections::BTreeSet::new(),
+            notify_pending: 0,
+            tgt_running: false,
+            tgt_reloading: false,
+            lockers,
+            locker_waiting: None,
             next_wid: 1,
             issued: 0,
             completed: 0,
-            outstanding: 0,
-            parked: VecDeque::new(),
-            accepted: BTreeMap::new(),
+            dm_inflight: 0,
             seq_cursor: 0,
             link_up: true,
-            conn: 0,
-            active: false,
-            reconnect_pending: false,
-            backoff: MS,
-            to_tgt: Dir::default(),
-            to_src: Dir::default(),
-            unconsumed: 0,
-            sdisk: Disk::default(),
-            tdisk: Disk::default(),
-            dev_ops: BTreeMap::new(),
-            retry_armed: false,
-            lockers,
             faults_on: true,
             last_progress: 0,
-            frame_buf: vec![0; HEADER_LEN + (1 << 20)],
-            host_kick: false,
-            tcfg,
-            tgt_epoch: 0,
-            max_applied: 0,
-            replay_until: 0,
             outcome: Outcome::default(),
             p,
         }
@@ -596,26 +389,183 @@ impl Sim {
         }
     }
 
+    /// A little CPU time: how long a thread step or a context takes.
+    fn cpu(&mut self) -> u64 {
+        self.rng.range(US, 20 * US)
+    }
+
+    // ------------------------------------------------------------ actors
+
+    fn schedule(&mut self, a: Actor, delay: u64) {
+        let s = &mut self.actors[a.index()];
+        s.state = ActState::Ready;
+        s.gen += 1;
+        let gen = s.gen;
+        self.at(self.now + delay, Ev::Step { a, gen });
+    }
+
+    fn sleep(&mut self, a: Actor, until: Option<u64>) {
+        let s = &mut self.actors[a.index()];
+        s.state = ActState::Sleeping(until);
+        s.gen += 1;
+        let gen = s.gen;
+        if let Some(t) = until {
+            self.at(t.max(self.now), Ev::Step { a, gen });
+        }
+        if self.p.spurious_hz > 0 {
+            let mean = SEC / self.p.spurious_hz;
+            let t = self.now + self.rng.range(1, 2 * mean);
+            self.at(t, Ev::Spurious { a, gen });
+        }
+    }
+
+    fn block(&mut self, a: Actor) {
+        let s = &mut self.actors[a.index()];
+        s.state = ActState::Blocked;
+        s.gen += 1;
+    }
+
+    fn gone(&mut self, a: Actor) {
+        let s = &mut self.actors[a.index()];
+        s.state = ActState::Gone;
+        s.gen += 1;
+    }
+
+    fn unblock(&mut self, a: Actor) {
+        if self.actors[a.index()].state == ActState::Blocked {
+            let d = self.cpu();
+            self.schedule(a, d);
+        }
+    }
+
+    /// Delivers wake-ups: an actor asleep starts again after a moment.
+    fn deliver(&mut self, w: Wakes, target: bool) {
+        for i in w.iter() {
+            let a = match (target, i) {
+                (false, src_m::SENDER) => Actor::SrcSender,
+                (false, src_m::WORKER) => Actor::SrcWorker,
+                (true, tgt_m::RECEIVER) => Actor::TgtReceiver,
+                (true, tgt_m::APPLIER) => Actor::TgtApplier,
+                (true, tgt_m::SENDER) => Actor::TgtSender,
+                (true, tgt_m::LISTENER) => Actor::TgtListener,
+                (true, tgt_m::LOCKER) => Actor::TgtLocker,
+                _ => continue,
+            };
+            self.outcome.wakes += 1;
+            self.log(|| format!("wake {a:?} ({:?})", self.actors[a.index()].state));
+            if let ActState::Sleeping(_) = self.actors[a.index()].state {
+                let d = self.rng.range(US, 50 * US);
+                self.schedule(a, d);
+            }
+        }
+    }
+
+    /// End of a source critical section.
+    fn src_wakes(&mut self) {
+        let w = self.src.take_wakes();
+        self.deliver(w, false);
+    }
+
+    /// End of a target critical section.
+    fn tgt_wakes(&mut self) {
+        let w = self.tgt.take_wakes();
+        self.deliver(w, true);
+    }
+
+    /// The lost-wake-up check: every actor asleep without a due timer is
+    /// woken spuriously (legal in the kernel) and must find nothing to do.
+    fn check_sleepers(&mut self) -> R<()> {
+        for a in [
+            Actor::SrcSender,
+            Actor::SrcWorker,
+            Actor::TgtReceiver,
+            Actor::TgtApplier,
+            Actor::TgtSender,
+            Actor::TgtLocker,
+        ] {
+            let ActState::Sleeping(until) = self.actors[a.index()].state else {
+                continue;
+            };
+            if until.is_some_and(|t| t <= self.now) {
+                continue;
+            }
+            let sleeper = match a {
+                Actor::TgtReceiver => Some(tgt_m::RECEIVER),
+                Actor::TgtApplier => Some(tgt_m::APPLIER),
+                Actor::TgtSender => Some(tgt_m::SENDER),
+                Actor::TgtLocker => Some(tgt_m::LOCKER),
+                _ => None,
+            };
+            if sleeper.is_some_and(|i| self.notify_pending & (1 << i) != 0) {
+                // Its wake-up is on the way.
+                continue;
+            }
+            let now = self.now;
+            let work: Option<String> = match a {
+                Actor::SrcSender => match self.src.poll_sender(&self.c, now) {
+                    SenderStep::Sleep { .. } => None,
+                    s => Some(format!("{s:?}")),
+                },
+                Actor::SrcWorker => match self.src.poll_worker(now) {
+                    WorkerStep::Sleep { .. } => None,
+                    s => Some(format!("{s:?}")),
+                },
+                Actor::TgtReceiver => match self.tgt.poll_receiver() {
+                    RxStep::Sleep => None,
+                    s => Some(format!("{s:?}")),
+                },
+                Actor::TgtApplier => match self.tgt.poll_applier(now) {
+                    ApplierStep::Sleep { .. } => None,
+                    s => Some(format!("{s:?}")),
+                },
+                Actor::TgtSender => {
+                    let mut buf = vec![0u8; SEND_FRAMES * MAX_CONTROL_FRAME];
+                    match self.tgt.poll_sender(&self.c, now, &mut buf) {
+                        TStep::Sleep { .. } => None,
+                        s => Some(format!("{s:?}")),
+                    }
+                }
+                Actor::TgtLocker => match self.tgt.lock_poll(now) {
+                    LockReply::Wait { .. } => None,
+                    s => Some(format!("{s:?}")),
+                },
+                _ => None,
+            };
+            if let Some(w) = work {
+                return Err(Violation::Liveness(format!(
+                    "lost wake-up: {a:?} asleep (timer {until:?}) while it had work: {w}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- run
+
     /// Runs to quiesce or failure.
     pub fn run(mut self) -> Result<Outcome, Failure> {
         match self.run_inner() {
             Ok(()) => {
-                let s = self.src.stats();
-                self.outcome.ops = self.completed;
-                self.outcome.records = self.src.ring().next_seq() - 1;
-                self.outcome.end = self.now;
-                self.outcome.resends = s.resends;
-                self.outcome.naks = s.naks;
-                self.outcome.rejections = s.lock_rejections;
-                self.outcome.reconnects = s.reconnects;
-                self.outcome.crc_errors = self.tgt.stats().crc_errors;
-                self.outcome.io_errors = self.tgt.stats().io_errors;
-                self.outcome.events = self.events;
-                let t = self.tgt.stats();
-                self.outcome.lock_conflicts = t.lock_conflicts;
-                self.outcome.local_waits = t.local_waits;
-                self.outcome.busy = t.busy;
-                self.outcome.waits = s.waits;
+                let s = *self.src.stats();
+                let t = *self.tgt.stats();
+                let o = &mut self.outcome;
+                o.ops = self.completed;
+                o.records = self.src.ring().next_seq() - 1;
+                o.end = self.now;
+                o.resends = s.resends;
+                o.naks = s.naks;
+                o.rejections = s.lock_rejections;
+                o.reconnects = s.reconnects;
+                o.crc_errors = t.crc_errors;
+                o.io_errors = t.io_errors;
+                o.events = self.events;
+                o.lock_conflicts = t.lock_conflicts;
+                o.local_waits = t.local_waits;
+                o.busy = t.busy;
+                o.waits = s.waits;
+                o.repairs = s.repairs;
+                o.peer_timeouts = s.peer_timeouts + t.peer_timeouts;
+                o.abandoned = s.abandoned;
                 Ok(self.outcome)
             }
             Err(v) => Err(Failure {
@@ -627,148 +577,192 @@ impl Sim {
         }
     }
 
+    fn start_source(&mut self) {
+        self.src.start(self.now);
+        self.src_running = true;
+        for a in [Actor::SrcSender, Actor::SrcWorker] {
+            let d = self.cpu();
+            self.schedule(a, d);
+        }
+    }
+
+    fn start_target(&mut self) {
+        self.tgt.start();
+        self.tgt_running = true;
+        for a in [Actor::TgtListener, Actor::TgtApplier, Actor::TgtSender] {
+            let d = self.cpu();
+            self.schedule(a, d);
+        }
+    }
+
     fn run_inner(&mut self) -> R<()> {
+        self.start_target();
+        self.start_source();
         for i in 0..self.p.qd {
             self.at(i as u64 * US, Ev::HostNext);
         }
-        for &(s, e) in &self.p.downs.clone() {
+        for (s, e) in self.p.downs.clone() {
             self.at(s, Ev::LinkDown);
             self.at(e, Ev::LinkUp);
         }
-        for &t in &self.p.restarts.clone() {
+        for t in self.p.drops.clone() {
+            self.at(t, Ev::Drop);
+        }
+        for t in self.p.restarts.clone() {
             self.at(t, Ev::TargetRestart);
+        }
+        for t in self.p.reloads.clone() {
+            self.at(t, Ev::TargetReload);
+        }
+        for t in self.p.suspends.clone() {
+            self.at(t, Ev::SuspendSource);
         }
         for id in 0..self.p.lockers {
             let t = self.rng.range(0, self.p.faults_end);
             self.at(t, Ev::LockerTry { id });
         }
-        self.at(self.p.faults_end, Ev::FaultsOff);
-        self.at(0, Ev::Reconnect);
-        self.reconnect_pending = true;
+        if self.p.p_tgt_read > 0 {
+            let t = self.rng.range(0, 10 * MS);
+            self.at(t, Ev::TargetRead);
+        }
+        let end = self.p.faults_end.max(self.p.stalls.iter().map(|s| s.1).max().unwrap_or(0));
+        self.at(end, Ev::FaultsOff);
         loop {
-            self.pump()?;
             self.check_i3()?;
-            self.check_filter()?;
             if self.quiesced() {
-                return self.check_i1();
+                return self.books.check_i1();
             }
             let Some(Reverse((t, _, ev))) = self.q.pop() else {
-                let holds: Vec<_> = self.src.holds().collect();
-                let next = self.src.ring().peek_send().map(|v| v.header);
-                return Err(Violation::Liveness(format!(
-                    "deadlock: no event pending, {} host ops outstanding, ring {} records (send {} acked {}), log {} records (applied {}), link {:?}, holds {holds:?}, next {next:?}",
-                    self.outstanding,
-                    self.src.ring().len_records(),
-                    self.src.ring().send_seq(),
-                    self.src.acked_seq(),
-                    self.tgt.commit_log().len_records(),
-                    self.tgt.applied_seq(),
-                    self.src.link_state()
-                )));
+                return Err(Violation::Liveness(format!("deadlock: nothing left to happen; {}", self.state())));
             };
-            self.now = t;
+            if t > self.now {
+                self.check_sleepers()?;
+                self.now = t;
+            }
             self.events += 1;
-            if !self.faults_on {
-                let bound = 30 * SEC;
-                if self.now > self.last_progress.max(self.p.faults_end) + bound {
-                    return Err(Violation::Liveness(format!(
-                        "no progress for {} s after faults stopped: {} of {} ops done, ring {} records (send {} acked {}), log {} records (applied {}), link {:?}, held {}",
-                        bound / SEC,
-                        self.completed,
-                        self.p.ops,
-                        self.src.ring().len_records(),
-                        self.src.ring().send_seq(),
-                        self.src.acked_seq(),
-                        self.tgt.commit_log().len_records(),
-                        self.tgt.applied_seq(),
-                        self.src.link_state(),
-                        self.src.is_held()
-                    )));
+            if !self.faults_on && self.now > self.last_progress + PROGRESS_BOUND {
+                return Err(Violation::Liveness(format!(
+                    "no progress for {} s after faults stopped: {}",
+                    PROGRESS_BOUND / SEC,
+                    self.state()
+                )));
+            }
+            if let Some(since) = self.suspending {
+                if self.now > since + 3 * src_m::SUSPEND_GRACE + 5 * SEC {
+                    return Err(Violation::Liveness(format!("source suspend never ended: {}", self.state())));
                 }
             }
             self.handle(ev)?;
         }
     }
 
+    fn state(&self) -> String {
+        format!(
+            "{} of {} ops done ({} in the source, {} deferred, machine says {}, inflight {}), ring {} records (send {} acked {}), log {} records (applied {}), link {:?}, held {}, actors {:?}",
+            self.completed,
+            self.p.ops,
+            self.dm_inflight,
+            self.deferred.len(),
+            self.src.deferred_len(),
+            format!("{} repair {:?} completions {}", self.src.inflight_len(), self.src.next_repair(), self.src.has_completions()),
+            self.src.ring().len_records(),
+            self.src.ring().send_seq(),
+            self.src.acked_seq(),
+            self.tgt.commit_log().len_records(),
+            self.tgt.applied_seq(),
+            self.src.link_state(),
+            self.src.is_held(),
+            self.actors.iter().map(|a| a.state).collect::<Vec<_>>()
+        )
+    }
+
     fn quiesced(&self) -> bool {
         !self.faults_on
             && self.completed == self.p.ops
-            && self.outstanding == 0
+            && self.dm_inflight == 0
             && self.src.is_idle()
             && self.tgt.commit_log().is_empty()
             && self.dev_ops.is_empty()
-            && self.lockers.iter().all(|l| l.held.is_none())
+            && self.lockers.iter().all(|l| l.is_none())
+            && self.locker_waiting.is_none()
+            && self.suspending.is_none()
+            && self.src_running
+            && self.tgt_running
+            && !self.tgt_reloading
     }
 
     fn in_windows(&self, w: &[(u64, u64)]) -> bool {
         self.faults_on && w.iter().any(|&(s, e)| self.now >= s && self.now < e)
     }
 
+    fn check_i3(&self) -> R<()> {
+        let r = self.src.ring();
+        let freed = r.oldest_seq().unwrap_or(r.next_seq()) - 1;
+        // (A new target knows nothing until the next handshake.)
+        let applied = (self.tgt.generation() != 0).then(|| self.tgt.applied_seq());
+        self.books.check_i3(freed, applied)
+    }
+
     fn handle(&mut self, ev: Ev) -> R<()> {
         match ev {
+            Ev::Step { a, gen } => {
+                let s = self.actors[a.index()];
+                if s.gen != gen || matches!(s.state, ActState::Gone | ActState::Blocked) {
+                    return Ok(());
+                }
+                self.outcome.steps += 1;
+                self.log(|| format!("step {a:?}"));
+                self.step(a)
+            }
+            Ev::Spurious { a, gen } => {
+                let s = self.actors[a.index()];
+                if s.gen == gen && matches!(s.state, ActState::Sleeping(_)) {
+                    let d = self.cpu();
+                    self.schedule(a, d);
+                }
+                Ok(())
+            }
             Ev::HostNext => self.host_next(),
-            Ev::LocalDone { seq } => {
-                let req = self.accepted.remove(&seq).ok_or_else(|| {
-                    Violation::Protocol(format!("local done for unknown seq {seq}"))
-                })?;
-                self.apply_src(&req);
-                self.host_kick = true;
-                if !self.src.local_done(seq, true) {
+            Ev::LocalDone { seq, epoch } => self.local_done(seq, epoch),
+            Ev::RepairReadDone { seq, sector, count, epoch } => {
+                if epoch != self.src_epoch {
+                    return Ok(());
+                }
+                let bytes = self.books.src_bytes(sector, count);
+                self.repair_buf = Some((seq, bytes));
+                self.src.repair_read_done(seq, true);
+                self.src_wakes();
+                Ok(())
+            }
+            Ev::DevDone { seq, ok, epoch } => self.dev_done(seq, ok, epoch),
+            Ev::LateNotify { wakes, epoch } => {
+                if self.freed.contains(&epoch) {
                     return Err(Violation::Protocol(format!(
-                        "source refused local_done({seq})"
+                        "use after free: a device completion of target incarnation {epoch} woke its threads after the target was freed"
                     )));
                 }
-                Ok(())
-            }
-            Ev::Arrive { to_target, conn } => {
-                if conn != self.conn || !self.active {
-                    return Ok(());
-                }
-                let d = if to_target {
-                    &mut self.to_tgt
-                } else {
-                    &mut self.to_src
-                };
-                if let Some((_, f, corrupt)) = d.flight.pop_front() {
-                    d.rx.push_back((f, corrupt));
+                if epoch == self.tgt_epoch {
+                    self.notify_pending &= !wakes;
+                    let w = wakes_from_bits(wakes);
+                    self.deliver(w, true);
                 }
                 Ok(())
             }
-            Ev::DevDone { seq, ok, epoch } => {
-                if epoch != self.tgt_epoch {
-                    // Issued before a target restart: lost with the crash.
-                    return Ok(());
-                }
-                self.dev_done(seq, ok)
-            }
-            Ev::TargetRestart => {
-                if !self.faults_on {
-                    return Ok(());
-                }
-                self.log(|| format!("target restart (applied up to {})", self.max_applied));
-                // The target host crashes and comes back: commit log, lock
-                // table and in-flight device writes are gone, the device
-                // keeps what was written. Local users are gone too.
-                self.tgt_epoch += 1;
-                self.dev_ops.clear();
-                for l in self.lockers.iter_mut() {
-                    l.held = None;
-                }
-                self.tgt = new_target(self.tcfg, &self.p);
-                // The new target adopts the source's base and records after
-                // it are applied again: until the replay passes what was
-                // applied before the crash, older data may overwrite newer.
-                self.replay_until = self.replay_until.max(self.max_applied);
-                if self.active {
-                    self.disconnect("target restart");
-                }
-                Ok(())
-            }
+            Ev::Arrive { conn, dir } => self.arrive(conn, dir),
+            Ev::ConnectDone { conn, ok } => self.connect_done(conn, ok),
             Ev::LinkDown => {
                 self.link_up = false;
-                self.log(|| "link down".into());
-                if self.active {
-                    self.disconnect("link down");
+                self.log(|| "link down: connections reset".into());
+                let ids: Vec<u64> = self.net.conns.keys().copied().collect();
+                for id in ids {
+                    self.break_conn(id);
+                }
+                Ok(())
+            }
+            Ev::Drop => {
+                if let Some((_, nc)) = self.s_conn {
+                    self.log(|| "connection reset".into());
+                    self.break_conn(nc);
                 }
                 Ok(())
             }
@@ -776,54 +770,29 @@ impl Sim {
                 self.link_up = !self.in_windows(&self.p.downs.clone());
                 Ok(())
             }
-            Ev::Reconnect => {
-                self.reconnect_pending = false;
-                if !self.link_up || self.active {
-                    if !self.active {
-                        self.schedule_reconnect();
-                    }
-                    return Ok(());
-                }
-                self.active = true;
-                let hello = self.src.start_handshake();
-                let mut buf = [0u8; 256];
-                let n = encode_hello(&self.c, &hello, false, &mut buf)
-                    .map_err(|e| Violation::Protocol(format!("encode hello: {e:?}")))?;
-                self.log(|| format!("connect #{}: HELLO base {}", self.conn, hello.last_applied));
-                self.send(true, buf[..n].to_vec());
-                Ok(())
-            }
-            Ev::LockerTry { id } => {
-                if !self.faults_on {
-                    return Ok(());
-                }
-                let regions = self.p.dev_sectors / u64::from(self.p.region_sectors);
-                let first = self.rng.below(regions);
-                let n = self.rng.range(1, 2).min(regions - first);
-                let sector = first * u64::from(self.p.region_sectors);
-                let count = n * u64::from(self.p.region_sectors);
-                self.check_filter_range(first, first + n - 1)?;
-                match self.tgt.local_lock(sector, count) {
-                    LocalLock::Granted => {
-                        self.log(|| format!("locker {id} holds regions {first}+{n}"));
-                        self.lockers[id].held = Some((sector, count));
-                        let t = self.now + self.rng.range(MS / 10, self.p.lock_hold);
-                        self.at(t, Ev::LockerRelease { id });
-                    }
-                    LocalLock::WouldBlock | LocalLock::Full => {
-                        let t = self.now + self.rng.range(MS / 10, 5 * MS);
-                        self.at(t, Ev::LockerTry { id });
-                    }
-                    LocalLock::Invalid => {
-                        return Err(Violation::Protocol("local lock range invalid".into()))
-                    }
+            Ev::TargetRestart => self.target_restart(),
+            Ev::TargetReload => self.target_reload(),
+            Ev::SuspendSource => self.suspend_source(),
+            Ev::ResumeSource => {
+                self.log(|| "source resumes".into());
+                self.start_source();
+                self.host_paused = false;
+                for _ in 0..self.p.qd {
+                    self.at(self.now, Ev::HostNext);
                 }
                 Ok(())
             }
+            Ev::LockerTry { id } => self.locker_try(id),
             Ev::LockerRelease { id } => {
-                if let Some((s, c)) = self.lockers[id].held.take() {
-                    self.log(|| format!("locker {id} releases"));
-                    self.tgt.local_unlock(s, c);
+                if let Some((s, c)) = self.lockers[id].take() {
+                    if id == 0 {
+                        if !self.tgt.lock_release(s, c) && self.tgt_running {
+                            return Err(Violation::Protocol("lock_release of a held lock failed".into()));
+                        }
+                    } else {
+                        self.tgt.local_unlock(s, c);
+                    }
+                    self.tgt_wakes();
                 }
                 if self.faults_on {
                     let t = self.now + self.rng.range(MS, 50 * MS);
@@ -831,78 +800,486 @@ impl Sim {
                 }
                 Ok(())
             }
-            Ev::RetryTimer => {
-                self.retry_armed = false;
-                let n = self.tgt.retry_failed();
-                self.log(|| format!("retry {n} failed records"));
-                Ok(())
-            }
+            Ev::TargetRead => self.target_read(),
             Ev::FaultsOff => {
                 self.faults_on = false;
                 self.last_progress = self.now;
                 self.link_up = true;
                 self.log(|| "faults off".into());
-                if !self.active && !self.reconnect_pending {
-                    self.schedule_reconnect();
-                }
                 Ok(())
             }
         }
     }
 
-    fn schedule_reconnect(&mut self) {
-        if self.reconnect_pending {
-            return;
+    fn step(&mut self, a: Actor) -> R<()> {
+        match a {
+            Actor::SrcSender => self.src_sender(),
+            Actor::SrcWorker => self.src_worker(),
+            Actor::SrcReceiver => self.src_receiver(),
+            Actor::TgtListener => self.tgt_listener(),
+            Actor::TgtReceiver => self.tgt_receiver(),
+            Actor::TgtApplier => self.tgt_applier(),
+            Actor::TgtSender => self.tgt_sender(),
+            Actor::TgtLocker => self.tgt_locker(),
         }
-        self.reconnect_pending = true;
-        let t = self.now + self.backoff;
-        self.backoff = (self.backoff * 2).min(50 * MS);
-        self.at(t, Ev::Reconnect);
     }
 
-    fn disconnect(&mut self, why: &str) {
-        self.log(|| format!("disconnect: {why}"));
-        self.conn += 1;
-        self.active = false;
-        self.to_tgt = Dir::default();
-        self.to_src = Dir::default();
-        self.unconsumed = 0;
-        self.src.on_disconnect();
-        self.tgt.on_disconnect();
-        self.schedule_reconnect();
-    }
+    // ----------------------------------------------------------- network
 
-    fn send(&mut self, to_target: bool, mut frame: Vec<u8>) {
-        let len = frame.len() as u64;
-        let mut corrupt = false;
-        if self.faults_on && self.rng.below(1_000_000) < self.p.corrupt_ppm {
-            corrupt = true;
-            let flips = self.rng.range(1, 3);
-            for _ in 0..flips {
-                let i = self.rng.below(len) as usize;
-                let bit = self.rng.below(8);
-                frame[i] ^= 1 << bit;
+    fn break_conn(&mut self, id: u64) {
+        self.net.break_conn(id);
+        // Readers and blocked writers of it see the error.
+        for a in [Actor::SrcReceiver, Actor::TgtReceiver] {
+            if self.actors[a.index()].conn == id {
+                self.unblock(a);
             }
         }
-        let bw = self.p.link_bw;
-        let d = if to_target {
-            &mut self.to_tgt
-        } else {
-            &mut self.to_src
-        };
-        let start = d.wire_free.max(self.now);
-        let done = start + (len * SEC).div_ceil(bw);
-        d.wire_free = done;
-        let arrive = done + self.p.latency;
-        d.flight.push_back((arrive, frame, corrupt));
-        if to_target {
-            self.unconsumed += len;
+        if self.sending.as_ref().is_some_and(|s| s.netconn == id) {
+            self.unblock(Actor::SrcSender);
         }
-        let conn = self.conn;
-        self.at(arrive, Ev::Arrive { to_target, conn });
+        if self.t_conn.is_some_and(|c| c.1 == id) {
+            self.unblock(Actor::TgtSender);
+        }
     }
 
-    // ---------------------------------------------------------------- host
+    fn stalled(&self) -> Option<u64> {
+        if !self.faults_on {
+            return None;
+        }
+        self.p
+            .stalls
+            .iter()
+            .find(|&&(s, e)| self.now >= s && self.now < e)
+            .map(|s| s.1)
+    }
+
+    /// Puts `frames` on the wire of `conn` in direction `dir`; false if the
+    /// connection is broken.
+    fn transmit(&mut self, conn: u64, dir: usize, frames: Vec<Vec<u8>>) -> bool {
+        if self.net.is_broken(conn) {
+            return false;
+        }
+        let lat = self.p.latency;
+        let bw = self.p.link_bw;
+        let corrupt_ppm = if self.faults_on { self.p.corrupt_ppm } else { 0 };
+        for mut f in frames {
+            let len = f.len() as u64;
+            if corrupt_ppm > 0 && self.rng.below(1_000_000) < corrupt_ppm {
+                for _ in 0..self.rng.range(1, 3) {
+                    let i = self.rng.below(len) as usize;
+                    let bit = self.rng.below(8);
+                    f[i] ^= 1 << bit;
+                }
+            }
+            let now = self.now;
+            let Some(p) = self.net.pipe(conn, dir) else { return false };
+            let start = p.wire_free.max(now);
+            let done = start + (len * SEC).div_ceil(bw);
+            p.wire_free = done;
+            p.unread += len;
+            p.flight.push_back((done + lat, f));
+            self.at(done + lat, Ev::Arrive { conn, dir });
+        }
+        true
+    }
+
+    /// Whether the sender of `conn` in `dir` may hand `len` more bytes to
+    /// the socket now (within the window).
+    fn window_open(&mut self, conn: u64, dir: usize, len: u64) -> bool {
+        let w = self.p.window;
+        match self.net.pipe(conn, dir) {
+            Some(p) => p.unread == 0 || p.unread + len <= w,
+            None => true,
+        }
+    }
+
+    fn arrive(&mut self, conn: u64, dir: usize) -> R<()> {
+        if let Some(end) = self.stalled() {
+            // Held while the link is down; TCP delivers it afterwards.
+            self.at(end, Ev::Arrive { conn, dir });
+            return Ok(());
+        }
+        let Some(p) = self.net.pipe(conn, dir) else { return Ok(()) };
+        let Some((_, f)) = p.flight.pop_front() else { return Ok(()) };
+        p.ready.push_back(f);
+        let reader = if dir == TO_TARGET { Actor::TgtReceiver } else { Actor::SrcReceiver };
+        if self.actors[reader.index()].conn == conn {
+            self.unblock(reader);
+        }
+        Ok(())
+    }
+
+    /// The reader of `conn` takes one frame (`None`: nothing yet;
+    /// `Some(None)`: the connection failed).
+    fn read(&mut self, conn: u64, dir: usize) -> Option<Option<Vec<u8>>> {
+        if self.net.is_broken(conn) {
+            return Some(None);
+        }
+        let p = self.net.pipe(conn, dir)?;
+        let f = p.ready.pop_front()?;
+        p.unread = p.unread.saturating_sub(f.len() as u64);
+        // A writer blocked on the window may go on.
+        let writer = if dir == TO_TARGET { Actor::SrcSender } else { Actor::TgtSender };
+        self.unblock(writer);
+        Some(Some(f))
+    }
+
+    fn connect_done(&mut self, netconn: u64, ok: bool) -> R<()> {
+        let Some((conn, nc)) = self.s_connecting else { return Ok(()) };
+        if nc != netconn {
+            return Ok(());
+        }
+        self.s_connecting = None;
+        let ok = ok && !self.net.is_broken(netconn);
+        if !self.src_running {
+            // Stopped meanwhile: the sender returns.
+            self.break_conn(netconn);
+            self.unblock(Actor::SrcSender);
+            return Ok(());
+        }
+        let random = ok.then(|| [self.rng.below(256) as u8; CONN_RANDOM]);
+        let wanted = self.src.on_connect(conn, random, self.now);
+        self.src_wakes();
+        if ok && wanted {
+            self.s_conn = Some((conn, netconn));
+            let r = &mut self.actors[Actor::SrcReceiver.index()];
+            r.conn = netconn;
+            self.block(Actor::SrcReceiver);
+            self.unblock(Actor::SrcReceiver);
+            self.log(|| format!("source connected #{conn}"));
+        } else {
+            self.break_conn(netconn);
+        }
+        self.unblock(Actor::SrcSender);
+        Ok(())
+    }
+
+    // ------------------------------------------------------ source side
+
+    fn src_sender(&mut self) -> R<()> {
+        // A blocked send resumes here: finish it first.
+        if let Some(sn) = self.sending.take() {
+            return self.finish_send(sn);
+        }
+        let step = self.src.poll_sender(&self.c, self.now);
+        self.src_wakes();
+        match step {
+            SenderStep::Exit => {
+                self.gone(Actor::SrcSender);
+                self.maybe_src_stopped();
+            }
+            SenderStep::Sleep { until } => self.sleep(Actor::SrcSender, until),
+            SenderStep::Connect { conn } => {
+                let nc = self.net.open();
+                self.s_connecting = Some((conn, nc));
+                self.block(Actor::SrcSender);
+                let rtt = 2 * self.p.latency + 10 * US;
+                if self.link_up && self.tgt_running && self.stalled().is_none() {
+                    self.backlog.push_back(nc);
+                    self.unblock(Actor::TgtListener);
+                    self.at(self.now + rtt, Ev::ConnectDone { conn: nc, ok: true });
+                } else {
+                    let t = self.rng.range(rtt, u64::from(CONNECT_TIMEOUT_MS) * MS);
+                    self.at(self.now + t, Ev::ConnectDone { conn: nc, ok: false });
+                }
+            }
+            SenderStep::Control { conn, frame } => {
+                let netconn = self.s_conn.filter(|c| c.0 == conn).map_or(0, |c| c.1);
+                let sn = Sending {
+                    conn,
+                    netconn,
+                    pieces: Vec::new(),
+                    bytes: Vec::new(),
+                    frames: vec![frame.as_bytes().to_vec()],
+                };
+                self.start_send(sn);
+            }
+            SenderStep::Records { conn, batch } => {
+                let netconn = self.s_conn.filter(|c| c.0 == conn).map_or(0, |c| c.1);
+                let views: Vec<_> = self.src.batch_views(&batch).collect();
+                if views.len() != batch.count as usize {
+                    return Err(Violation::Protocol(format!(
+                        "batch of {} records from {} shows {}",
+                        batch.count,
+                        batch.first,
+                        views.len()
+                    )));
+                }
+                let mut pieces = Vec::new();
+                let mut frames = Vec::new();
+                for v in &views {
+                    let mut f = Vec::with_capacity(v.frame_len);
+                    gather(self.src.ring().pages(), v.chunks(), &mut f);
+                    pieces.extend(v.chunks());
+                    if batch.corrupt == Some(v.seq) {
+                        f[..HEADER_LEN].copy_from_slice(&self.src.corrupt_header(v.seq));
+                    }
+                    frames.push(f);
+                }
+                let mut bytes = Vec::new();
+                gather(self.src.ring().pages(), pieces.iter().copied(), &mut bytes);
+                let sn = Sending {
+                    conn,
+                    netconn,
+                    pieces,
+                    bytes,
+                    frames,
+                };
+                self.start_send(sn);
+            }
+            SenderStep::Close { conn } => {
+                let nc = self.s_conn.filter(|c| c.0 == conn).map(|c| c.1);
+                if let Some(nc) = nc {
+                    self.break_conn(nc);
+                }
+                self.src.on_shutdown(conn);
+                self.src_wakes();
+                // Join the receiver first.
+                if self.actors[Actor::SrcReceiver.index()].state != ActState::Gone {
+                    self.block(Actor::SrcSender);
+                    self.actors[Actor::SrcSender.index()].conn = u64::MAX;
+                    return Ok(());
+                }
+                self.s_conn = None;
+                self.src.on_closed(conn, self.now);
+                self.src_wakes();
+                let d = self.cpu();
+                self.schedule(Actor::SrcSender, d);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_send(&mut self, sn: Sending) {
+        // The kernel copies into the socket as the window opens; the send
+        // ends once every byte is in: block until then.
+        self.sending = Some(sn);
+        self.block(Actor::SrcSender);
+        let d = self.cpu();
+        // Re-run at once: finish_send checks the window.
+        self.actors[Actor::SrcSender.index()].state = ActState::Blocked;
+        let gen = self.actors[Actor::SrcSender.index()].gen + 1;
+        self.actors[Actor::SrcSender.index()].gen = gen;
+        self.actors[Actor::SrcSender.index()].state = ActState::Ready;
+        self.at(self.now + d, Ev::Step { a: Actor::SrcSender, gen });
+    }
+
+    fn finish_send(&mut self, sn: Sending) -> R<()> {
+        let len: u64 = sn.frames.iter().map(|f| f.len() as u64).sum();
+        let broken = sn.netconn == 0 || self.net.is_broken(sn.netconn);
+        if !broken && !self.window_open(sn.netconn, TO_TARGET, len) {
+            self.sending = Some(sn);
+            self.block(Actor::SrcSender);
+            return Ok(());
+        }
+        // The ring bytes it read must be the same now as when it started
+        // (the send lease): a freed and reused ring would send garbage.
+        if !sn.pieces.is_empty() {
+            let mut now_bytes = Vec::new();
+            gather(self.src.ring().pages(), sn.pieces.iter().copied(), &mut now_bytes);
+            if now_bytes != sn.bytes {
+                return Err(Violation::Protocol(
+                    "ring bytes under a send in progress changed (freed before the send ended)".into(),
+                ));
+            }
+        }
+        let ok = !broken && self.transmit(sn.netconn, TO_TARGET, sn.frames);
+        self.src.on_sent(sn.conn, ok, self.now);
+        self.src_wakes();
+        let d = self.cpu();
+        self.schedule(Actor::SrcSender, d);
+        Ok(())
+    }
+
+    fn src_receiver(&mut self) -> R<()> {
+        let Some((conn, nc)) = self.s_conn.filter(|c| c.1 == self.actors[Actor::SrcReceiver.index()].conn) else {
+            self.gone(Actor::SrcReceiver);
+            self.joined_src_receiver();
+            return Ok(());
+        };
+        let f = match self.read(nc, TO_SOURCE) {
+            None => {
+                self.block(Actor::SrcReceiver);
+                return Ok(());
+            }
+            Some(None) => {
+                self.src.on_recv_error(conn, RecvError::Io);
+                return self.end_src_receiver();
+            }
+            Some(Some(f)) => f,
+        };
+        // The glue's framing: a header that does not decode, or a frame
+        // longer than any the target sends, ends the connection.
+        let kind = match decode_header(&f) {
+            Ok((h, _)) if h.frame_len() == f.len() && f.len() <= MAX_CONTROL_FRAME => h.kind,
+            _ => {
+                self.src.on_recv_error(conn, RecvError::Corrupt);
+                return self.end_src_receiver();
+            }
+        };
+        self.log(|| format!("source <- {kind:?}"));
+        let v = self.src.on_frame(&self.c, conn, &f, self.now);
+        self.log(|| format!("source -> {v:?}, link {:?}", self.src.link_state()));
+        let skip = self.mutant == Mutant::NoCompletionAfterHandshake && kind != Kind::Ack;
+        if !skip {
+            self.drain_completions()?;
+        }
+        self.src_wakes();
+        match v {
+            RxVerdict::Continue => {
+                let d = self.cpu();
+                self.schedule(Actor::SrcReceiver, d);
+                Ok(())
+            }
+            RxVerdict::Stop => self.end_src_receiver(),
+        }
+    }
+
+    fn end_src_receiver(&mut self) -> R<()> {
+        self.src_wakes();
+        self.gone(Actor::SrcReceiver);
+        self.joined_src_receiver();
+        Ok(())
+    }
+
+    /// The receiver returned: a sender waiting to join it goes on.
+    fn joined_src_receiver(&mut self) {
+        let s = self.actors[Actor::SrcSender.index()];
+        if s.state == ActState::Blocked && s.conn == u64::MAX {
+            self.actors[Actor::SrcSender.index()].conn = 0;
+            if let Some((conn, _)) = self.s_conn.take() {
+                self.src.on_closed(conn, self.now);
+                self.src_wakes();
+            }
+            self.unblock(Actor::SrcSender);
+        }
+        self.maybe_src_stopped();
+    }
+
+    fn drain_completions(&mut self) -> R<()> {
+        while let Some(c) = self.src.poll_completed() {
+            self.host_complete(c)?;
+        }
+        Ok(())
+    }
+
+    fn src_worker(&mut self) -> R<()> {
+        let step = self.src.poll_worker(self.now);
+        self.src_wakes();
+        match step {
+            WorkerStep::Exit => {
+                self.gone(Actor::SrcWorker);
+                self.maybe_src_stopped();
+                return Ok(());
+            }
+            WorkerStep::Sleep { until } => {
+                self.sleep(Actor::SrcWorker, until);
+                return Ok(());
+            }
+            WorkerStep::Shutdown { conn } => {
+                if let Some((c, nc)) = self.s_conn {
+                    if c == conn {
+                        self.break_conn(nc);
+                    }
+                }
+                self.src.on_shutdown(conn);
+            }
+            WorkerStep::Abandon => {
+                while let Some(req) = self.deferred.pop_front() {
+                    self.src.deferred_dropped();
+                    // Failed (a flush suspend): written nowhere.
+                    self.log(|| format!("suspend gives up deferred write {}", req.wid));
+                    self.host_done(false);
+                }
+                self.drain_completions()?;
+            }
+            WorkerStep::Complete => self.drain_completions()?,
+            WorkerStep::RepairRead(job) => {
+                self.log(|| format!("repair read of {job:?}"));
+                let t = self.now + self.p.src_lat + (job.count * SECT as u64 * SEC).div_ceil(self.p.src_bw);
+                self.at(
+                    t,
+                    Ev::RepairReadDone { seq: job.seq, sector: job.sector, count: job.count, epoch: self.src_epoch },
+                );
+            }
+            WorkerStep::RepairAppend { job, ok } => {
+                let seq = job.seq;
+                self.log(|| format!("repair append of {seq} ({ok})"));
+                if !ok {
+                    self.src.repair_failed(seq);
+                } else {
+                    let Some((s, data)) = self.repair_buf.take().filter(|b| b.0 == seq) else {
+                        return Err(Violation::Protocol(format!("repair of {seq} without its read")));
+                    };
+                    let r = self.src.repair(&self.c, s, self.now, |w| w.write(&data));
+                    match r {
+                        Submit::Accepted(rseq) => {
+                            self.books.record(
+                                rseq,
+                                Hist {
+                                    wid: 0,
+                                    kind: Kind::Write,
+                                    sector: job.sector,
+                                    count: job.count as u32,
+                                    barrier: false,
+                                    data: Some(data),
+                                },
+                            );
+                            self.log(|| format!("repair {rseq} of failed write {seq}"));
+                        }
+                        Submit::Wait(_) => self.repair_buf = Some((s, data)),
+                        Submit::Invalid(i) => {
+                            return Err(Violation::Protocol(format!("repair of {seq} invalid: {i:?}")));
+                        }
+                    }
+                }
+            }
+            WorkerStep::Deferred => {
+                for _ in 0..DEFERRED_BATCH {
+                    let Some(req) = self.deferred.pop_front() else { break };
+                    let w = host_write(&req);
+                    let seed = self.seed;
+                    let r = self.src.retry_deferred(&self.c, &w, |wr| fill(seed, &req, wr));
+                    match r {
+                        Submit::Accepted(seq) => self.accepted_write(seq, req)?,
+                        Submit::Wait(_) => {
+                            self.deferred.push_front(req);
+                            break;
+                        }
+                        Submit::Invalid(i) => {
+                            return Err(Violation::Protocol(format!("deferred write {req:?} invalid: {i:?}")));
+                        }
+                    }
+                }
+            }
+        }
+        self.src_wakes();
+        let d = self.cpu();
+        self.schedule(Actor::SrcWorker, d);
+        Ok(())
+    }
+
+    fn maybe_src_stopped(&mut self) {
+        if self.src_running || !self.src.is_stopping() {
+            return;
+        }
+        let all_gone = [Actor::SrcSender, Actor::SrcWorker, Actor::SrcReceiver]
+            .iter()
+            .all(|a| self.actors[a.index()].state == ActState::Gone);
+        if all_gone && self.suspending.is_some() {
+            self.src.stopped();
+            self.src_wakes();
+            self.s_conn = None;
+            self.sending = None;
+            self.s_connecting = None;
+            self.suspending = None;
+            self.log(|| "source stopped (suspended)".into());
+            let t = self.now + self.rng.range(MS, 200 * MS);
+            self.at(t, Ev::ResumeSource);
+        }
+    }
+
+    // --------------------------------------------------------- host side
 
     fn gen_req(&mut self) -> HostReq {
         let p = &self.p;
@@ -920,13 +1297,7 @@ impl Sim {
             HostOp::Write
         };
         if op == HostOp::Flush {
-            return HostReq {
-                wid,
-                op,
-                sector: 0,
-                count: 0,
-                flags: 0,
-            };
+            return HostReq { wid, op, sector: 0, count: 0, flags: 0 };
         }
         let max = if op == HostOp::Write {
             u64::from(p.max_write)
@@ -965,79 +1336,32 @@ impl Sim {
                 flags |= FLAG_PREFLUSH;
             }
         }
-        HostReq {
-            wid,
-            op,
-            sector,
-            count,
-            flags,
-        }
+        HostReq { wid, op, sector, count, flags }
     }
 
     fn host_next(&mut self) -> R<()> {
-        if self.issued >= self.p.ops {
+        if self.issued >= self.p.ops || self.host_paused || !self.src_running {
             return Ok(());
         }
         self.issued += 1;
-        self.outstanding += 1;
+        self.dm_inflight += 1;
         let req = self.gen_req();
-        if !self.try_submit(req)? {
-            self.parked.push_back(req);
+        // dm `map`, one critical section.
+        let w = host_write(&req);
+        let seed = self.seed;
+        let r = self.src.submit(&self.c, &w, |wr| fill(seed, &req, wr));
+        match r {
+            Submit::Accepted(seq) => self.accepted_write(seq, req)?,
+            Submit::Wait(_) => self.deferred.push_back(req),
+            Submit::Invalid(i) => {
+                return Err(Violation::Protocol(format!("source rejected {req:?}: {i:?}")));
+            }
         }
+        self.src_wakes();
         Ok(())
     }
 
-    /// Offers `req` to the source; false when it must wait.
-    fn try_submit(&mut self, req: HostReq) -> R<bool> {
-        let before = self.src.ring().next_seq();
-        let w = HostWrite {
-            op: req.op,
-            sector: req.sector,
-            count: req.count,
-            flags: req.flags,
-        };
-        let seed = self.seed;
-        let res = self.src.submit(&self.c, &w, |wr| {
-            let mut buf = [0u8; SECT];
-            for s in req.sector..req.sector + u64::from(req.count) {
-                sector_pattern(seed, req.wid, s, &mut buf);
-                wr.write(&buf)?;
-            }
-            Ok(())
-        });
-        match res {
-            Submit::Accepted(seq) => {
-                if seq + 1 != self.src.ring().next_seq() || seq < before {
-                    return Err(Violation::Protocol(format!(
-                        "unexpected seq {seq} (ring at {before})"
-                    )));
-                }
-                self.record_hist(seq, &req);
-                self.accepted.insert(seq, req);
-                let bytes = u64::from(req.count) * SECT as u64;
-                let start = self.sdisk.free_at.max(self.now);
-                let done = start + (bytes * SEC).div_ceil(self.p.src_bw);
-                self.sdisk.free_at = done;
-                // Jitter: concurrent I/Os may complete in any order, as on
-                // a real device (so missing overlap serialization shows).
-                let t = done
-                    + self.p.src_lat
-                    + if self.p.jitter {
-                        self.rng.below(self.p.src_lat + 1)
-                    } else {
-                        0
-                    };
-                self.at(t, Ev::LocalDone { seq });
-                Ok(true)
-            }
-            Submit::Wait(_) => Ok(false),
-            Submit::Invalid(i) => Err(Violation::Protocol(format!(
-                "source rejected {req:?}: {i:?}"
-            ))),
-        }
-    }
-
-    fn record_hist(&mut self, seq: u64, req: &HostReq) {
+    fn accepted_write(&mut self, seq: u64, req: HostReq) -> R<()> {
         let (kind, wid) = match req.op {
             HostOp::Write => (Kind::Write, req.wid),
             HostOp::Discard => (Kind::Discard, 0),
@@ -1045,472 +1369,666 @@ impl Sim {
             HostOp::Flush => (Kind::Flush, 0),
         };
         let barrier = kind == Kind::Flush || req.flags & FLAG_PREFLUSH != 0;
-        self.hist.insert(
+        self.books.record(
             seq,
-            Hist {
-                wid,
-                kind,
-                sector: req.sector,
-                count: req.count,
-                barrier,
-            },
+            Hist { wid, kind, sector: req.sector, count: req.count, barrier, data: None },
         );
-        if barrier {
-            self.barriers.insert(seq);
+        self.accepted.insert(seq, req);
+        let bytes = u64::from(req.count) * SECT as u64;
+        let mut t = self.now + self.p.src_lat + (bytes * SEC).div_ceil(self.p.src_bw);
+        if self.p.jitter {
+            t += self.rng.below(self.p.src_lat + 1);
         }
-        self.pending_tgt.insert(seq);
-        if kind != Kind::Flush {
-            for s in req.sector..req.sector + u64::from(req.count) {
-                self.sec_hist[s as usize].push(seq);
+        self.at(t, Ev::LocalDone { seq, epoch: self.src_epoch });
+        Ok(())
+    }
+
+    /// A local write ended (dm end_io / the ring-page bio's completion).
+    fn local_done(&mut self, seq: u64, _epoch: u64) -> R<()> {
+        let Some(req) = self.accepted.get(&seq).copied() else {
+            return Err(Violation::Protocol(format!("local done for unknown seq {seq}")));
+        };
+        let ok = !self.in_windows(&self.p.src_fails.clone());
+        if req.op == HostOp::Write {
+            // The write went to the device from the ring's pages: they must
+            // still hold this record's payload.
+            let Some(spans) = self.src.payload_chunks(seq) else {
+                return Err(Violation::Protocol(format!(
+                    "local write {seq} ended but its payload left the ring first"
+                )));
+            };
+            let mut got = Vec::new();
+            gather(self.src.ring().pages(), spans, &mut got);
+            if got != self.books.payload(seq) {
+                return Err(Violation::Protocol(format!(
+                    "ring bytes under local write {seq} changed before it ended"
+                )));
+            }
+            if !self.src.ring().pages().page(0).is_some_and(|_| true) {
+                return Err(Violation::Protocol("ring storage gone".into()));
+            }
+        }
+        if ok {
+            self.books.apply_src(seq, |_| true);
+        } else {
+            // A failed write may have reached any part of its range.
+            let mut r = self.rng.fork();
+            self.books.apply_src(seq, |_| r.chance(1, 2));
+            self.log(|| format!("local write {seq} failed"));
+        }
+        self.accepted.remove(&seq);
+        if !self.src.local_done(seq, ok) {
+            return Err(Violation::Protocol(format!("source refused local_done({seq})")));
+        }
+        self.drain_completions()?;
+        self.src_wakes();
+        Ok(())
+    }
+
+    fn host_complete(&mut self, c: Completed) -> R<()> {
+        if !c.ok && self.p.src_fails.is_empty() {
+            return Err(Violation::Protocol(format!("host write {} failed", c.seq)));
+        }
+        if self.p.completion == Completion::Sync
+            && c.ok
+            && self.books.pending_tgt.contains(&c.seq)
+            && !self.src.is_abandoning()
+        {
+            return Err(Violation::Protocol(format!(
+                "sync completion of host write {} before the target applied it",
+                c.seq
+            )));
+        }
+        self.host_done(c.ok);
+        Ok(())
+    }
+
+    fn host_done(&mut self, _ok: bool) {
+        self.completed += 1;
+        self.dm_inflight -= 1;
+        self.last_progress = self.now;
+        let t = self.now + self.rng.range(0, self.p.think);
+        self.at(t, Ev::HostNext);
+        self.check_suspend_drained();
+    }
+
+    fn suspend_source(&mut self) -> R<()> {
+        if !self.faults_on || !self.src_running || self.suspending.is_some() {
+            return Ok(());
+        }
+        self.log(|| "source suspends".into());
+        // presuspend; dm then waits for its bios, then postsuspend.
+        self.host_paused = true;
+        self.suspending = Some(self.now);
+        self.src.begin_suspend(self.now);
+        self.src_wakes();
+        self.check_suspend_drained();
+        Ok(())
+    }
+
+    /// dm's wait for in-flight bios ended: postsuspend stops the threads.
+    fn check_suspend_drained(&mut self) {
+        if self.suspending.is_none() || !self.src_running || self.dm_inflight > 0 {
+            return;
+        }
+        self.src_running = false;
+        self.src_epoch += 1;
+        self.src.stop();
+        self.src_wakes();
+        if let Some((_, nc)) = self.s_conn {
+            self.break_conn(nc);
+        }
+        if let Some((_, nc)) = self.s_connecting {
+            self.break_conn(nc);
+        }
+        // Blocked threads return once their I/O fails.
+        self.unblock(Actor::SrcSender);
+        self.maybe_src_stopped();
+    }
+
+    // ------------------------------------------------------ target side
+
+    fn tgt_listener(&mut self) -> R<()> {
+        let step = self.tgt.poll_listener(self.now);
+        self.tgt_wakes();
+        match step {
+            ListenerStep::Exit => {
+                self.gone(Actor::TgtListener);
+                self.maybe_tgt_stopped();
+            }
+            ListenerStep::Sleep { until } => self.sleep(Actor::TgtListener, until),
+            ListenerStep::Accept => {
+                let Some(nc) = self.backlog.pop_front() else {
+                    self.block(Actor::TgtListener);
+                    return Ok(());
+                };
+                if self.net.is_broken(nc) {
+                    let d = self.cpu();
+                    self.schedule(Actor::TgtListener, d);
+                    return Ok(());
+                }
+                let random = [self.rng.below(256) as u8; CONN_RANDOM];
+                match self.tgt.on_accept(self.now, random) {
+                    Accept::Serve { conn } => {
+                        self.t_conn = Some((conn, nc));
+                        self.t_kept = None;
+                        let r = &mut self.actors[Actor::TgtReceiver.index()];
+                        r.conn = nc;
+                        self.block(Actor::TgtReceiver);
+                        self.unblock(Actor::TgtReceiver);
+                        self.log(|| format!("target serves connection #{conn}"));
+                    }
+                    Accept::Refuse => self.break_conn(nc),
+                }
+                self.tgt_wakes();
+                let d = self.cpu();
+                self.schedule(Actor::TgtListener, d);
+            }
+        }
+        Ok(())
+    }
+
+    fn tgt_receiver(&mut self) -> R<()> {
+        let Some((conn, nc)) = self.t_conn.filter(|c| c.1 == self.actors[Actor::TgtReceiver.index()].conn) else {
+            self.gone(Actor::TgtReceiver);
+            self.maybe_tgt_stopped();
+            return Ok(());
+        };
+        let f = if let Some(f) = self.t_kept.take() {
+            match self.tgt.poll_receiver() {
+                RxStep::Sleep => {
+                    self.t_kept = Some(f);
+                    self.tgt_wakes();
+                    self.sleep(Actor::TgtReceiver, None);
+                    return Ok(());
+                }
+                RxStep::Stop => {
+                    self.tgt.on_recv_end(conn, false);
+                    return self.end_tgt_receiver();
+                }
+                RxStep::Retry => f,
+            }
+        } else {
+            match self.read(nc, TO_TARGET) {
+                None => {
+                    self.block(Actor::TgtReceiver);
+                    return Ok(());
+                }
+                Some(None) => {
+                    self.tgt.on_recv_end(conn, false);
+                    return self.end_tgt_receiver();
+                }
+                Some(Some(f)) => f,
+            }
+        };
+        // The glue's framing (FrameReader): a header that does not decode,
+        // or a frame whose length disagrees, is a stream out of sync.
+        match decode_header(&f) {
+            Ok((h, _)) if h.frame_len() == f.len() => {}
+            _ => {
+                self.tgt.on_recv_end(conn, true);
+                self.break_conn(nc);
+                return self.end_tgt_receiver();
+            }
+        }
+        let v = self.tgt.on_frame(&self.c, conn, &f, self.now);
+        self.log(|| format!("target <- {:?} seq {}: {v:?} ({}) {:?}", decode_header(&f).map(|h| h.0), decode_header(&f).map_or(0, |h| h.0.seq), self.tgt.conn_state(), self.tgt.stats()));
+        self.tgt_wakes();
+        match v {
+            TRx::Continue => {
+                let d = self.cpu();
+                self.schedule(Actor::TgtReceiver, d);
+                Ok(())
+            }
+            TRx::Busy => {
+                self.t_kept = Some(f);
+                // Asks at once whether to wait (it may not have to).
+                let d = self.cpu();
+                self.schedule(Actor::TgtReceiver, d);
+                Ok(())
+            }
+            TRx::Stop => {
+                self.tgt.on_recv_end(conn, false);
+                self.break_conn(nc);
+                self.end_tgt_receiver()
             }
         }
     }
 
-    fn apply_src(&mut self, req: &HostReq) {
-        let wid = if req.op == HostOp::Write { req.wid } else { 0 };
-        for s in req.sector..req.sector + u64::from(req.count) {
-            let off = s as usize * SECT;
-            sector_pattern(self.seed, wid, s, &mut self.src_disk[off..off + SECT]);
-        }
+    fn end_tgt_receiver(&mut self) -> R<()> {
+        self.tgt_wakes();
+        self.t_kept = None;
+        self.gone(Actor::TgtReceiver);
+        self.actors[Actor::TgtReceiver.index()].conn = 0;
+        self.maybe_tgt_stopped();
+        Ok(())
     }
 
-    // -------------------------------------------------------------- target
+    fn tgt_applier(&mut self) -> R<()> {
+        let step = self.tgt.poll_applier(self.now);
+        self.tgt_wakes();
+        match step {
+            ApplierStep::Exit => {
+                self.gone(Actor::TgtApplier);
+                self.maybe_tgt_stopped();
+                return Ok(());
+            }
+            ApplierStep::Sleep { until } => {
+                self.sleep(Actor::TgtApplier, until);
+                return Ok(());
+            }
+            ApplierStep::FailReads => {
+                while self.reads.pop_front().is_some() {
+                    self.tgt.read_failed();
+                }
+            }
+            ApplierStep::Reads => {
+                while let Some(&(s, c)) = self.reads.front() {
+                    if !self.tgt.read_may_go(s, c) {
+                        break;
+                    }
+                    self.reads.pop_front();
+                    self.check_read(s, c)?;
+                }
+            }
+            ApplierStep::Issue => {
+                for _ in 0..APPLY_BATCH {
+                    let Some(v) = self.tgt.poll_issue() else { break };
+                    self.issue(v)?;
+                }
+            }
+        }
+        self.tgt_wakes();
+        let d = self.cpu();
+        self.schedule(Actor::TgtApplier, d);
+        Ok(())
+    }
 
-    fn dev_done(&mut self, seq: u64, ok: bool) -> R<()> {
+    fn issue(&mut self, v: IssueView) -> R<()> {
+        self.books.check_issue(v.seq)?;
+        if v.header.kind.is_data() {
+            let (a, b) = (v.header.sector, v.header.sector + u64::from(v.header.count));
+            if let Some(l) = self.lockers.iter().flatten().find(|&&(s, c)| s < b && a < s + c) {
+                return Err(Violation::Protocol(format!(
+                    "stream record {} written inside local lock {l:?}",
+                    v.seq
+                )));
+            }
+            // Bios are built from the log's pages: every piece must start
+            // on the payload alignment and be whole sectors.
+            let align = self.p.payload_align.clamp(8, PAGE_SIZE);
+            for (_, off, len) in v.chunks() {
+                if align >= SECT && (off % align != 0 || len % SECT != 0) {
+                    return Err(Violation::Protocol(format!(
+                        "record {} payload piece at {off}+{len} is not aligned to {align}",
+                        v.seq
+                    )));
+                }
+            }
+        }
+        let fail = self.in_windows(&self.p.fails.clone());
+        let slow = if self.in_windows(&self.p.slows.clone()) { 10 } else { 1 };
+        let bytes = if v.header.kind == Kind::Write { u64::from(v.header.len) } else { 4096 };
+        let mut lat = slow * self.p.tgt_lat;
+        if v.header.flags & FLAG_PREFLUSH != 0 || v.header.kind == Kind::Flush {
+            lat += slow * self.p.tgt_lat;
+        }
+        let mut t = self.now + slow * (bytes * SEC).div_ceil(self.p.tgt_bw) + lat;
+        if self.p.jitter {
+            t += self.rng.below(lat + 1);
+        }
+        self.dev_ops.insert(v.seq, v);
+        self.at(t, Ev::DevDone { seq: v.seq, ok: !fail, epoch: self.tgt_epoch });
+        Ok(())
+    }
+
+    fn dev_done(&mut self, seq: u64, ok: bool, epoch: u64) -> R<()> {
+        if epoch != self.tgt_epoch {
+            // Issued before a target crash: lost with it.
+            return Ok(());
+        }
         let v = self
             .dev_ops
             .remove(&seq)
             .ok_or_else(|| Violation::Protocol(format!("device done for unknown seq {seq}")))?;
         if ok {
-            self.apply_tgt(&v)?;
-        }
-        if !self.tgt.io_done(seq, &v.header, ok) {
-            return Err(Violation::Protocol(format!(
-                "target refused io_done({seq})"
-            )));
-        }
-        if !ok && !self.retry_armed {
-            self.retry_armed = true;
-            let t = self.now + self.rng.range(MS, 10 * MS);
-            self.at(t, Ev::RetryTimer);
-        }
-        Ok(())
-    }
-
-    fn apply_tgt(&mut self, v: &IssueView) -> R<()> {
-        let seq = v.seq;
-        let h = self.hist.get(&seq).copied().ok_or_else(|| {
-            Violation::I4(format!(
-                "target applied seq {seq} which is no data/flush record"
-            ))
-        })?;
-        if h.kind != v.header.kind
-            || (h.kind != Kind::Flush && (h.sector != v.header.sector || h.count != v.header.count))
-        {
-            return Err(Violation::I4(format!(
-                "target applied seq {seq} as {:?} but source wrote {h:?}",
-                v.header
-            )));
-        }
-        self.last_progress = self.now;
-        if h.kind == Kind::Flush {
-            self.pending_tgt.remove(&seq);
-            self.max_applied = self.max_applied.max(seq);
-            return self.check_boundary(seq);
-        }
-        let mut payload = Vec::new();
-        if h.kind == Kind::Write {
-            payload.resize(h.count as usize * SECT, 0);
-            let n = self.tgt.read_payload(seq, &mut payload);
-            if n != Some(payload.len()) {
-                return Err(Violation::Protocol(format!("payload of {seq} unreadable")));
-            }
-        }
-        let mut expect = [0u8; SECT];
-        for (i, s) in (h.sector..h.sector + u64::from(h.count)).enumerate() {
-            let su = s as usize;
-            if self.tgt_seq[su] > seq && seq > self.replay_until {
-                return Err(Violation::I4(format!(
-                    "sector {s}: record {seq} applied after record {} (source order reversed)",
-                    self.tgt_seq[su]
-                )));
-            }
-            self.tgt_seq[su] = seq;
-            let off = su * SECT;
-            let dst = &mut self.tgt_disk[off..off + SECT];
+            let h = v.header;
+            let mut payload = Vec::new();
             if h.kind == Kind::Write {
-                dst.copy_from_slice(&payload[i * SECT..(i + 1) * SECT]);
-            } else {
-                dst.fill(0);
+                gather(self.tgt.pages(), v.chunks(), &mut payload);
             }
-            sector_pattern(self.seed, h.wid, s, &mut expect);
-            if *dst != expect {
-                return Err(Violation::I2(format!(
-                    "sector {s}: target wrote bytes that differ from source write {seq} (corrupted data applied)"
-                )));
-            }
+            let zero_writes = h.kind == Kind::WriteZeroes && self.tgt.zeroes_by_writes();
+            let _ = zero_writes;
+            self.books.apply_tgt(seq, h.kind, h.sector, h.count, &payload)?;
+            self.last_progress = self.now;
         }
-        self.pending_tgt.remove(&seq);
-        self.max_applied = self.max_applied.max(seq);
-        if h.barrier {
-            self.check_boundary(seq)?;
+        let status = if ok { IoStatus::Ok } else { IoStatus::Failed };
+        if !self.tgt.io_done(seq, status, self.now) {
+            return Err(Violation::Protocol(format!("target refused io_done({seq})")));
         }
-        Ok(())
-    }
-
-    /// Checks at issue time that `seq` may start: its epoch's boundary is
-    /// complete (continuous I2).
-    fn check_issue(&self, seq: u64) -> R<()> {
-        let Some(h) = self.hist.get(&seq) else {
-            return Err(Violation::I4(format!("target issued unknown record {seq}")));
-        };
-        let bound = if h.barrier {
-            seq - 1
+        let w = self.tgt.take_wakes();
+        if self.mutant == Mutant::NotifyAfterUnlock {
+            // The lock is dropped here; the wake-up comes after.
+            let d = self.rng.range(US, 30 * US);
+            self.notify_pending |= bits_of(w);
+            self.at(self.now + d, Ev::LateNotify { wakes: bits_of(w), epoch: self.tgt_epoch });
         } else {
-            self.barriers.range(..seq).next_back().copied().unwrap_or(0)
-        };
-        if let Some(&first) = self.pending_tgt.iter().next() {
-            if first <= bound {
-                return Err(Violation::I2(format!(
-                    "record {seq} ({:?}) started while record {first} before its flush boundary {bound} is not applied",
-                    h.kind
-                )));
-            }
+            self.deliver(w, true);
         }
+        self.maybe_tgt_stopped();
         Ok(())
     }
 
-    /// At a completed barrier `f`, the target image must equal the source
-    /// history as of `f`, sector by sector.
-    fn check_boundary(&self, f: u64) -> R<()> {
-        if f <= self.replay_until {
-            // Catch-up after a target restart: newer data may still sit on
-            // sectors until the replay passes the pre-crash point.
-            return Ok(());
-        }
-        if let Some(&first) = self.pending_tgt.iter().next() {
-            if first < f {
-                return Err(Violation::I2(format!(
-                    "barrier {f} completed before record {first}"
-                )));
-            }
-        }
-        for (s, hs) in self.sec_hist.iter().enumerate() {
-            let idx = hs.partition_point(|&x| x <= f);
-            let want = if idx == 0 { 0 } else { hs[idx - 1] };
-            if self.tgt_seq[s] != want {
-                return Err(Violation::I2(format!(
-                    "at flush boundary {f}: sector {s} holds record {} but the source had record {want}",
-                    self.tgt_seq[s]
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn check_i3(&self) -> R<()> {
-        let r = self.src.ring();
-        let freed = r.oldest_seq().unwrap_or(r.next_seq()) - 1;
-        if let Some(&first) = self.pending_tgt.iter().next() {
-            if first <= freed {
-                return Err(Violation::I3(format!(
-                    "record {first} left the rollback ring (freed up to {freed}) before the target applied it"
-                )));
-            }
-        }
-        // (A restarted target knows nothing until the next handshake.)
-        if self.tgt.generation() != 0 && self.tgt.applied_seq() < freed {
-            return Err(Violation::I3(format!(
-                "ring freed up to {freed} but target applied only up to {}",
-                self.tgt.applied_seq()
-            )));
-        }
-        Ok(())
-    }
-
-    /// The target's region filter never misses a pending stream write: at
-    /// every step one region (cycling over the device) is checked against
-    /// the commit log's exact walk; and it is clear whenever the log is
-    /// empty.
-    fn check_filter(&self) -> R<()> {
-        let log = self.tgt.commit_log();
-        if log.is_empty() && !log.region_filter().is_clear() {
-            return Err(Violation::Protocol(
-                "region filter not clear with an empty commit log".into(),
-            ));
-        }
-        let rs = u64::from(self.p.region_sectors);
-        let region = self.events % (self.p.dev_sectors / rs).max(1);
-        self.check_filter_range(region, region)
-    }
-
-    /// `pending_in_range` over regions `first..=last` implies the filter's
-    /// `may_be_pending` (no false negative).
-    fn check_filter_range(&self, first: u64, last: u64) -> R<()> {
-        let log = self.tgt.commit_log();
-        let rs = u64::from(self.p.region_sectors);
-        let (start, len) = (first * rs, (last - first + 1) * rs);
-        if log.pending_in_range(start, len) && !log.may_be_pending(first, last) {
-            return Err(Violation::Protocol(format!(
-                "region filter misses a pending write in regions {first}..={last} ({} records held)",
-                log.len_records()
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_i1(&self) -> R<()> {
-        if self.src_disk != self.tgt_disk {
-            let first = self
-                .src_disk
-                .chunks(SECT)
-                .zip(self.tgt_disk.chunks(SECT))
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            return Err(Violation::I1(format!(
-                "devices differ after quiesce, first at sector {first} (target has record {})",
-                self.tgt_seq[first]
-            )));
-        }
-        Ok(())
-    }
-
-    // ---------------------------------------------------------------- pump
-
-    fn pump(&mut self) -> R<()> {
-        loop {
-            let mut progress = false;
-            progress |= self.pump_target_rx()?;
-            progress |= self.pump_target_issue()?;
-            progress |= self.pump_target_tx()?;
-            progress |= self.pump_source_rx()?;
-            progress |= self.pump_host()?;
-            progress |= self.pump_source_tx()?;
-            if !progress {
+    fn tgt_sender(&mut self) -> R<()> {
+        let mut buf = vec![0u8; SEND_FRAMES * MAX_CONTROL_FRAME];
+        let step = self.tgt.poll_sender(&self.c, self.now, &mut buf);
+        self.tgt_wakes();
+        match step {
+            TStep::Exit => {
+                self.gone(Actor::TgtSender);
+                self.maybe_tgt_stopped();
                 return Ok(());
             }
-        }
-    }
-
-    fn pump_target_rx(&mut self) -> R<bool> {
-        let mut progress = false;
-        while let Some((frame, _corrupt)) = self.to_tgt.rx.front() {
-            // Glue framing: the header must decode to the same length, or
-            // the byte stream is out of sync and the connection drops.
-            match decode_header(frame) {
-                Ok((h, _)) if h.frame_len() == frame.len() => {
-                    self.log(|| {
-                        format!(
-                            "target <- {:?} seq {} sector {} count {}",
-                            h.kind, h.seq, h.sector, h.count
-                        )
-                    });
-                }
-                _ => {
-                    self.disconnect("target: stream out of sync");
-                    return Ok(true);
-                }
+            TStep::Sleep { until } => {
+                self.sleep(Actor::TgtSender, until);
+                return Ok(());
             }
-            let len = frame.len() as u64;
-            let r = self.tgt.on_frame(&self.c, frame);
-            match r {
-                TargetRecv::Busy => return Ok(progress),
-                TargetRecv::Ok => {}
-                TargetRecv::Hello(h) => {
-                    if let Err(e) = self.tgt.on_hello(&h) {
-                        return Err(Violation::Protocol(format!(
-                            "target refused handshake: {e:?}"
-                        )));
+            TStep::Send { conn, len } => {
+                let nc = self.t_conn.filter(|c| c.0 == conn).map_or(0, |c| c.1);
+                if nc != 0 && !self.net.is_broken(nc) && !self.window_open(nc, TO_SOURCE, len as u64) {
+                    // Blocked on the window: the frames are encoded, so
+                    // hold them (the kernel would sit in sendmsg).
+                    return Err(Violation::Protocol("target control frames overran the window".into()));
+                }
+                let mut frames = Vec::new();
+                let mut at = 0usize;
+                while at < len {
+                    let n = decode_header(&buf[at..len]).map(|(h, _)| h.frame_len()).unwrap_or(len - at);
+                    frames.push(buf[at..at + n].to_vec());
+                    at += n;
+                }
+                let ok = nc != 0 && self.transmit(nc, TO_SOURCE, frames);
+                self.tgt.on_sent(conn, ok, self.now);
+            }
+            TStep::Close { conn } => {
+                if let Some((c, nc)) = self.t_conn {
+                    if c == conn {
+                        self.break_conn(nc);
                     }
                 }
-                TargetRecv::Disconnect(e) => {
-                    self.disconnect(&format!("target: {e:?}"));
-                    return Ok(true);
-                }
+                self.tgt.on_shutdown(conn);
             }
-            self.to_tgt.rx.pop_front();
-            self.unconsumed = self.unconsumed.saturating_sub(len);
-            progress = true;
         }
-        Ok(progress)
+        self.tgt_wakes();
+        let d = self.cpu();
+        self.schedule(Actor::TgtSender, d);
+        Ok(())
     }
 
-    fn pump_target_issue(&mut self) -> R<bool> {
-        let mut progress = false;
-        while let Some(v) = self.tgt.poll_issue() {
-            progress = true;
-            self.check_issue(v.seq)?;
-            if v.header.kind.is_data() {
-                let (a, b) = (v.header.sector, v.header.sector + u64::from(v.header.count));
-                if let Some(l) = self
-                    .lockers
-                    .iter()
-                    .flatten_held()
-                    .find(|&(s, c)| s < b && a < s + c)
-                {
-                    return Err(Violation::Protocol(format!(
-                        "stream record {} written inside local lock {l:?}",
-                        v.seq
-                    )));
-                }
-            }
-            let fail = self.in_windows(&self.p.fails.clone());
-            let slow = if self.in_windows(&self.p.slows.clone()) {
-                10
-            } else {
-                1
-            };
-            let bytes = if v.header.kind == Kind::Write {
-                u64::from(v.header.len)
-            } else {
-                4096
-            };
-            let start = self.tdisk.free_at.max(self.now);
-            let done = start + slow * (bytes * SEC).div_ceil(self.p.tgt_bw);
-            self.tdisk.free_at = done;
-            let mut lat = slow * self.p.tgt_lat;
-            if v.header.flags & FLAG_PREFLUSH != 0 || v.header.kind == Kind::Flush {
-                lat += slow * self.p.tgt_lat;
-            }
-            self.dev_ops.insert(v.seq, v);
-            let t = done
-                + lat
-                + if self.p.jitter {
-                    self.rng.below(lat + 1)
-                } else {
-                    0
-                };
-            self.at(
-                t,
-                Ev::DevDone {
-                    epoch: self.tgt_epoch,
-                    seq: v.seq,
-                    ok: !fail,
-                },
-            );
-        }
-        Ok(progress)
+    fn tgt_locker(&mut self) -> R<()> {
+        let Some((id, s, c)) = self.locker_waiting else {
+            self.gone(Actor::TgtLocker);
+            return Ok(());
+        };
+        let r = self.tgt.lock_poll(self.now);
+        self.tgt_wakes();
+        self.lock_reply(id, s, c, r)
     }
 
-    fn pump_target_tx(&mut self) -> R<bool> {
-        let mut progress = false;
-        let mut buf = [0u8; 256];
-        while self.active {
-            match self.tgt.poll_send(&self.c, &mut buf) {
-                None => break,
-                Some(Ok(n)) => {
-                    progress = true;
-                    self.send(false, buf[..n].to_vec());
-                }
-                Some(Err(e)) => return Err(Violation::Protocol(format!("target encode: {e:?}"))),
+    fn lock_reply(&mut self, id: usize, s: u64, c: u64, r: LockReply) -> R<()> {
+        match r {
+            LockReply::Granted => {
+                self.locker_waiting = None;
+                self.gone(Actor::TgtLocker);
+                self.lockers[id] = Some((s, c));
+                self.log(|| format!("locker {id} holds {s}+{c}"));
+                let t = self.now + self.rng.range(MS / 10, self.p.lock_hold);
+                self.at(t, Ev::LockerRelease { id });
             }
+            LockReply::Wait { until } => {
+                self.locker_waiting = Some((id, s, c));
+                self.sleep(Actor::TgtLocker, Some(until));
+            }
+            LockReply::Busy => {
+                self.locker_waiting = None;
+                self.gone(Actor::TgtLocker);
+                if self.faults_on {
+                    let t = self.now + self.rng.range(MS / 10, 5 * MS);
+                    self.at(t, Ev::LockerTry { id });
+                }
+            }
+            LockReply::Invalid => return Err(Violation::Protocol("local lock range invalid".into())),
         }
-        Ok(progress)
+        Ok(())
     }
 
-    fn pump_source_rx(&mut self) -> R<bool> {
-        let mut progress = false;
-        while let Some((frame, _)) = self.to_src.rx.pop_front() {
-            progress = true;
-            self.host_kick = true;
-            match decode_header(&frame) {
-                Ok((h, _)) if h.frame_len() == frame.len() => {
-                    self.log(|| {
-                        format!("source <- {:?} seq {} region {}", h.kind, h.seq, h.sector)
-                    });
-                }
-                _ => {
-                    self.disconnect("source: stream out of sync");
-                    return Ok(true);
-                }
-            }
-            match self.src.on_frame(&self.c, &frame) {
-                SourceRecv::Ok => {}
-                SourceRecv::HelloReply(h) => {
-                    if let Err(e) = self.src.on_hello_reply(&h) {
-                        return Err(Violation::Protocol(format!("source refused reply: {e:?}")));
-                    }
-                    self.backoff = MS;
-                    self.log(|| format!("connected, resume after {}", h.last_applied));
-                }
-                SourceRecv::Reconnect(e) => {
-                    self.disconnect(&format!("source: {e:?}"));
-                    return Ok(true);
-                }
-            }
+    fn locker_try(&mut self, id: usize) -> R<()> {
+        if !self.faults_on || !self.tgt_running || self.lockers[id].is_some() {
+            return Ok(());
         }
-        Ok(progress)
+        let regions = self.p.dev_sectors / u64::from(self.p.region_sectors);
+        let first = self.rng.below(regions);
+        let n = self.rng.range(1, 2).min(regions - first);
+        let sector = first * u64::from(self.p.region_sectors);
+        let count = n * u64::from(self.p.region_sectors);
+        if id == 0 {
+            // Through `dmsetup message .. lock`: one waiter at a time.
+            if self.locker_waiting.is_some() {
+                let t = self.now + self.rng.range(MS, 5 * MS);
+                self.at(t, Ev::LockerTry { id });
+                return Ok(());
+            }
+            let r = self.tgt.lock_request(sector, count, self.now);
+            self.tgt_wakes();
+            return self.lock_reply(id, sector, count, r);
+        }
+        match self.tgt.local_lock(sector, count) {
+            LocalLock::Granted => {
+                self.lockers[id] = Some((sector, count));
+                let t = self.now + self.rng.range(MS / 10, self.p.lock_hold);
+                self.at(t, Ev::LockerRelease { id });
+            }
+            LocalLock::WouldBlock | LocalLock::Full => {
+                let t = self.now + self.rng.range(MS / 10, 5 * MS);
+                self.at(t, Ev::LockerTry { id });
+            }
+            LocalLock::Invalid => return Err(Violation::Protocol("local lock range invalid".into())),
+        }
+        self.tgt_wakes();
+        Ok(())
     }
 
-    fn pump_host(&mut self) -> R<bool> {
-        let mut progress = false;
-        while let Some(c) = self.src.poll_completed() {
-            progress = true;
-            if !c.ok {
-                return Err(Violation::Protocol(format!("host write {} failed", c.seq)));
-            }
-            if self.p.completion == Completion::Sync && self.pending_tgt.contains(&c.seq) {
-                return Err(Violation::Protocol(format!(
-                    "sync completion of host write {} before the target applied it",
-                    c.seq
-                )));
-            }
-            self.completed += 1;
-            self.outstanding -= 1;
-            self.host_kick = true;
-            self.last_progress = self.now;
-            let t = self.now + self.rng.range(0, self.p.think);
-            self.at(t, Ev::HostNext);
+    fn target_read(&mut self) -> R<()> {
+        if self.faults_on || self.issued < self.p.ops {
+            let t = self.now + self.rng.range(100 * US, 5 * MS);
+            self.at(t, Ev::TargetRead);
         }
-        // Retry parked writes in order, only when something changed that
-        // may unblock them (a pass over an unchanged state is a no-op).
-        if !self.host_kick {
-            return Ok(progress);
+        if !self.tgt_running || self.rng.below(1000) >= self.p.p_tgt_read {
+            return Ok(());
         }
-        self.host_kick = false;
-        let n = self.parked.len();
-        for _ in 0..n {
-            let Some(req) = self.parked.pop_front() else {
-                break;
-            };
-            if self.try_submit(req)? {
-                progress = true;
-            } else {
-                self.parked.push_back(req);
-            }
+        let count = self.rng.range(1, 64).min(self.p.dev_sectors);
+        let sector = self.rng.below(self.p.dev_sectors - count + 1);
+        if self.tgt.read_arrives(sector, count) {
+            self.check_read(sector, count)?;
+        } else {
+            self.reads.push_back((sector, count));
         }
-        Ok(progress)
+        self.tgt_wakes();
+        Ok(())
     }
 
-    fn pump_source_tx(&mut self) -> R<bool> {
-        let mut progress = false;
-        while self.active
-            && self.src.link_state() == LinkState::Connected
-            && self.unconsumed < self.p.window
-        {
-            let Some(v) = self.src.peek_send() else { break };
-            let n = self
-                .src
-                .read_frame(v.seq, &mut self.frame_buf)
-                .map_err(|e| Violation::Protocol(format!("read_frame({}): {e:?}", v.seq)))?;
-            let f = self.frame_buf[..n].to_vec();
-            self.src.advance_send();
-            self.send(true, f);
-            progress = true;
+    /// A read through the target went to the device: no unapplied stream
+    /// write may touch its range.
+    fn check_read(&self, sector: u64, count: u64) -> R<()> {
+        if self.tgt.commit_log().pending_in_range(sector, count) {
+            return Err(Violation::Protocol(format!(
+                "read of {sector}+{count} went while a stream write to it was pending"
+            )));
         }
-        Ok(progress)
+        Ok(())
+    }
+
+    fn maybe_tgt_stopped(&mut self) {
+        if self.tgt_running || !self.tgt.is_stopping() {
+            return;
+        }
+        let all_gone = [
+            Actor::TgtListener,
+            Actor::TgtReceiver,
+            Actor::TgtApplier,
+            Actor::TgtSender,
+        ]
+        .iter()
+        .all(|a| self.actors[a.index()].state == ActState::Gone);
+        if !all_gone || !self.tgt_reloading {
+            return;
+        }
+        // Every thread returned: the table is freed and a new one loaded.
+        self.tgt.stopped();
+        self.freed.insert(self.tgt_epoch);
+        self.tgt_epoch += 1;
+        self.notify_pending = 0;
+        self.log(|| "target reloaded".into());
+        self.replace_target();
+        self.tgt_reloading = false;
+    }
+
+    fn replace_target(&mut self) {
+        self.dev_ops.clear();
+        self.t_conn = None;
+        self.t_kept = None;
+        self.backlog.clear();
+        for l in self.lockers.iter_mut() {
+            *l = None;
+        }
+        if self.locker_waiting.take().is_some() {
+            self.gone(Actor::TgtLocker);
+        }
+        // Reads in flight through the old table were failed or done.
+        self.reads.clear();
+        self.tgt = new_target(self.tcfg, &self.p, self.mutant);
+        // The new target adopts the source's base and records after it
+        // are applied again: until the replay passes what was applied
+        // before, older data may overwrite newer.
+        self.books.replay_until = self.books.replay_until.max(self.books.max_applied);
+        self.start_target();
+    }
+
+    fn target_restart(&mut self) -> R<()> {
+        if !self.faults_on || !self.tgt_running {
+            return Ok(());
+        }
+        self.log(|| format!("target crash (applied up to {})", self.books.max_applied));
+        // The host crashes and comes back: commit log, lock table,
+        // connection and in-flight device writes are gone; the device
+        // keeps what was written.
+        if let Some((_, nc)) = self.t_conn {
+            self.break_conn(nc);
+        }
+        for a in [Actor::TgtListener, Actor::TgtReceiver, Actor::TgtApplier, Actor::TgtSender, Actor::TgtLocker] {
+            self.gone(a);
+        }
+        self.tgt_epoch += 1;
+        self.notify_pending = 0;
+        self.replace_target();
+        Ok(())
+    }
+
+    fn target_reload(&mut self) -> R<()> {
+        if !self.faults_on || !self.tgt_running || self.tgt_reloading {
+            return Ok(());
+        }
+        self.log(|| "target reload: suspend and remove".into());
+        self.tgt_reloading = true;
+        self.tgt_running = false;
+        // presuspend, then postsuspend stops the threads; the glue shuts
+        // the sockets down.
+        self.tgt.begin_suspend(self.now);
+        self.tgt.stop();
+        self.tgt_wakes();
+        if let Some((_, nc)) = self.t_conn {
+            self.break_conn(nc);
+        }
+        // Failed waiting reads end (a stopped applier cannot release them).
+        while self.reads.pop_front().is_some() {
+            self.tgt.read_failed();
+        }
+        if self.locker_waiting.take().is_some() {
+            self.gone(Actor::TgtLocker);
+        }
+        self.unblock(Actor::TgtListener);
+        self.unblock(Actor::TgtReceiver);
+        self.maybe_tgt_stopped();
+        Ok(())
     }
 }
 
-/// Current parameter generator version.
-pub const GEN_VERSION: u32 = 5;
+fn bits_of(w: Wakes) -> u8 {
+    w.iter().fold(0u8, |b, i| b | (1 << i))
+}
+
+fn wakes_from_bits(b: u8) -> Wakes {
+    (0..8u8).filter(|i| b & (1 << i) != 0).fold(Wakes::NONE, |w, i| w.with(Wakes::one(i)))
+}
+
+fn host_write(req: &HostReq) -> HostWrite {
+    HostWrite { op: req.op, sector: req.sector, count: req.count, flags: req.flags }
+}
+
+fn fill(
+    seed: u64,
+    req: &HostReq,
+    wr: &mut specmirror_core::log::ring::RingWriter<'_, VecPages>,
+) -> Result<(), specmirror_core::log::ring::RingError> {
+    let mut buf = [0u8; SECT];
+    for s in req.sector..req.sector + u64::from(req.count) {
+        crate::check::sector_pattern(seed, req.wid, s, &mut buf);
+        wr.write(&buf)?;
+    }
+    Ok(())
+}
+
+fn new_source(cfg: SourceConfig, p: &Params, mutant: Mutant) -> Src {
+    let mut s = Source::new(
+        cfg,
+        VecPages::new(p.ring_pages),
+        1,
+        vec![HotSlot::default(); p.hot_regions],
+        vec![InflightSlot::default(); p.inflight_slots],
+    )
+    .expect("source config");
+    s.set_payload_align(p.payload_align).expect("payload alignment");
+    s.mutant = mutant;
+    s
+}
+
+/// A fresh target machine over heap storage of `p`'s sizes.
+fn new_target(cfg: TargetConfig, p: &Params, mutant: Mutant) -> Tgt {
+    let mut t = Target::new(
+        cfg,
+        VecPages::new(p.log_pages),
+        vec![WindowSlot::EMPTY; p.window_slots],
+        vec![0; p.filter_buckets],
+        vec![LockSlot::EMPTY; p.lock_slots],
+    )
+    .expect("target config");
+    t.set_payload_align(p.payload_align).expect("payload alignment");
+    t.mutant = mutant;
+    t
+}
 
 /// Runs one seed in one mode with the current generator.
 pub fn run_seed(seed: u64, mode: Mode, verbose: bool) -> Result<Outcome, Failure> {
-    Sim::new(seed, mode, GEN_VERSION, verbose).run()
+    Sim::new(seed, mode, GEN_VERSION, Mutant::None, verbose).run()
 }
 
 /// Runs one seed in one mode with generator version `gen`.
 pub fn run_seed_gen(seed: u64, mode: Mode, gen: u32, verbose: bool) -> Result<Outcome, Failure> {
-    Sim::new(seed, mode, gen, verbose).run()
+    Sim::new(seed, mode, gen, Mutant::None, verbose).run()
 }
+
+/// Runs one seed with a planted bug.
+pub fn run_mutant(seed: u64, mode: Mode, mutant: Mutant, verbose: bool) -> Result<Outcome, Failure> {
+    Sim::new(seed, mode, GEN_VERSION, mutant, verbose).run()
+}
+

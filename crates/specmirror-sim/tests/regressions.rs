@@ -2,8 +2,9 @@
 //! Each entry: (seed, mode, parameter generator version, what it found);
 //! the generator version keeps the exact scenario that failed.
 
+use specmirror_core::transport::proto::mutant::Mutant;
 use specmirror_core::transport::proto::Mode;
-use specmirror_sim::{run_seed, run_seed_gen};
+use specmirror_sim::{run_mutant, run_seed, run_seed_gen, Violation};
 
 const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     // Lock-sync: a resent LOCK was corrupted in flight, the target NAKed a
@@ -49,6 +50,18 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
         2,
         "rejected hold outlived an ACK past its resend point",
     ),
+    // The thread-level simulator (generator 6). A deadline set by another
+    // context did not wake the thread that watches it: the applier slept
+    // through a failed write's retry, the sender through its first
+    // keepalive, the worker through a suspend's grace. Fixed: such a
+    // deadline rearms its sleeper (see the NoRearm mutant below).
+    (38, Mode::Speculative, 6, "applier missed a failed write's retry"),
+    (168, Mode::Speculative, 6, "applier missed a failed write's retry"),
+    (23, Mode::LockSync, 6, "sender missed its keepalive after a handshake"),
+    // A repair read ran for one failed write while an older one failed;
+    // the read's end was matched against the oldest repair and dropped,
+    // and the repair never ended. Fixed: the read carries its job.
+    (23, Mode::Speculative, 6, "repair read ended for a repair that was not the oldest"),
 ];
 
 #[test]
@@ -91,7 +104,7 @@ fn small_target_storage_seeds_pass() {
     // Generator version 5 seeds whose target has a one- or two-slot issue
     // window and a one- or two-bucket region filter (every region shares
     // a counter): ordering, locks and reads must hold all the same.
-    use specmirror_sim::sim::Params;
+    use specmirror_sim::Params;
     let seeds: Vec<u64> = (0..)
         .filter(|&s| {
             let p = Params::from_seed(s, 5);
@@ -104,6 +117,40 @@ fn small_target_storage_seeds_pass() {
             if let Err(f) = run_seed_gen(seed, mode, 5, false) {
                 panic!("{f}");
             }
+        }
+    }
+}
+
+/// Each planted bug, and a seed that finds it (found with
+/// `specmirror-sim mutants`): the simulator must still catch it there,
+/// with the kind of failure it caught it with.
+const MUTANTS: &[(Mutant, u64, Mode, &str)] = &[
+    (Mutant::LostFinalAck, 0, Mode::Speculative, "lost wake-up: TgtSender"),
+    (Mutant::NoCompletionAfterHandshake, 0, Mode::Speculative, "lost wake-up: SrcWorker"),
+    (Mutant::ReceiverNotWoken, 2, Mode::Speculative, "lost wake-up: TgtReceiver"),
+    (Mutant::NotifyAfterUnlock, 2212, Mode::Speculative, "use after free"),
+    (Mutant::ConditionalWakes, 0, Mode::Speculative, "lost wake-up: TgtSender"),
+    (Mutant::NoRearm, 38, Mode::Speculative, "lost wake-up: TgtApplier"),
+];
+
+#[test]
+fn planted_bugs_are_caught() {
+    assert_eq!(MUTANTS.len(), Mutant::ALL.len(), "every mutant has a seed");
+    for &(m, seed, mode, what) in MUTANTS {
+        match run_mutant(seed, mode, m, false) {
+            Ok(_) => panic!("mutant {m:?} not caught by seed {seed}"),
+            Err(f) => {
+                let text = f.violation.to_string();
+                assert!(text.contains(what), "mutant {m:?} seed {seed}: {text}");
+                assert!(
+                    matches!(f.violation, Violation::Liveness(_) | Violation::Protocol(_)),
+                    "{text}"
+                );
+            }
+        }
+        // The same seed passes without the bug.
+        if let Err(f) = run_seed(seed, mode, false) {
+            panic!("seed {seed} fails without mutant {m:?}: {f}");
         }
     }
 }

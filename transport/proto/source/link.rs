@@ -453,6 +453,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         l.was_up = true;
         l.connected_at = None;
         l.ctl = None;
+        // The handshake's deadline is the worker's to watch.
+        self.rearm(super::WORKER);
         true
     }
 
@@ -689,6 +691,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.link.state = State::Connected;
         self.link.refused = None;
         self.link.connected_at = Some(now);
+        // New deadlines: the sender's keepalive, the worker's peer timeout.
+        self.rearm(SENDER);
+        #[cfg(feature = "mutants")]
+        let rearm = self.mutant != crate::transport::proto::mutant::Mutant::NoCompletionAfterHandshake;
+        #[cfg(not(feature = "mutants"))]
+        let rearm = true;
+        if rearm {
+            self.rearm(super::WORKER);
+        }
         if self.handshakes > 0 {
             self.stats.reconnects = self.stats.reconnects.saturating_add(1);
         }

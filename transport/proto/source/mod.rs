@@ -238,10 +238,10 @@ const MAX_HOLDS: usize = 32;
 enum Repair {
     /// No repair read in flight.
     Idle,
-    /// The worker is reading the range of failed write `seq` back.
-    Reading(u64),
-    /// The read of `seq` ended (`ok`); the worker appends the repair.
-    Read(u64, bool),
+    /// The worker is reading the range of this failed write back.
+    Reading(RepairJob),
+    /// The read ended (`ok`); the worker appends the repair.
+    Read(RepairJob, bool),
 }
 
 /// The source state machine. `P` is the rollback ring's page storage, `H`
@@ -286,6 +286,9 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     /// acknowledgement until the next resume.
     abandoning: bool,
     stopping: bool,
+    /// The planted bug, if any (simulator self-check only).
+    #[cfg(feature = "mutants")]
+    pub mutant: super::mutant::Mutant,
 }
 
 /// How long a suspend waits for deferred and unacknowledged sync writes
@@ -346,6 +349,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             suspend_until: None,
             abandoning: false,
             stopping: true,
+            #[cfg(feature = "mutants")]
+            mutant: super::mutant::Mutant::None,
         })
     }
 
@@ -472,7 +477,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
         self.repair = Repair::Idle;
-        let Some(job) = self.inflight.next_repair().filter(|j| j.seq == seq) else {
+        let Some(job) = self.inflight.repair_job(seq) else {
             return Submit::Invalid(Invalid::Internal);
         };
         let Ok(count) = u32::try_from(job.count) else {
@@ -894,6 +899,16 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
+    /// A deadline sleeper `i` watches changed: wake it to sleep again
+    /// until the new one (see [`super::wake`]).
+    fn rearm(&mut self, i: u8) {
+        #[cfg(feature = "mutants")]
+        if self.mutant == super::mutant::Mutant::NoRearm {
+            return;
+        }
+        self.sleepers.rearm(i);
+    }
+
     /// Whether sleeper `i` is asleep (for the simulator's checks).
     pub fn is_asleep(&self, i: u8) -> bool {
         self.sleepers.is_asleep(i)
@@ -933,6 +948,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// drain, then the worker gives them up ([`WorkerStep::Abandon`]).
     pub fn begin_suspend(&mut self, now: Instant) {
         self.suspend_until = Some(now.saturating_add(SUSPEND_GRACE));
+        self.rearm(WORKER);
     }
 
     /// The suspend was cancelled (dm presuspend_undo).

@@ -38,12 +38,12 @@ pub enum WorkerStep {
     /// report [`Source::repair_read_done`] (or [`Source::repair_wait`]
     /// when the buffer cannot be had now).
     RepairRead(RepairJob),
-    /// The read-back of `seq` ended: with `ok`, append the repair
+    /// The read-back of `job` ended: with `ok`, append the repair
     /// ([`Source::repair`]) from the buffer; otherwise
     /// [`Source::repair_failed`].
     RepairAppend {
-        /// The failed write's seq.
-        seq: u64,
+        /// The failed write's range.
+        job: RepairJob,
         /// Whether the read-back succeeded.
         ok: bool,
     },
@@ -67,9 +67,14 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     }
 
     pub(super) fn worker_has_work(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        let completions = self.has_completions()
+            && self.mutant != crate::transport::proto::mutant::Mutant::NoCompletionAfterHandshake;
+        #[cfg(not(feature = "mutants"))]
+        let completions = self.has_completions();
         self.link.shutdown_due().is_some()
             || (self.abandoning && self.deferred > 0)
-            || self.has_completions()
+            || completions
             || matches!(self.repair, Repair::Read(..))
             || self.repair_due()
             || (self.deferred > 0 && self.deferred_gen != self.unblock_gen)
@@ -103,15 +108,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if self.has_completions() {
             return WorkerStep::Complete;
         }
-        if let Repair::Read(seq, ok) = self.repair {
-            return WorkerStep::RepairAppend { seq, ok };
+        if let Repair::Read(job, ok) = self.repair {
+            return WorkerStep::RepairAppend { job, ok };
         }
         if due(self.repair_retry_at, now) {
             self.repair_retry_at = None;
         }
         if self.repair_due() {
             if let Some(job) = self.inflight.next_repair() {
-                self.repair = Repair::Reading(job.seq);
+                self.repair = Repair::Reading(job);
                 return WorkerStep::RepairRead(job);
             }
         }
@@ -130,8 +135,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
 
     /// The read-back of failed write `seq` ended (any context).
     pub fn repair_read_done(&mut self, seq: u64, ok: bool) {
-        if self.repair == Repair::Reading(seq) {
-            self.repair = Repair::Read(seq, ok);
+        if let Repair::Reading(job) = self.repair {
+            if job.seq == seq {
+                self.repair = Repair::Read(job, ok);
+            }
         }
     }
 

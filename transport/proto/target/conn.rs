@@ -366,6 +366,12 @@ where
     }
 
     pub(super) fn receiver_has_work(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        if self.mutant == crate::transport::proto::mutant::Mutant::ReceiverNotWoken
+            && !self.kicks.1
+        {
+            return false;
+        }
         match self.link.rx_busy {
             None => false,
             Some(_) if self.link.state != State::Streaming => true,
@@ -382,6 +388,10 @@ where
     /// The receiver's next step after [`RxVerdict::Busy`].
     pub fn poll_receiver(&mut self) -> RxStep {
         self.sleepers.running(RECEIVER);
+        #[cfg(feature = "mutants")]
+        {
+            self.kicks.1 = false;
+        }
         if self.stopping || self.link.state != State::Streaming {
             return RxStep::Stop;
         }
@@ -421,7 +431,23 @@ where
             State::Closing => !self.link.shut,
             State::Handshake { .. } => self.link.challenge_due,
             State::Refusing => true,
-            State::Streaming => self.reply.is_some() || self.send_due(),
+            State::Streaming => {
+                #[cfg(feature = "mutants")]
+                {
+                    use crate::transport::proto::mutant::Mutant;
+                    match self.mutant {
+                        Mutant::LostFinalAck => {
+                            return self.reply.is_some()
+                                || self.nak.is_some()
+                                || self.ctl_len > 0
+                                || (self.ack_due() && self.kicks.0);
+                        }
+                        Mutant::ConditionalWakes => return self.kicks.0,
+                        _ => {}
+                    }
+                }
+                self.reply.is_some() || self.send_due()
+            }
             _ => false,
         }
     }

@@ -242,6 +242,12 @@ where
     sleepers: Sleepers,
     steps: steps::Steps,
     stopping: bool,
+    /// The planted bug, if any (simulator self-check only).
+    #[cfg(feature = "mutants")]
+    pub mutant: super::mutant::Mutant,
+    /// Mutants' memory of what a device completion last made due.
+    #[cfg(feature = "mutants")]
+    kicks: (bool, bool),
 }
 
 /// True if no local user holds a region `h` (a data record) touches.
@@ -310,6 +316,10 @@ where
             sleepers: Sleepers::default(),
             steps: steps::Steps::new(),
             stopping: true,
+            #[cfg(feature = "mutants")]
+            mutant: super::mutant::Mutant::None,
+            #[cfg(feature = "mutants")]
+            kicks: (false, false),
         })
     }
 
@@ -624,6 +634,10 @@ where
         if !self.log.complete(seq, ok) {
             return false;
         }
+        #[cfg(feature = "mutants")]
+        {
+            self.kicks = (self.kicks.0 || self.send_due(), true);
+        }
         if ok {
             self.steps.progress();
             if self.steps.suspend_until.is_some() {
@@ -638,6 +652,7 @@ where
             self.failed = self.failed.saturating_add(1);
             if self.steps.retry_at.is_none() {
                 self.steps.retry_at = Some(now.saturating_add(steps::RETRY));
+                self.rearm(APPLIER);
             }
         }
         true
@@ -736,6 +751,10 @@ where
         let mut h = Header::new(Kind::Ack);
         h.seq = applied;
         let res = encode_frame(c, &h, &[], out);
+        #[cfg(feature = "mutants")]
+        {
+            self.kicks.0 = false;
+        }
         if res.is_ok() {
             self.acked_sent = applied;
             self.urgent = false;
@@ -878,6 +897,16 @@ where
         }
     }
 
+    /// A deadline sleeper `i` watches changed: wake it to sleep again
+    /// until the new one (see [`super::wake`]).
+    fn rearm(&mut self, i: u8) {
+        #[cfg(feature = "mutants")]
+        if self.mutant == super::mutant::Mutant::NoRearm {
+            return;
+        }
+        self.sleepers.rearm(i);
+    }
+
     /// Whether sleeper `i` is asleep (for the simulator's checks).
     pub fn is_asleep(&self, i: u8) -> bool {
         self.sleepers.is_asleep(i)
@@ -897,6 +926,11 @@ where
         self.stopping = true;
     }
 
+    /// True while the threads are asked to exit.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
     /// The threads are gone, and with them the connection.
     pub fn stopped(&mut self) {
         self.link.stopped();
@@ -908,6 +942,7 @@ where
     /// then fail, so that suspend and remove end whatever the stream does.
     pub fn begin_suspend(&mut self, now: Instant) {
         self.steps.suspend_until = Some(now.saturating_add(steps::SUSPEND_GRACE));
+        self.rearm(APPLIER);
     }
 
     /// The suspend was cancelled (dm presuspend_undo).

@@ -1,0 +1,348 @@
+//! What the simulator knows independently of the machines: the write
+//! history as the host issued it, both disks' bytes, which record last
+//! wrote each target sector; and the invariants checked against them
+//! (DESIGN I1-I4).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use specmirror_core::log::record::{Kind, SECTOR_SIZE};
+use specmirror_core::transport::proto::Mode;
+
+use crate::rng::mix;
+
+const SECT: usize = SECTOR_SIZE;
+const MS: u64 = 1_000_000;
+
+/// Which invariant broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// Devices differ after quiesce.
+    I1(String),
+    /// Target image is not a flush boundary plus part of the next epoch.
+    I2(String),
+    /// A record left the ring before the target applied it.
+    I3(String),
+    /// A record applied out of order / twice with a changed result.
+    I4(String),
+    /// No progress after faults stopped, or a thread asleep with work.
+    Liveness(String),
+    /// A state machine misbehaved in a way the glue cannot accept, or
+    /// memory was used after it was freed.
+    Protocol(String),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::I1(s) => write!(f, "I1 violated: {s}"),
+            Violation::I2(s) => write!(f, "I2 violated: {s}"),
+            Violation::I3(s) => write!(f, "I3 violated: {s}"),
+            Violation::I4(s) => write!(f, "I4 violated: {s}"),
+            Violation::Liveness(s) => write!(f, "liveness violated: {s}"),
+            Violation::Protocol(s) => write!(f, "protocol error: {s}"),
+        }
+    }
+}
+
+/// A failed run.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// Seed.
+    pub seed: u64,
+    /// Mode.
+    pub mode: Mode,
+    /// What broke.
+    pub violation: Violation,
+    /// Virtual time of the failure (ns).
+    pub at: u64,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} mode {}: {} (at t={:.3} ms)",
+            self.seed,
+            mode_name(self.mode),
+            self.violation,
+            self.at as f64 / MS as f64
+        )
+    }
+}
+
+/// Name of a mode as on the command line.
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Speculative => "speculative",
+        Mode::LockSync => "lock-sync",
+    }
+}
+
+/// Result of a check.
+pub type R<T> = Result<T, Violation>;
+
+/// Fill byte pattern of sector `s` written by write `wid` (0: zeros).
+pub fn sector_pattern(seed: u64, wid: u64, s: u64, out: &mut [u8]) {
+    if wid == 0 {
+        out.fill(0);
+        return;
+    }
+    let h = mix(mix(seed, wid), s);
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = (h >> ((i % 8) * 8)) as u8 ^ (i / 8) as u8;
+    }
+}
+
+/// One data or flush record of the write history.
+#[derive(Clone, Debug)]
+pub struct Hist {
+    /// Host write id (its payload pattern), 0 for zeroes and flushes.
+    pub wid: u64,
+    /// Record kind.
+    pub kind: Kind,
+    /// First sector.
+    pub sector: u64,
+    /// Sectors.
+    pub count: u32,
+    /// FLUSH or PREFLUSH.
+    pub barrier: bool,
+    /// A repair record's payload (what the source device held).
+    pub data: Option<Vec<u8>>,
+}
+
+/// The history and both devices.
+pub struct Books {
+    seed: u64,
+    /// The source device's bytes.
+    pub src_disk: Vec<u8>,
+    /// The target device's bytes.
+    pub tgt_disk: Vec<u8>,
+    /// Target: seq of the record that last wrote each sector.
+    pub tgt_seq: Vec<u64>,
+    /// Seqs of the records that wrote each sector, in order.
+    sec_hist: Vec<Vec<u64>>,
+    /// Every data and flush record.
+    pub hist: BTreeMap<u64, Hist>,
+    barriers: BTreeSet<u64>,
+    /// Data and flush records not yet applied on the target.
+    pub pending_tgt: BTreeSet<u64>,
+    /// Highest data/flush seq applied on the target device so far.
+    pub max_applied: u64,
+    /// After a target restart or reload: replays up to here may apply
+    /// records again.
+    pub replay_until: u64,
+}
+
+impl Books {
+    /// Empty books for a device of `sectors`.
+    pub fn new(seed: u64, sectors: u64) -> Books {
+        let n = sectors as usize;
+        Books {
+            seed,
+            src_disk: vec![0; n * SECT],
+            tgt_disk: vec![0; n * SECT],
+            tgt_seq: vec![0; n],
+            sec_hist: vec![Vec::new(); n],
+            hist: BTreeMap::new(),
+            barriers: BTreeSet::new(),
+            pending_tgt: BTreeSet::new(),
+            max_applied: 0,
+            replay_until: 0,
+        }
+    }
+
+    /// Records data or flush record `seq` of the history.
+    pub fn record(&mut self, seq: u64, h: Hist) {
+        if h.barrier {
+            self.barriers.insert(seq);
+        }
+        self.pending_tgt.insert(seq);
+        if h.kind != Kind::Flush {
+            for s in h.sector..h.sector + u64::from(h.count) {
+                self.sec_hist[s as usize].push(seq);
+            }
+        }
+        self.hist.insert(seq, h);
+    }
+
+    /// The bytes record `seq` writes to sector `s` (index `i` of its range).
+    fn expected(&self, h: &Hist, i: usize, s: u64, out: &mut [u8]) {
+        match (&h.data, h.kind) {
+            (Some(d), _) => out.copy_from_slice(&d[i * SECT..(i + 1) * SECT]),
+            (None, Kind::Write) => sector_pattern(self.seed, h.wid, s, out),
+            _ => out.fill(0),
+        }
+    }
+
+    /// Writes record `seq`'s bytes (or, when `partial`, a random part of
+    /// them chosen by `keep`) to the source device.
+    pub fn apply_src(&mut self, seq: u64, mut keep: impl FnMut(u64) -> bool) {
+        let Some(h) = self.hist.get(&seq).cloned() else { return };
+        if h.kind == Kind::Flush {
+            return;
+        }
+        let mut buf = [0u8; SECT];
+        for (i, s) in (h.sector..h.sector + u64::from(h.count)).enumerate() {
+            if keep(s) {
+                self.expected(&h, i, s, &mut buf);
+                let off = s as usize * SECT;
+                self.src_disk[off..off + SECT].copy_from_slice(&buf);
+            }
+        }
+    }
+
+    /// The payload record `seq` must carry (WRITE records).
+    pub fn payload(&self, seq: u64) -> Vec<u8> {
+        let Some(h) = self.hist.get(&seq) else { return Vec::new() };
+        let mut out = vec![0u8; h.count as usize * SECT];
+        for (i, s) in (h.sector..h.sector + u64::from(h.count)).enumerate() {
+            let mut buf = [0u8; SECT];
+            self.expected(h, i, s, &mut buf);
+            out[i * SECT..(i + 1) * SECT].copy_from_slice(&buf);
+        }
+        out
+    }
+
+    /// The target applied record `seq` with `payload` (WRITE) to its
+    /// device: I4 (order) and the bytes.
+    pub fn apply_tgt(&mut self, seq: u64, kind: Kind, sector: u64, count: u32, payload: &[u8]) -> R<()> {
+        let h = self.hist.get(&seq).cloned().ok_or_else(|| {
+            Violation::I4(format!("target applied seq {seq} which is no data/flush record"))
+        })?;
+        if h.kind != kind || (h.kind != Kind::Flush && (h.sector != sector || h.count != count)) {
+            return Err(Violation::I4(format!(
+                "target applied seq {seq} as {kind:?} {sector}+{count} but source wrote {h:?}"
+            )));
+        }
+        if h.kind == Kind::Flush {
+            self.pending_tgt.remove(&seq);
+            self.max_applied = self.max_applied.max(seq);
+            return self.check_boundary(seq);
+        }
+        if h.kind == Kind::Write && payload.len() != count as usize * SECT {
+            return Err(Violation::Protocol(format!("payload of {seq} unreadable")));
+        }
+        let mut expect = [0u8; SECT];
+        for (i, s) in (h.sector..h.sector + u64::from(h.count)).enumerate() {
+            let su = s as usize;
+            if self.tgt_seq[su] > seq && seq > self.replay_until {
+                return Err(Violation::I4(format!(
+                    "sector {s}: record {seq} applied after record {} (source order reversed)",
+                    self.tgt_seq[su]
+                )));
+            }
+            self.tgt_seq[su] = seq;
+            let off = su * SECT;
+            self.expected(&h, i, s, &mut expect);
+            let dst = &mut self.tgt_disk[off..off + SECT];
+            if h.kind == Kind::Write {
+                dst.copy_from_slice(&payload[i * SECT..(i + 1) * SECT]);
+            } else {
+                dst.fill(0);
+            }
+            if *dst != expect {
+                return Err(Violation::I2(format!(
+                    "sector {s}: target wrote bytes that differ from source record {seq} (corrupted data applied)"
+                )));
+            }
+        }
+        self.pending_tgt.remove(&seq);
+        self.max_applied = self.max_applied.max(seq);
+        if h.barrier {
+            self.check_boundary(seq)?;
+        }
+        Ok(())
+    }
+
+    /// Checks at issue time that `seq` may start: its epoch's boundary is
+    /// complete (continuous I2).
+    pub fn check_issue(&self, seq: u64) -> R<()> {
+        let Some(h) = self.hist.get(&seq) else {
+            return Err(Violation::I4(format!("target issued unknown record {seq}")));
+        };
+        let bound = if h.barrier {
+            seq - 1
+        } else {
+            self.barriers.range(..seq).next_back().copied().unwrap_or(0)
+        };
+        if let Some(&first) = self.pending_tgt.iter().next() {
+            if first <= bound {
+                return Err(Violation::I2(format!(
+                    "record {seq} ({:?}) started while record {first} before its flush boundary {bound} is not applied",
+                    h.kind
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// At a completed barrier `f`, the target image must equal the source
+    /// history as of `f`, sector by sector.
+    fn check_boundary(&self, f: u64) -> R<()> {
+        if f <= self.replay_until {
+            // Catch-up after a target restart: newer data may still sit on
+            // sectors until the replay passes the pre-crash point.
+            return Ok(());
+        }
+        if let Some(&first) = self.pending_tgt.iter().next() {
+            if first < f {
+                return Err(Violation::I2(format!("barrier {f} completed before record {first}")));
+            }
+        }
+        for (s, hs) in self.sec_hist.iter().enumerate() {
+            let idx = hs.partition_point(|&x| x <= f);
+            let want = if idx == 0 { 0 } else { hs[idx - 1] };
+            if self.tgt_seq[s] != want {
+                return Err(Violation::I2(format!(
+                    "at flush boundary {f}: sector {s} holds record {} but the source had record {want}",
+                    self.tgt_seq[s]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// I3: nothing left the ring (freed up to `freed`) before the target
+    /// applied it.
+    pub fn check_i3(&self, freed: u64, target_applied: Option<u64>) -> R<()> {
+        if let Some(&first) = self.pending_tgt.iter().next() {
+            if first <= freed {
+                return Err(Violation::I3(format!(
+                    "record {first} left the rollback ring (freed up to {freed}) before the target applied it"
+                )));
+            }
+        }
+        if let Some(a) = target_applied {
+            if a < freed {
+                return Err(Violation::I3(format!(
+                    "ring freed up to {freed} but target applied only up to {a}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// I1: both devices equal.
+    pub fn check_i1(&self) -> R<()> {
+        if self.src_disk != self.tgt_disk {
+            let first = self
+                .src_disk
+                .chunks(SECT)
+                .zip(self.tgt_disk.chunks(SECT))
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(Violation::I1(format!(
+                "devices differ after quiesce, first at sector {first} (target has record {})",
+                self.tgt_seq[first]
+            )));
+        }
+        Ok(())
+    }
+
+    /// The source device's bytes of `sector..sector+count`.
+    pub fn src_bytes(&self, sector: u64, count: u64) -> Vec<u8> {
+        let a = sector as usize * SECT;
+        self.src_disk[a..a + count as usize * SECT].to_vec()
+    }
+}

@@ -1,0 +1,303 @@
+//! Per-seed parameters: every option of every component (disks, link,
+//! host, target users, faults), derived from the seed alone, with the
+//! generator version so an old seed keeps its exact scenario.
+
+use specmirror_core::log::commit::SCAN_LIMIT;
+use specmirror_core::log::filter::FILTER_BUCKETS;
+use specmirror_core::log::pages::PAGE_SIZE;
+use specmirror_core::log::record::{HEADER_LEN, SECTOR_SIZE};
+use specmirror_core::transport::proto::Completion;
+
+use crate::rng::{mix, Rng};
+
+const MS: u64 = 1_000_000;
+const US: u64 = 1_000;
+const SEC: u64 = 1_000_000_000;
+const SECT: usize = SECTOR_SIZE;
+
+/// Current parameter generator version.
+pub const GEN_VERSION: u32 = 6;
+
+/// Per-seed randomized parameters.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Device size in sectors.
+    pub dev_sectors: u64,
+    /// Region size in sectors.
+    pub region_sectors: u32,
+    /// Hot regions.
+    pub hot_regions: usize,
+    /// In-flight slots.
+    pub inflight_slots: usize,
+    /// Rollback ring pages.
+    pub ring_pages: usize,
+    /// Commit log pages.
+    pub log_pages: usize,
+    /// Lock table slots.
+    pub lock_slots: usize,
+    /// Commit log issue window slots (at least 1).
+    pub window_slots: usize,
+    /// Region filter buckets (a power of two).
+    pub filter_buckets: usize,
+    /// Target ack batching.
+    pub ack_every: u32,
+    /// Completion mode.
+    pub completion: Completion,
+    /// Host operations to run.
+    pub ops: u64,
+    /// Host queue depth.
+    pub qd: usize,
+    /// Largest write in sectors.
+    pub max_write: u32,
+    /// Workload kind: 0 random, 1 sequential, 2 overlapping hot spot, 3 mixed.
+    pub workload: u8,
+    /// Per mille of flushes / discards / write-zeroes / FUA / PREFLUSH.
+    pub p_flush: u64,
+    /// Per mille discards.
+    pub p_discard: u64,
+    /// Per mille write-zeroes.
+    pub p_zeroes: u64,
+    /// Per mille FUA.
+    pub p_fua: u64,
+    /// Per mille PREFLUSH.
+    pub p_preflush: u64,
+    /// One-way link latency (ns).
+    pub latency: u64,
+    /// Link bandwidth (bytes/s).
+    pub link_bw: u64,
+    /// TCP window (bytes in flight source to target).
+    pub window: u64,
+    /// Corruption probability per frame, per million.
+    pub corrupt_ppm: u64,
+    /// Link down windows (start, end) ns.
+    pub downs: Vec<(u64, u64)>,
+    /// Source disk latency / bandwidth.
+    pub src_lat: u64,
+    /// Source disk bandwidth bytes/s.
+    pub src_bw: u64,
+    /// Target disk latency.
+    pub tgt_lat: u64,
+    /// Target disk bandwidth bytes/s.
+    pub tgt_bw: u64,
+    /// Target failing windows.
+    pub fails: Vec<(u64, u64)>,
+    /// Target slow windows (x10 slower).
+    pub slows: Vec<(u64, u64)>,
+    /// Local lockers on the target.
+    pub lockers: usize,
+    /// Longest local lock hold (ns).
+    pub lock_hold: u64,
+    /// Time after which no fault starts and every fault is over.
+    pub faults_end: u64,
+    /// Host think time between ops (ns, max).
+    pub think: u64,
+    /// Device completions jitter (concurrent I/Os complete out of order).
+    pub jitter: bool,
+    /// Target restarts (crash and reload) at these times.
+    pub restarts: Vec<u64>,
+    /// Payload alignment of the rings (8: none).
+    pub payload_align: usize,
+    /// Shared secret for the handshake, if any.
+    pub secret: bool,
+    /// Link outages that stall the connection (packets dropped, nothing
+    /// reset) instead of breaking it: long ones end by the peer timeout.
+    pub stalls: Vec<(u64, u64)>,
+    /// Windows in which the source's local writes fail.
+    pub src_fails: Vec<(u64, u64)>,
+    /// Graceful target reloads (stop, free, new table) at these times.
+    pub reloads: Vec<u64>,
+    /// Source suspend / resume cycles starting at these times.
+    pub suspends: Vec<u64>,
+    /// Per mille of host operations that read through the target device.
+    pub p_tgt_read: u64,
+    /// Connection resets (`ss -K`, a `fault drop`) at these times; the
+    /// link stays up.
+    pub drops: Vec<u64>,
+    /// Spurious wake-ups per second per sleeping thread (legal in the
+    /// kernel; they also widen the interleavings).
+    pub spurious_hz: u64,
+}
+
+impl Params {
+    /// Derives parameters from the seed with generator version `gen`
+    /// (1..=[`GEN_VERSION`]; older versions stay so kept seeds replay
+    /// exactly).
+    pub fn from_seed(seed: u64, gen: u32) -> Params {
+        let mut r = Rng::new(mix(seed, 0x5EED));
+        let dev_mib = r.range(1, 8);
+        let dev_sectors = dev_mib * 2048;
+        let region_sectors = 1u32 << r.range(3, 10);
+        let hot_regions = r.range(1, 16) as usize;
+        let max_write = [8u32, 16, 64, 128][r.below(4) as usize];
+        // Rings must hold the largest frame plus its LOCK/UNLOCK records.
+        let min_pages = (max_write as usize * SECT + 4 * HEADER_LEN).div_ceil(PAGE_SIZE) + 1;
+        let ring_pages = r.range(min_pages as u64, 300) as usize;
+        let log_pages = r.range(min_pages as u64, 300) as usize;
+        let faults_end = r.range(5 * MS, 1500 * MS);
+        let windows = |r: &mut Rng, n: u64, maxlen: u64| {
+            let mut v = Vec::new();
+            for _ in 0..r.below(n + 1) {
+                let s = r.below(faults_end);
+                let e = (s + r.range(MS / 10, maxlen)).min(faults_end);
+                v.push((s, e));
+            }
+            v.sort();
+            v
+        };
+        let downs = windows(&mut r, 3, 200 * MS);
+        let fails = windows(&mut r, 2, 100 * MS);
+        let slows = windows(&mut r, 2, 300 * MS);
+        let link_bw = [10u64, 50, 125, 1000][r.below(4) as usize] * 1_000_000;
+        let mut p = Params {
+            dev_sectors,
+            region_sectors,
+            hot_regions,
+            inflight_slots: r.range(2, 48) as usize,
+            ring_pages,
+            log_pages,
+            lock_slots: hot_regions + r.range(4, 16) as usize,
+            window_slots: SCAN_LIMIT,
+            filter_buckets: FILTER_BUCKETS,
+            ack_every: r.range(1, 64) as u32,
+            completion: if r.chance(1, 3) {
+                Completion::Sync
+            } else {
+                Completion::Async
+            },
+            ops: r.range(50, 500),
+            qd: r.range(1, 16) as usize,
+            max_write,
+            workload: r.below(4) as u8,
+            p_flush: r.range(0, 100),
+            p_discard: r.range(0, 50),
+            p_zeroes: r.range(0, 50),
+            p_fua: r.range(0, 100),
+            p_preflush: r.range(0, 60),
+            latency: r.range(10 * US, 5 * MS),
+            link_bw,
+            window: r.range(16 * 1024, 4 << 20),
+            corrupt_ppm: [0u64, 1000, 10_000, 50_000][r.below(4) as usize],
+            downs,
+            src_lat: r.range(10 * US, 2 * MS),
+            src_bw: r.range(50, 2000) * 1_000_000,
+            tgt_lat: r.range(10 * US, 3 * MS),
+            tgt_bw: r.range(20, 2000) * 1_000_000,
+            fails,
+            slows,
+            lockers: r.below(4) as usize,
+            lock_hold: r.range(MS, 100 * MS),
+            faults_end,
+            think: r.range(0, 2 * MS),
+            jitter: false,
+            restarts: Vec::new(),
+            payload_align: 8,
+            secret: false,
+            stalls: Vec::new(),
+            src_fails: Vec::new(),
+            reloads: Vec::new(),
+            suspends: Vec::new(),
+            p_tgt_read: 0,
+            spurious_hz: 0,
+            drops: Vec::new(),
+        };
+        if gen >= 2 {
+            // Version 2: a quarter of the seeds are lock-heavy: local
+            // lockers holding regions for long on a small commit log, so
+            // LOCK_REJECTED and its hold/resume path get exercised.
+            let mut r2 = Rng::new(mix(seed, 0x10C4));
+            if r2.chance(1, 4) {
+                p.lockers = r2.range(2, 5) as usize;
+                p.lock_hold = r2.range(20 * MS, 300 * MS);
+                p.log_pages = r2.range(min_pages as u64, 2 * min_pages as u64) as usize;
+                p.workload = if r2.chance(1, 2) { 2 } else { 3 };
+                p.tgt_bw = r2.range(20, 200) * 1_000_000;
+            }
+        }
+        // Version 3: device completions jitter.
+        p.jitter = gen >= 3;
+        if gen >= 4 {
+            // Version 4: a third of the seeds restart the target once or
+            // twice while faults are on.
+            let mut r4 = Rng::new(mix(seed, 0x4E57));
+            if r4.chance(1, 3) {
+                for _ in 0..r4.range(1, 2) {
+                    p.restarts.push(r4.below(p.faults_end));
+                }
+            }
+        }
+        if gen >= 5 {
+            // Version 5: a third of the seeds give the target a short
+            // issue window (1-16 slots: a lower in-flight cap, the window
+            // wrapping often) and a small region filter (1-64 buckets:
+            // many collisions, one bucket for every region at worst).
+            let mut r5 = Rng::new(mix(seed, 0x5707));
+            if r5.chance(1, 3) {
+                p.window_slots = r5.range(1, 16) as usize;
+                p.filter_buckets = 1 << r5.range(0, 6);
+            }
+        }
+        if gen >= 6 {
+            // Version 6 (the thread-level simulator): aligned payloads,
+            // secrets, stalled links (some long enough for the peer
+            // timeout), failing source writes, target reloads, source
+            // suspends, reads through the target, spurious wake-ups.
+            let mut r6 = Rng::new(mix(seed, 0x6006));
+            p.payload_align = [8usize, 512, 512, 4096][r6.below(4) as usize];
+            p.secret = r6.chance(1, 2);
+            let end = p.faults_end;
+            let w = |r: &mut Rng, n: u64, maxlen: u64| {
+                let mut v = Vec::new();
+                for _ in 0..r.below(n + 1) {
+                    let s = r.below(end);
+                    v.push((s, s + r.range(MS / 10, maxlen)));
+                }
+                v.sort();
+                v
+            };
+            p.stalls = w(&mut r6, 2, 300 * MS);
+            if r6.chance(1, 8) {
+                // Past the peer timeout: the link looks alive but is not.
+                let s = r6.below(end);
+                p.stalls.push((s, s + r6.range(11 * SEC, 14 * SEC)));
+                p.stalls.sort();
+            }
+            if r6.chance(1, 4) {
+                p.src_fails = w(&mut r6, 2, 50 * MS);
+                // A failed DISCARD or WRITE_ZEROES is repaired as a WRITE
+                // of its whole range (up to two regions): both rings must
+                // hold one.
+                let most = (p.max_write as usize).max(2 * p.region_sectors as usize) * SECT;
+                let pages = (most + 4 * HEADER_LEN + p.hot_regions * 2 * HEADER_LEN).div_ceil(PAGE_SIZE) + 2;
+                p.ring_pages = p.ring_pages.max(pages);
+                p.log_pages = p.log_pages.max(pages);
+            }
+            if r6.chance(1, 4) {
+                for _ in 0..r6.range(1, 2) {
+                    p.reloads.push(r6.below(end));
+                }
+                p.reloads.sort();
+            }
+            if r6.chance(1, 4) {
+                for _ in 0..r6.range(1, 2) {
+                    p.suspends.push(r6.below(end));
+                }
+                p.suspends.sort();
+            }
+            p.p_tgt_read = if r6.chance(1, 3) { r6.range(10, 200) } else { 0 };
+            if p.payload_align > 512 {
+                // Room for the padding before a maximal payload.
+                p.ring_pages = p.ring_pages.max(min_pages + 2);
+                p.log_pages = p.log_pages.max(min_pages + 2);
+            }
+            p.spurious_hz = [0u64, 10, 1000][r6.below(3) as usize];
+            if r6.chance(1, 3) {
+                for _ in 0..r6.range(1, 20) {
+                    p.drops.push(r6.below(end));
+                }
+                p.drops.sort();
+            }
+        }
+        p
+    }
+}
+

@@ -1,0 +1,46 @@
+//! Planted bugs for the simulator's self-check (built only with the
+//! userspace crate's `mutants` feature; the kernel module never has it).
+//!
+//! Each one puts back a wake-up bug the glue once had, so that the
+//! simulator can show it finds it (`specmirror-sim mutants`).
+
+/// Which bug is planted (`None`: the shipped code).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mutant {
+    /// The shipped code.
+    #[default]
+    None,
+    /// The target's sender is woken for an ACK only when a device write
+    /// completes, not when the applier passes LOCK / UNLOCK records: the
+    /// final ACK may never go out (finding 1).
+    LostFinalAck,
+    /// Completions that a handshake makes possible are never taken: the
+    /// worker ignores completions and the receiver takes them only after
+    /// ACK frames (finding 2).
+    NoCompletionAfterHandshake,
+    /// The target's receiver, waiting for room in the commit log, is woken
+    /// only by device completions (finding 3).
+    ReceiverNotWoken,
+    /// A device completion wakes the applier after dropping the state lock
+    /// (finding 4: the device may be freed in between).
+    NotifyAfterUnlock,
+    /// 58a4cce: the target's sender is woken only from device completions,
+    /// for whatever it has to send.
+    ConditionalWakes,
+    /// A deadline set by another context (a failed write's retry, a
+    /// suspend's grace, a new connection's keepalive) does not wake the
+    /// thread that watches it (found by this simulator, seeds 23, 168).
+    NoRearm,
+}
+
+impl Mutant {
+    /// Every planted bug.
+    pub const ALL: [Mutant; 6] = [
+        Mutant::LostFinalAck,
+        Mutant::NoCompletionAfterHandshake,
+        Mutant::ReceiverNotWoken,
+        Mutant::NotifyAfterUnlock,
+        Mutant::ConditionalWakes,
+        Mutant::NoRearm,
+    ];
+}
