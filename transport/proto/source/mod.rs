@@ -890,7 +890,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// aside: a sleeper's step names its own deadline).
     pub fn has_work(&self, i: u8) -> bool {
         if self.stopping {
-            return true;
+            return i != WORKER || !matches!(self.repair, Repair::Reading(_));
         }
         match i {
             SENDER => self.sender_has_work(),
@@ -934,7 +934,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.stats.disconnects = self.stats.disconnects.saturating_add(1);
         }
         self.reset_holds();
-        self.repair = Repair::Idle;
+        if let Repair::Read(..) = self.repair {
+            // Read but not appended: the next start reads it again.
+            self.repair = Repair::Idle;
+        }
         self.free_ring();
     }
 

@@ -84,6 +84,12 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     pub fn poll_worker(&mut self, now: Instant) -> WorkerStep {
         self.sleepers.running(WORKER);
         if self.stopping {
+            if let Repair::Reading(_) = self.repair {
+                // Its read must end first: it reads into the worker's
+                // buffer and reports to this device.
+                self.sleepers.sleep(WORKER);
+                return WorkerStep::Sleep { until: None };
+            }
             return WorkerStep::Exit;
         }
         let step = self.worker_step(now);
@@ -139,6 +145,14 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             if job.seq == seq {
                 self.repair = Repair::Read(job, ok);
             }
+        }
+    }
+
+    /// The read-back in flight ended (any context; the glue's completion
+    /// knows no seq: there is one read at a time).
+    pub fn repair_read_ended(&mut self, ok: bool) {
+        if let Repair::Reading(job) = self.repair {
+            self.repair = Repair::Read(job, ok);
         }
     }
 
