@@ -192,7 +192,7 @@ proptest! {
             match op {
                 ROp::Append(sectors, pieces) => {
                     let (h, data) = if sectors == 0 {
-                        (hdr(Kind::Lock, u64::from(r.next_seq() % 7), 0), Vec::new())
+                        (hdr(Kind::Lock, r.next_seq() % 7, 0), Vec::new())
                     } else {
                         let mut h = hdr(Kind::Write, u64::from(sectors) * 8, sectors);
                         if sectors % 3 == 0 {
@@ -365,19 +365,17 @@ fn aligned_streams_replicate_byte_for_byte() {
             let sector = i * 131 % 20_000;
             let data = payload(i, sectors as usize * SECTOR_SIZE);
             let w = hw(HostOp::Write, sector, sectors, 0);
-            let seq = loop {
-                match p.s.submit(&Crc, &w, |wr| wr.write(&data)) {
-                    Submit::Accepted(seq) => break seq,
-                    Submit::Wait(_) => {
-                        // Parked: let acks free the ring, then offer again.
-                        p.run_until(1_000_000, 100, |p| p.s.ring().is_empty());
-                        match p.s.retry_deferred(&Crc, &w, |wr| wr.write(&data)) {
-                            Submit::Accepted(seq) => break seq,
-                            other => panic!("{other:?}"),
-                        }
+            let seq = match p.s.submit(&Crc, &w, |wr| wr.write(&data)) {
+                Submit::Accepted(seq) => seq,
+                Submit::Wait(_) => {
+                    // Parked: let acks free the ring, then offer it again.
+                    p.run_until(1_000_000, 100, |p| p.s.ring().is_empty());
+                    match p.s.retry_deferred(&Crc, &w, |wr| wr.write(&data)) {
+                        Submit::Accepted(seq) => seq,
+                        other => panic!("{other:?}"),
                     }
-                    Submit::Invalid(e) => panic!("{e:?}"),
                 }
+                Submit::Invalid(e) => panic!("{e:?}"),
             };
             // The local write, from the ring's pieces.
             let pieces = p.s.payload_chunks(seq).expect("a data record");

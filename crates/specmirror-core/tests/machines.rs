@@ -26,6 +26,9 @@ use specmirror_core::transport::proto::target::{
 use specmirror_core::transport::proto::wake::{MS, SEC};
 use specmirror_core::transport::proto::{Completion, Mode, Refusal};
 
+/// Changes one field of a HELLO or HELLO_REPLY.
+type Mutate = fn(&mut specmirror_core::log::record::Hello);
+
 const SPEC: Mode = Mode::Speculative;
 const ASYNC: Completion = Completion::Async;
 
@@ -68,7 +71,7 @@ fn handshake_refuses_mismatch() {
 
     // The target's checks of a HELLO, one field at a time (a scripted
     // source: the real one always sends its own fields).
-    let cases: [(fn(&mut specmirror_core::log::record::Hello), Refusal); 5] = [
+    let cases: [(Mutate, Refusal); 5] = [
         (|h| h.proto_version = 99, Refusal::Version),
         (|h| h.dev_sectors = DEV - 8, Refusal::DeviceSize),
         (|h| h.region_sectors = REGION / 2, Refusal::RegionSize),
@@ -97,7 +100,7 @@ fn handshake_refuses_mismatch() {
     }
 
     // The source's checks of a HELLO_REPLY (a scripted target).
-    let cases: [(fn(&mut specmirror_core::log::record::Hello), Refusal); 7] = [
+    let cases: [(Mutate, Refusal); 7] = [
         (|h| h.proto_version = 99, Refusal::Version),
         (|h| h.dev_sectors = DEV * 2, Refusal::DeviceSize),
         (|h| h.region_sectors = REGION * 4, Refusal::RegionSize),
@@ -495,7 +498,7 @@ fn rejected_lock_with_full_log_rejects_then_grants() {
         assert!(p.s.local_done(seq, true));
     }
     let mut rejected = false;
-    while let Ok(frames) = source_send(&mut p) {
+    while let Some(frames) = source_send(&mut p) {
         for f in frames {
             assert_eq!(to_target(&mut p, &f), TRx::Continue);
             apply_all(&mut p);
@@ -830,7 +833,7 @@ fn handshake_frames_out_of_place_break_the_protocol() {
     let mut p = connected(source(SPEC, ASYNC, 64, 4), target(64));
     assert_eq!(to_source(&mut p, ch), SRx::Stop);
     assert_eq!(p.s.stats().protocol_errors, 1);
-    assert!(matches!(source_send(&mut p), Err(SStep::Close { .. })));
+    assert!(matches!(p.s.poll_sender(&Crc, p.now), SStep::Close { .. }));
     assert_eq!(to_target(&mut p, ch), TRx::Stop);
     assert_eq!(p.t.stats().protocol_errors, 1);
     // Handshake: the target wants a HELLO.

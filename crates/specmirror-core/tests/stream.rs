@@ -68,21 +68,40 @@ fn writes_replicate_and_complete() {
         let mut seqs = Vec::new();
         for i in 0..40u64 {
             let sector = (i * 37) % (DEV - 16);
-            let data: Vec<u8> = (0..16 * SECTOR_SIZE).map(|b| (b as u64 + i) as u8).collect();
-            let w = HostWrite { op: HostOp::Write, sector, count: 16, flags: 0 };
-            let Submit::Accepted(seq) = p.s.submit(&Crc, &w, |wr| wr.write(&data)) else {
-                // Ring full: drain and retry once.
-                p.run(1000);
-                continue;
+            let data: Vec<u8> = (0..16 * SECTOR_SIZE)
+                .map(|b| (b as u64 + i) as u8)
+                .collect();
+            let w = HostWrite {
+                op: HostOp::Write,
+                sector,
+                count: 16,
+                flags: 0,
+            };
+            let seq = match p.s.submit(&Crc, &w, |wr| wr.write(&data)) {
+                Submit::Accepted(seq) => seq,
+                Submit::Wait(_) => {
+                    // Parked (ring full): drain, then offer it again as
+                    // the worker's Deferred step would.
+                    assert!(p.run_until(1_000_000, 100, |p| p.s.ring().is_empty()));
+                    match p.s.retry_deferred(&Crc, &w, |wr| wr.write(&data)) {
+                        Submit::Accepted(seq) => seq,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                Submit::Invalid(e) => panic!("{e:?}"),
             };
             local[sector as usize * SECTOR_SIZE..][..data.len()].copy_from_slice(&data);
             assert!(p.s.local_done(seq, true));
             seqs.push(seq);
             p.run(1000);
         }
-        assert!(p.run_until(1_000_000, 100, |p| p.s.is_idle()), "not idle: {completion:?}");
+        assert!(
+            p.run_until(1_000_000, 100, |p| p.s.is_idle()),
+            "not idle: {completion:?}"
+        );
         assert_eq!(p.s.link_state(), LinkState::Connected);
         assert_eq!(p.completed.len(), seqs.len());
+        assert_eq!(seqs.len(), 40);
         assert_eq!(p.disk.as_deref(), Some(&local[..]), "devices differ");
     }
 }

@@ -163,9 +163,9 @@ pub(crate) fn header(f: &[u8]) -> Header {
 }
 
 /// The frames of one sender step of the source (a record batch or a
-/// control frame), reported sent; `None` when the sender has nothing
-/// to send (any other step is returned as `Err`).
-pub(crate) fn source_send(p: &mut Pair<Crc>) -> Result<Vec<Vec<u8>>, SStep> {
+/// control frame), reported sent; `None` when the sender sleeps, closes
+/// or exits (steps it repeats when asked again: ask `poll_sender` which).
+pub(crate) fn source_send(p: &mut Pair<Crc>) -> Option<Vec<Vec<u8>>> {
     let now = p.now;
     match p.s.poll_sender(&Crc, now) {
         SStep::Records { conn, batch } => {
@@ -186,14 +186,15 @@ pub(crate) fn source_send(p: &mut Pair<Crc>) -> Result<Vec<Vec<u8>>, SStep> {
                 frames.push(f);
             }
             p.s.on_sent(conn, true, now);
-            Ok(frames)
+            Some(frames)
         }
         SStep::Control { conn, frame } => {
             let f = frame.as_bytes().to_vec();
             p.s.on_sent(conn, true, now);
-            Ok(vec![f])
+            Some(vec![f])
         }
-        other => Err(other),
+        SStep::Connect { conn } => panic!("connect {conn} in the middle of a test step"),
+        SStep::Sleep { .. } | SStep::Close { .. } | SStep::Exit => None,
     }
 }
 
@@ -229,8 +230,8 @@ pub(crate) fn send_all(p: &mut Pair<Crc>) -> Vec<Header> {
     loop {
         let frames = if pending.is_empty() {
             match source_send(p) {
-                Ok(f) => f,
-                Err(_) => break,
+                Some(f) => f,
+                None => break,
             }
         } else {
             std::mem::take(&mut pending)
