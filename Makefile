@@ -105,6 +105,6 @@ bench:
 	@scripts/deps.sh && QUICK=$(QUICK) scripts/bench.sh
 
 clean:
-	rm -f dm/bindings_generated.rs *.ko *.o dm/*.o *.mod *.mod.c modules.order Module.symvers
+	rm -f transport/sys/bindings_generated.rs *.ko *.o transport/sys/*.o *.mod *.mod.c modules.order Module.symvers
 	find . -name '.*.cmd' -not -path './target/*' -delete
 	cargo clean

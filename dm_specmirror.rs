@@ -6,9 +6,10 @@
 //! `Documentation/dm-specmirror.rst`): a `source` intercepts the writes of a
 //! host and streams them to a `target` on another host, which applies them.
 //!
-//! The pure core (`log/`, `transport/proto/`) decides; the kernel glue
-//! (`dm/`, `transport/{net,thread,frames,source_dev,target_dev}.rs`) moves
-//! bytes between bios, ring pages and sockets.
+//! The pure core (`log/`, `transport/proto/`, `transport/table.rs`)
+//! decides; the kernel interface (`transport/sys/`) wraps the raw calls;
+//! the roles (`transport/source_dev/`, `transport/target_dev/`) execute
+//! the core's steps with bios, pages and sockets.
 
 use core::fmt::Write;
 use kernel::{alloc::flags::GFP_KERNEL, c_str, error::code::EINVAL, prelude::*};
@@ -16,15 +17,14 @@ use kernel::{alloc::flags::GFP_KERNEL, c_str, error::code::EINVAL, prelude::*};
 pub mod log;
 pub mod transport;
 
-#[path = "transport/table.rs"]
-pub mod table;
-
-mod dm;
-
-use dm::{Args, Bio, Ctr, CtrError, DmDev, EndIo, Limits, MapResult, Registration, StatusType, StatusWriter, TargetOps};
 use kernel::sync::Arc;
-use table::{Role, TableConfig, TableError};
+use transport::sys::bio::Bio;
+use transport::sys::{self as sys, Args, Ctr, CtrError, DmDev, EndIo, Limits, MapResult, Registration, StatusType, StatusWriter, TargetOps};
+use transport::table::{self as table, Role, TableConfig, TableError};
 use transport::{source_dev::SourceDev, target_dev::TargetDev};
+
+/// The version dmsetup shows; the wire protocol's is in `log/record.rs`.
+const VERSION: [u32; 3] = [0, 2, 1];
 
 module! {
     type: SpecMirrorModule,
@@ -38,19 +38,18 @@ struct SpecMirrorModule {
     // Dropped in this order: no device (and so no socket) is left when the
     // memalloc key reference goes.
     _target: Registration<SpecMirror>,
-    _memalloc: transport::net::MemallocSocks,
+    _memalloc: sys::net::MemallocSocks,
 }
 
 impl kernel::Module for SpecMirrorModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        // SAFETY: reads a bool module parameter set before init runs.
-        if unsafe { dm::raw::dmsm_selftest_enabled() } {
-            dm::selftest::run().inspect_err(|e| pr_err!("specmirror: selftest failed: {:?}\n", e))?;
+        if sys::selftest_enabled() {
+            sys::selftest::run().inspect_err(|e| pr_err!("specmirror: selftest failed: {:?}\n", e))?;
             pr_info!("specmirror: selftest passed\n");
         }
-        let memalloc = transport::net::MemallocSocks::hold();
+        let memalloc = sys::net::MemallocSocks::hold();
         let target = Registration::new(module)?;
-        pr_info!("specmirror target registered (version 0.2.0)\n");
+        pr_info!("specmirror target registered (version {}.{}.{})\n", VERSION[0], VERSION[1], VERSION[2]);
         Ok(SpecMirrorModule { _target: target, _memalloc: memalloc })
     }
 }
@@ -96,7 +95,7 @@ impl Drop for SpecMirror {
 
 impl TargetOps for SpecMirror {
     const NAME: &'static CStr = c_str!("specmirror");
-    const VERSION: [u32; 3] = [0, 2, 0];
+    const VERSION: [u32; 3] = VERSION;
 
     fn ctr(ctx: &Ctr<'_>, args: &Args<'_>) -> Result<KBox<Self>, CtrError> {
         let line = table::parse(args.iter()).map_err(|e| {
@@ -107,11 +106,11 @@ impl TargetOps for SpecMirror {
         let path = args.get(1).ok_or(table_error(TableError::TooFewArgs))?;
         let data = ctx.get_device(path)?;
         ctx.accept_flush_discard_zeroes();
-        ctx.set_per_bio_data_size(core::mem::size_of::<dm::bio::PerBio>());
+        ctx.set_per_bio_data_size(core::mem::size_of::<transport::sys::bio::PerBio>());
         ctx.set_max_io_len(line.config.region_sectors.min(MAX_BIO_SECTORS))?;
         let nomem = |_| CtrError { msg: c_str!("Cannot allocate the ring or the threads' state"), err: ENOMEM };
         let dev = match line.config.role {
-            Role::Source => SpecMirror::Source(SourceDev::new(line.config, data, ctx.events(), ctx.len()).map_err(nomem)?),
+            Role::Source => SpecMirror::Source(SourceDev::new(line.config, data, ctx.events(), ctx.target(), ctx.len()).map_err(nomem)?),
             Role::Target => SpecMirror::Target(TargetDev::new(line.config, data, ctx.events(), ctx.len()).map_err(nomem)?),
         };
         KBox::new(dev, GFP_KERNEL).map_err(|_| CtrError { msg: c_str!("Cannot allocate target context"), err: ENOMEM })
@@ -142,6 +141,20 @@ impl TargetOps for SpecMirror {
         }
     }
 
+    fn presuspend(&self) {
+        match self {
+            SpecMirror::Source(s) => s.presuspend(),
+            SpecMirror::Target(t) => t.presuspend(),
+        }
+    }
+
+    fn presuspend_undo(&self) {
+        match self {
+            SpecMirror::Source(s) => s.presuspend_undo(),
+            SpecMirror::Target(t) => t.presuspend_undo(),
+        }
+    }
+
     fn postsuspend(&self) {
         match self {
             SpecMirror::Source(s) => s.stop(),
@@ -161,7 +174,7 @@ impl TargetOps for SpecMirror {
             }
             StatusType::Table => self.config().write_table(out, dev),
             StatusType::Ima => {
-                let _ = write!(out, "target_name=specmirror,target_version=0.2.0,");
+                let _ = write!(out, "target_name=specmirror,target_version={}.{}.{},", VERSION[0], VERSION[1], VERSION[2]);
                 self.config().write_ima(out, dev)
             }
         };

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Replication transport: the pure protocol state machines (`proto`, shared
-//! with the userspace test crate) and, in the kernel build, the glue that
-//! runs them: sockets and threads (`net`, `thread`, `frames`) and the two
-//! roles (`source_dev`, `target_dev`).
+//! Replication: the pure core's state machines and table parsing, the
+//! kernel interface, and the two roles that join them.
+//!
+//! Arrows point one way: the core (`proto`, `table`, and `crate::log`)
+//! imports nothing from the kernel; `sys` is the only user of the raw
+//! bindings and uses the core only for the traits it implements; the
+//! roles (`source_dev`, `target_dev`) sit above both; the crate root
+//! (`dm_specmirror.rs`) above the roles.
 
-pub(crate) mod frames;
-pub(crate) mod net;
 pub mod proto;
 pub(crate) mod source_dev;
+pub(crate) mod sys;
+pub mod table;
 pub(crate) mod target_dev;
-pub(crate) mod thread;

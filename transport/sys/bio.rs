@@ -43,10 +43,8 @@ pub(crate) struct PerBio {
     pub(crate) tag: u32,
     /// Sequence number of the bio's record.
     pub(crate) seq: u64,
-    /// First sector (relative to the target) the bio locked.
-    pub(crate) sector: u64,
-    /// Sectors it locked.
-    pub(crate) count: u64,
+    /// Its I/O failed.
+    pub(crate) failed: bool,
 }
 
 /// Operations on a raw bio of a dm target.
@@ -197,14 +195,6 @@ impl OwnedBio {
         unsafe { raw::dmsm_bio_endio(raw.bio.as_ptr(), status) };
     }
 
-    /// Ends the bio with the status it already carries (a second pass
-    /// through `end_io` after `EndIo::Incomplete`). Any context.
-    pub(crate) fn end_keep_status(self) {
-        // SAFETY: we own the bio (type invariant).
-        let status = unsafe { (*self.raw.bio.as_ptr()).bi_status };
-        self.end(status);
-    }
-
     /// Remaps the bio to `dev` and submits it. Process context.
     pub(crate) fn submit_remapped(self, dev: &DmDev) {
         let raw = self.raw;
@@ -313,11 +303,6 @@ impl BioList {
     /// Number of bios.
     pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    /// True when empty.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Appends `b`.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Thin safe wrappers over the device-mapper C API.
+//! Thin safe wrappers over the device-mapper C API: target registration,
+//! the table constructor's context, devices, status, messages, events.
 //!
 //! 6.12's `kernel` crate has no device-mapper abstraction, so this module
 //! is the one place that touches `struct target_type`, `struct dm_target`,
@@ -24,32 +25,8 @@ use kernel::{
     ThisModule,
 };
 
-/// Declarations bindgen generated from `dm/bindings.h` (see Kbuild).
-#[allow(
-    dead_code,
-    improper_ctypes,
-    missing_docs,
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    unreachable_pub,
-    unnecessary_transmutes,
-    unsafe_op_in_unsafe_fn,
-    clippy::all,
-    clippy::undocumented_unsafe_blocks
-)]
-pub(crate) mod raw {
-    include!("bindings_generated.rs");
-}
-
-pub(crate) mod bio;
-pub(crate) mod devio;
-pub(crate) mod pages;
-pub(crate) mod selftest;
-pub(crate) mod sync;
-
-pub(crate) use bio::Bio;
-use raw::{dm_dev, dm_target, target_type};
+use super::bio::Bio;
+use super::raw::{self, dm_dev, dm_target, target_type};
 
 /// What `map` tells dm to do with a bio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,6 +224,13 @@ impl Ctr<'_> {
         Events { table: unsafe { (*self.ti).table } }
     }
 
+    /// A handle on this target for the role's threads (suspend mode).
+    pub(crate) fn target(&self) -> TargetRef {
+        // INVARIANT: the target lives until its dtr, and the role's
+        // threads are stopped before dtr returns.
+        TargetRef { ti: self.ti }
+    }
+
     /// Asks dm to pass us flushes, discards and write-zeroes (one bio each).
     pub(crate) fn accept_flush_discard_zeroes(&self) {
         // SAFETY: `ti` is valid and owned by this ctr call (type invariant);
@@ -256,6 +240,30 @@ impl Ctr<'_> {
             (*self.ti).num_discard_bios = 1;
             (*self.ti).num_write_zeroes_bios = 1;
         }
+    }
+}
+
+/// The target itself, for questions its threads ask dm.
+///
+/// # Invariants
+///
+/// `ti` is a live target; the owner stops using it before its dtr
+/// returns.
+pub(crate) struct TargetRef {
+    ti: *mut dm_target,
+}
+
+// SAFETY: `dm_noflush_suspending` may be called from any process context.
+unsafe impl Send for TargetRef {}
+// SAFETY: as above.
+unsafe impl Sync for TargetRef {}
+
+impl TargetRef {
+    /// True during a `noflush` suspend: bios may be handed back to dm
+    /// (requeued) instead of being completed.
+    pub(crate) fn noflush_suspending(&self) -> bool {
+        // SAFETY: `ti` is live (type invariant).
+        unsafe { raw::dmsm_noflush_suspending(self.ti) }
     }
 }
 
@@ -369,6 +377,10 @@ pub(crate) trait TargetOps: Sized + Send + Sync {
     fn preresume(&self) -> Result {
         Ok(())
     }
+    /// A suspend starts (in-flight bios still to end).
+    fn presuspend(&self) {}
+    /// The suspend was cancelled.
+    fn presuspend_undo(&self) {}
     /// After a suspend completed (in-flight bios are done): stop them.
     fn postsuspend(&self) {}
     /// Writes one status line.
@@ -496,6 +508,28 @@ unsafe extern "C" fn preresume_callback<T: TargetOps>(ti: *mut dm_target) -> c_i
     }
 }
 
+/// dm's `presuspend` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, between `ctr` and `dtr`.
+unsafe extern "C" fn presuspend_callback<T: TargetOps>(ti: *mut dm_target) {
+    // SAFETY: presuspend runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    t.presuspend();
+}
+
+/// dm's `presuspend_undo` for `T`.
+///
+/// # Safety
+///
+/// Called by dm only, between `ctr` and `dtr`.
+unsafe extern "C" fn presuspend_undo_callback<T: TargetOps>(ti: *mut dm_target) {
+    // SAFETY: presuspend_undo runs between ctr and dtr.
+    let t = unsafe { instance::<T>(ti) };
+    t.presuspend_undo();
+}
+
 /// dm's `postsuspend` for `T`.
 ///
 /// # Safety
@@ -606,6 +640,8 @@ impl<T: TargetOps> Registration<T> {
             end_io: Some(end_io_callback::<T>),
             io_hints: Some(io_hints_callback::<T>),
             preresume: Some(preresume_callback::<T>),
+            presuspend: Some(presuspend_callback::<T>),
+            presuspend_undo: Some(presuspend_undo_callback::<T>),
             postsuspend: Some(postsuspend_callback::<T>),
             status: Some(status_callback::<T>),
             message: Some(message_callback::<T>),

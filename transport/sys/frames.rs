@@ -1,17 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Framing on a kernel socket, shared by both roles: read one whole frame
-//! (header, then the payload length it announces), send a small frame,
-//! make a nonce.
+//! (header, then the payload length it announces), or a stream of them
+//! with as few socket calls as possible; random bytes for nonces.
 
-use kernel::{
-    alloc::VVec,
-    prelude::*,
-    time::{ktime_ms_delta, Ktime},
-};
+use kernel::{alloc::VVec, prelude::*};
 
 use super::net::Socket;
-use crate::dm::raw;
+use super::raw;
 use crate::log::record::{decode_header, HEADER_LEN};
 
 /// Why no frame could be read.
@@ -23,45 +19,17 @@ pub(crate) enum RecvError {
     Header,
     /// The frame is longer than the caller accepts here.
     TooLong,
-    /// The receive timeout passed before the whole frame arrived.
-    Timeout,
 }
 
 /// The [`RecvError`] for a failed socket read.
-fn io_error(e: Error) -> RecvError {
-    if e == EAGAIN {
-        RecvError::Timeout
-    } else {
-        RecvError::Io
-    }
+fn io_error(_: Error) -> RecvError {
+    RecvError::Io
 }
 
-/// Reads one frame into `buf` and returns its length. Sleeps (at most the
-/// socket's receive timeout per read, if one is set).
+/// Reads one frame into `buf` and returns its length. Sleeps until it
+/// came or the connection failed (or was shut down).
 pub(crate) fn recv_frame(sock: &Socket, buf: &mut [u8]) -> Result<usize, RecvError> {
     read_frame(buf, |b| sock.recv_exact(b).map_err(io_error))
-}
-
-/// Reads one frame like [`recv_frame`], all of it within `ms` milliseconds
-/// of `start`: a handshake's deadline, which a peer trickling its bytes in
-/// cannot stretch (a receive timeout alone restarts with every read).
-/// Leaves a receive timeout set on the socket.
-pub(crate) fn recv_frame_by(sock: &Socket, buf: &mut [u8], start: Ktime, ms: u32) -> Result<usize, RecvError> {
-    read_frame(buf, |b| {
-        let mut done = 0usize;
-        while let Some(rest) = b.get_mut(done..) {
-            if rest.is_empty() {
-                break;
-            }
-            let left = i64::from(ms) - ktime_ms_delta(Ktime::ktime_get(), start);
-            if left <= 0 {
-                return Err(RecvError::Timeout);
-            }
-            sock.set_recv_timeout(u32::try_from(left).unwrap_or(ms));
-            done += sock.recv_some(rest).map_err(io_error)?;
-        }
-        Ok(())
-    })
 }
 
 /// One frame into `buf`: the header, then the payload it announces, each
@@ -144,38 +112,10 @@ impl FrameReader {
     }
 }
 
-/// Sixteen random bytes for a handshake challenge.
-pub(crate) fn nonce() -> [u8; 16] {
-    let mut n = [0u8; 16];
+/// Fresh random bytes for a new connection's nonces.
+pub(crate) fn random() -> [u8; crate::transport::proto::CONN_RANDOM] {
+    let mut n = [0u8; crate::transport::proto::CONN_RANDOM];
     // SAFETY: `n` is valid for writes of its length.
     unsafe { raw::dmsm_get_random_bytes(n.as_mut_ptr().cast(), n.len()) };
     n
-}
-
-/// Reconnect back-off: doubles from 100 ms up to 5 s.
-pub(crate) struct Backoff {
-    ms: u32,
-}
-
-/// First and largest reconnect delay.
-const BACKOFF_MIN_MS: u32 = 100;
-const BACKOFF_MAX_MS: u32 = 5000;
-
-impl Backoff {
-    /// Starts at the shortest delay.
-    pub(crate) fn new() -> Self {
-        Backoff { ms: BACKOFF_MIN_MS }
-    }
-
-    /// The delay to wait now; the next one is twice as long (capped).
-    pub(crate) fn next_ms(&mut self) -> u32 {
-        let d = self.ms;
-        self.ms = self.ms.saturating_mul(2).min(BACKOFF_MAX_MS);
-        d
-    }
-
-    /// After a successful handshake.
-    pub(crate) fn reset(&mut self) {
-        self.ms = BACKOFF_MIN_MS;
-    }
 }

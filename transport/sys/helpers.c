@@ -249,7 +249,7 @@ void dmsm_limit_abnormal_io(struct queue_limits *limits, unsigned int max)
 /* What travels with each bio the target role builds. */
 struct dmsm_io {
 	void *owner;
-	u64 seq;
+	u64 cookie;
 	struct bio bio;
 };
 
@@ -279,10 +279,11 @@ static void dmsm_io_endio(struct bio *bio)
 	struct dmsm_io *io = container_of(bio, struct dmsm_io, bio);
 	int err = blk_status_to_errno(bio->bi_status);
 	void *owner = io->owner;
-	u64 seq = io->seq;
+	u64 cookie = io->cookie;
 
+	/* Back to the bio_set first: the owner may be freed once told. */
 	bio_put(bio);
-	specmirror_io_done(owner, seq, err);
+	specmirror_io_done(owner, cookie, err);
 }
 
 unsigned int dmsm_noio_begin(void)
@@ -298,7 +299,7 @@ void dmsm_noio_end(unsigned int flags)
 struct bio *dmsm_io_alloc(struct bio_set *bs, struct block_device *bdev,
 			  unsigned int op, bool preflush, bool fua,
 			  u64 sector, u32 sectors, unsigned short nr_vecs,
-			  void *owner, u64 seq)
+			  void *owner, bool nowait)
 {
 	blk_opf_t opf;
 	struct bio *bio;
@@ -325,12 +326,12 @@ struct bio *dmsm_io_alloc(struct bio_set *bs, struct block_device *bdev,
 		opf |= REQ_PREFLUSH;
 	if (fua)
 		opf |= REQ_FUA;
-	bio = bio_alloc_bioset(bdev, nr_vecs, opf, GFP_NOIO, bs);
+	bio = bio_alloc_bioset(bdev, nr_vecs, opf, nowait ? GFP_NOWAIT : GFP_NOIO, bs);
 	if (!bio)
 		return NULL;
 	io = container_of(bio, struct dmsm_io, bio);
 	io->owner = owner;
-	io->seq = seq;
+	io->cookie = 0;
 	bio->bi_iter.bi_sector = sector;
 	if (op == DMSM_IO_DISCARD || op == DMSM_IO_WRITE_ZEROES)
 		bio->bi_iter.bi_size = sectors << SECTOR_SHIFT;
@@ -357,7 +358,7 @@ struct bio *dmsm_io_add_page(struct bio_set *bs, struct bio *bio,
 				bio->bi_opf & ~REQ_PREFLUSH, GFP_NOIO, bs);
 	nio = container_of(next, struct dmsm_io, bio);
 	nio->owner = io->owner;
-	nio->seq = io->seq;
+	nio->cookie = io->cookie;
 	next->bi_iter.bi_sector = bio_end_sector(bio);
 	next->bi_end_io = dmsm_io_endio;
 	/* bio_chain() wants a bio without a completion of its own. */
@@ -371,9 +372,24 @@ struct bio *dmsm_io_add_page(struct bio_set *bs, struct bio *bio,
 	return next;
 }
 
+void dmsm_io_set_cookie(struct bio *bio, u64 cookie)
+{
+	container_of(bio, struct dmsm_io, bio)->cookie = cookie;
+}
+
+void dmsm_io_put(struct bio *bio)
+{
+	bio_put(bio);
+}
+
 void dmsm_io_submit(struct bio *bio)
 {
 	submit_bio(bio);
+}
+
+bool dmsm_noflush_suspending(struct dm_target *ti)
+{
+	return dm_noflush_suspending(ti);
 }
 
 struct page *dmsm_zero_page(void)
@@ -384,15 +400,6 @@ struct page *dmsm_zero_page(void)
 void dmsm_get_random_bytes(void *buf, size_t len)
 {
 	get_random_bytes(buf, len);
-}
-
-void dmsm_sock_set_rcvtimeo(struct socket *sock, long timeout)
-{
-	struct sock *sk = sock->sk;
-
-	lock_sock(sk);
-	WRITE_ONCE(sk->sk_rcvtimeo, timeout > 0 ? timeout : MAX_SCHEDULE_TIMEOUT);
-	release_sock(sk);
 }
 
 /*

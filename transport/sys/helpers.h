@@ -123,14 +123,21 @@ void dmsm_noio_end(unsigned int flags);
 
 /*
  * A bio of @op at @sector for @sectors sectors (0 for a flush) with room
- * for @nr_vecs pages; when it ends, specmirror_io_done(@owner, @seq,
- * errno) runs (any context). GFP_NOIO from @bs: never fails for
- * nr_vecs <= BIO_MAX_VECS.
+ * for @nr_vecs pages; when it ends, specmirror_io_done(@owner, @cookie,
+ * errno) runs (any context), after the bio went back to @bs. GFP_NOIO
+ * from @bs never fails for nr_vecs <= BIO_MAX_VECS; with @nowait
+ * (GFP_NOWAIT, for dm's map) it may return NULL.
  */
 struct bio *dmsm_io_alloc(struct bio_set *bs, struct block_device *bdev,
 			  unsigned int op, bool preflush, bool fua,
 			  u64 sector, u32 sectors, unsigned short nr_vecs,
-			  void *owner, u64 seq);
+			  void *owner, bool nowait);
+/* Sets the cookie the completion reports. */
+void dmsm_io_set_cookie(struct bio *bio, u64 cookie);
+/* Frees a bio of dmsm_io_alloc that was never submitted. */
+void dmsm_io_put(struct bio *bio);
+/* dm_noflush_suspending(): a suspend that may requeue bios. */
+bool dmsm_noflush_suspending(struct dm_target *ti);
 /*
  * Adds @len bytes of @page at @off to @bio; when @bio is full, submits it
  * chained to a new bio from @bs, which it returns: keep adding to (and at
@@ -140,16 +147,14 @@ struct bio *dmsm_io_add_page(struct bio_set *bs, struct bio *bio,
 			     struct page *page, unsigned int len,
 			     unsigned int off);
 void dmsm_io_submit(struct bio *bio);
-/* Implemented in Rust (transport/target_dev.rs). */
-void specmirror_io_done(void *owner, u64 seq, int error);
+/* Implemented in Rust (transport/sys/devio.rs). */
+void specmirror_io_done(void *owner, u64 cookie, int error);
 
 /* ZERO_PAGE(0): the kernel's shared page of zeroes. */
 struct page *dmsm_zero_page(void);
 
 /* get_random_bytes(). */
 void dmsm_get_random_bytes(void *buf, size_t len);
-/* Receive timeout in jiffies (0 = none). */
-void dmsm_sock_set_rcvtimeo(struct socket *sock, long timeout);
 
 /* Module parameter dmsm_selftest (developer only, see the docs). */
 bool dmsm_selftest_enabled(void);

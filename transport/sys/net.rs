@@ -24,8 +24,8 @@ use kernel::{
     time::msecs_to_jiffies,
 };
 
-use crate::dm::raw;
-use crate::table::{Addr, Endpoint};
+use super::raw;
+use crate::transport::table::{Addr, Endpoint};
 
 /// The `Error` for errno `code` (one the `kernel` crate does not name).
 pub(crate) fn errno(code: u32) -> Error {
@@ -354,14 +354,6 @@ impl Socket {
                 }
             }
         }
-    }
-
-    /// Sets (or with 0, clears) a receive timeout: a `recv_exact` that
-    /// waits longer fails with `EAGAIN`.
-    pub(crate) fn set_recv_timeout(&self, ms: u32) {
-        let timeo = msecs_to_jiffies(ms).min(c_long::MAX as _) as c_long;
-        // SAFETY: `sock` is live (type invariant).
-        unsafe { raw::dmsm_sock_set_rcvtimeo(self.sock.as_ptr(), timeo) };
     }
 
     /// Fills all of `buf`. Sleeps. Fails with `ECONNRESET` when the peer

@@ -60,7 +60,7 @@ unsafe impl Backend for IrqSpinBackend {
 #[macro_export]
 macro_rules! new_irq_spinlock {
     ($inner:expr $(, $name:literal)? $(,)?) => {
-        $crate::dm::sync::IrqSpinLock::new(
+        $crate::transport::sys::sync::IrqSpinLock::new(
             $inner,
             ::kernel::optional_name!($($name)?),
             ::kernel::static_lock_class!(),

@@ -18,7 +18,7 @@ use kernel::{
     str::CStr,
 };
 
-use crate::dm::raw;
+use super::raw;
 
 /// What the thread function receives: the closure, until it takes it.
 ///

@@ -434,6 +434,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         r
     }
 
+    /// `map` could not get a bio for a write's local I/O without sleeping:
+    /// the glue parks it in the deferred list, and the worker (which may
+    /// sleep for one) offers it soon.
+    pub fn defer_unprepared(&mut self) {
+        self.count_wait();
+        self.deferred += 1;
+        self.deferred_gen = self.unblock_gen.wrapping_sub(1);
+    }
+
     /// A parked bio left the deferred list without being offered again
     /// (the glue failed it, or gave it back to dm: [`WorkerStep::Abandon`]).
     pub fn deferred_dropped(&mut self) {

@@ -31,7 +31,7 @@ mod steps;
 use core::ops::DerefMut;
 
 pub use conn::{Accept, ListenerStep, RxStep, RxVerdict, SenderStep, SEND_FRAMES};
-pub use steps::{ApplierStep, IoStatus, LockReply, APPLY_BATCH};
+pub use steps::{ApplierStep, IoStatus, LockReply, APPLY_BATCH, LOCK_WAIT, RETRY, SUSPEND_GRACE};
 
 use super::wake::{Instant, Sleepers, Wakes};
 use super::{Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};

@@ -29,11 +29,11 @@ use crate::log::{
     record::{decode_frame, Crc32c, Header, Kind, HEADER_LEN, SECTOR_SIZE},
     ring::{Pages, RollbackRing},
 };
-use crate::table::{Addr, Endpoint};
-use crate::transport::{
+use super::{
     net::{errno, NetNs, Socket},
     thread::{self, Thread},
 };
+use crate::transport::table::{Addr, Endpoint};
 
 /// Records appended to the test ring; the last one spans two pages.
 const RECORDS: u64 = 8;

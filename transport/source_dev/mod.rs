@@ -1,0 +1,517 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The source role in the kernel: executes what the source machine
+//! ([`crate::transport::proto::source`]) decides, with dm's bios, ring
+//! pages and a kernel TCP socket. It decides nothing itself.
+//!
+//! - `map` offers each write to the machine, which copies its payload into
+//!   the rollback ring. An accepted write goes to the data device *from
+//!   the ring's pages* (the very bytes replicated, whatever the host does
+//!   to its buffer meanwhile), as a bio of our own; the host bio ends when
+//!   the machine says it may (its local write done; with `completion
+//!   sync`, also applied on the target). A write that must wait is parked
+//!   in the deferred list; nothing sleeps in `map`.
+//! - Three kthreads per device run the machine's steps (see
+//!   [`threads`]): the *sender* (connect, handshake, stream, close), the
+//!   *worker* (link deadlines, deferred writes, completions, repairs,
+//!   the suspend's grace) and one *receiver* per connection.
+//!
+//! All state sits behind one irq-safe spinlock ([`IrqSpinLock`]): bios end
+//! in interrupt context. Nothing sleeps or allocates under it, the last
+//! reference to a socket is never dropped under it, and every critical
+//! section ends by waking exactly the threads the machine names
+//! ([`SourceDev::with`]); completion contexts wake them before they drop
+//! the lock, and end host bios last, so that nothing touches the device
+//! once dm may free it.
+
+mod threads;
+
+use core::fmt::Write;
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KVec},
+    c_str, new_condvar, new_mutex,
+    prelude::*,
+    sync::{Arc, CondVar, Mutex},
+};
+
+use super::proto::hot::HotSlot;
+use super::proto::inflight::{Completed, InflightSlot};
+use super::proto::source::{HostOp, HostWrite, Source, SourceConfig, Submit, SENDER, WORKER};
+use super::proto::wake::Wakes;
+use super::sys::bio::{Bio, BioList, BioOp, BioView, OwnedBio, BLK_STS_IOERR, BLK_STS_OK};
+use super::sys::devio::{BioSet, DevIo, IoOp, IoOwner, PreparedIo};
+use super::sys::net::{NetNs, Socket};
+use super::sys::pages::{KPages, KernelCrc};
+use super::sys::sync::{IrqSpinGuard, IrqSpinLock};
+use super::sys::thread::Thread;
+use super::sys::{self, DmDev, EndIo, Events, MapResult, StatusWriter, TargetRef};
+use super::table::TableConfig;
+use crate::log::pages::SECTOR_ALIGN;
+use crate::log::record::{FLAG_FUA, FLAG_PREFLUSH};
+use crate::log::ring::RingError;
+use crate::new_irq_spinlock;
+
+type Machine = Source<KPages, KVec<HotSlot>, KVec<InflightSlot>>;
+
+/// Per-bio tags (`PerBio::tag`).
+const TAG_NONE: u32 = 0;
+/// Ours: its local I/O is in flight, or it waits for its completion.
+const TAG_OURS: u32 = 1;
+
+/// Host writes in flight at once (in-flight slots of the machine).
+const INFLIGHT_SLOTS: usize = 256;
+/// Bios reserved for local writes (more come from the general pool).
+const LOCAL_BIOS: u32 = 64;
+/// Cookie of the repair read (local writes use their seq, never 0).
+const REPAIR_COOKIE: u64 = 0;
+
+/// Everything behind the lock.
+pub(super) struct State {
+    pub(super) m: Machine,
+    /// Host writes waiting for room, an overlap or a slot (FIFO); the
+    /// machine counts them.
+    pub(super) deferred: BioList,
+    /// Host writes whose local I/O is in flight or done, until they
+    /// complete (tag `TAG_OURS`, seq in the per-bio data).
+    pub(super) writing: BioList,
+    /// The current connection's socket (handshake included), so that
+    /// stop and the worker can shut it down.
+    pub(super) sock: Option<(u64, Arc<Socket>)>,
+    /// Writes that could not be accepted at all.
+    pub(super) invalid_bios: u64,
+}
+
+/// The threads of a running source.
+struct Threads {
+    sender: Thread,
+    worker: Thread,
+}
+
+/// One source device.
+#[pin_data]
+pub(crate) struct SourceDev {
+    cfg: TableConfig,
+    data: DmDev,
+    ns: NetNs,
+    events: Events,
+    target: TargetRef,
+    crc: KernelCrc,
+    ring_bytes: usize,
+    /// Local writes and repair reads (reporting to this device).
+    bios: BioSet,
+    #[pin]
+    st: IrqSpinLock<State>,
+    /// The sender sleeps here.
+    #[pin]
+    tx_wait: CondVar,
+    /// The worker sleeps here.
+    #[pin]
+    work_wait: CondVar,
+    #[pin]
+    threads: Mutex<Option<Threads>>,
+}
+
+/// The machine's view of a host bio.
+fn host_write(op: BioOp, sector: u64, sectors: u32, preflush: bool, fua: bool) -> Option<HostWrite> {
+    let op = match op {
+        BioOp::Write => HostOp::Write,
+        BioOp::Flush => HostOp::Flush,
+        BioOp::Discard => HostOp::Discard,
+        BioOp::WriteZeroes => HostOp::WriteZeroes,
+        BioOp::Read | BioOp::Other => return None,
+    };
+    let mut flags = 0;
+    if preflush {
+        flags |= FLAG_PREFLUSH;
+    }
+    if fua {
+        flags |= FLAG_FUA;
+    }
+    Some(HostWrite { op, sector, count: sectors, flags })
+}
+
+/// The local I/O of a host write.
+fn local_io(hw: &HostWrite) -> DevIo {
+    DevIo {
+        op: match hw.op {
+            HostOp::Write => IoOp::Write,
+            HostOp::Flush => IoOp::Flush,
+            HostOp::Discard => IoOp::Discard,
+            HostOp::WriteZeroes => IoOp::WriteZeroes,
+        },
+        preflush: hw.flags & FLAG_PREFLUSH != 0,
+        fua: hw.flags & FLAG_FUA != 0,
+        sector: hw.sector,
+        sectors: hw.count,
+    }
+}
+
+/// Page pieces a write of `sectors` may span in the ring.
+fn pieces_for(sectors: u32) -> usize {
+    ((sectors as usize) << 9).div_ceil(crate::log::pages::PAGE_SIZE) + 1
+}
+
+impl SourceDev {
+    /// Builds the device: ring pages (`ring_mb`), in-flight and hot-region
+    /// slots, the local bio pool, all allocated here, never on the I/O
+    /// path.
+    pub(crate) fn new(cfg: TableConfig, data: DmDev, events: Events, target: TargetRef, dev_sectors: u64) -> Result<Arc<SourceDev>> {
+        let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL)?;
+        let ring_bytes = pages.bytes();
+        let hot = KVec::from_elem(HotSlot::default(), cfg.hot_regions as usize, GFP_KERNEL)?;
+        let inflight = KVec::from_elem(InflightSlot::default(), INFLIGHT_SLOTS, GFP_KERNEL)?;
+        // A new generation per table load: the target starts a new stream
+        // from this ring's first record.
+        let mut g = [0u8; 8];
+        g.copy_from_slice(sys::frames::random().get(..8).unwrap_or(&[1; 8]));
+        let generation = u64::from_le_bytes(g).max(1);
+        let scfg = SourceConfig {
+            region_sectors: cfg.region_sectors,
+            mode: cfg.mode,
+            completion: cfg.completion,
+            dev_sectors,
+            generation,
+            secret: cfg.secret,
+        };
+        let mut m = Source::new(scfg, pages, 1, hot, inflight).map_err(|_| EINVAL)?;
+        let lbs = data.logical_block_size();
+        m.set_block_size(lbs);
+        // Local writes go from the ring: payloads start on a block.
+        m.set_payload_align((lbs as usize).max(SECTOR_ALIGN)).map_err(|_| EINVAL)?;
+        let ns = NetNs::current()?;
+        let state = State { m, deferred: BioList::new(), writing: BioList::new(), sock: None, invalid_bios: 0 };
+        let dev = Arc::pin_init(
+            try_pin_init!(SourceDev {
+                cfg,
+                data,
+                ns,
+                events,
+                target,
+                crc: KernelCrc,
+                ring_bytes,
+                bios: BioSet::new(LOCAL_BIOS)?,
+                st <- new_irq_spinlock!(state, "specmirror_source"),
+                tx_wait <- new_condvar!("specmirror_source_tx"),
+                work_wait <- new_condvar!("specmirror_source_work"),
+                threads <- new_mutex!(None, "specmirror_source_threads"),
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: no bio of the set exists yet and no thread uses it; the
+        // device owns the set and outlives it; dm ends every host bio
+        // (whose local write ended first) before dtr, and the worker waits
+        // for its repair read before it returns.
+        unsafe { dev.bios.set_owner(&*dev) };
+        Ok(dev)
+    }
+
+    /// The data device.
+    pub(crate) fn data(&self) -> &DmDev {
+        &self.data
+    }
+
+    /// The parsed table line.
+    pub(crate) fn config(&self) -> &TableConfig {
+        &self.cfg
+    }
+
+    /// Wakes the threads in `w` (see [`crate::transport::proto::wake`]).
+    fn wake(&self, w: Wakes) {
+        if w.contains(SENDER) {
+            self.tx_wait.notify_all();
+        }
+        if w.contains(WORKER) {
+            self.work_wait.notify_all();
+        }
+    }
+
+    /// Runs `f` as one critical section and wakes, before the lock is
+    /// dropped, the threads the machine then names.
+    pub(super) fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut g = self.st.lock();
+        let r = f(&mut g);
+        self.end_section(&mut g);
+        r
+    }
+
+    /// The end of a critical section: wake whom the machine names (under
+    /// the lock: a completion context must not touch the device after it
+    /// dropped it).
+    pub(super) fn end_section(&self, g: &mut IrqSpinGuard<'_, State>) {
+        let w = g.m.take_wakes();
+        self.wake(w);
+    }
+
+    /// Offers `hw` to the machine, copying the payload from `bio`'s pages
+    /// into the ring if it is accepted.
+    fn submit(g: &mut State, crc: &KernelCrc, hw: &HostWrite, bio: &impl BioView, retry: bool) -> Submit {
+        let fill = |w: &mut crate::log::ring::RingWriter<'_, KPages>| {
+            let mut err: Option<RingError> = None;
+            bio.copy_data(|seg| match w.write(seg) {
+                Ok(()) => true,
+                Err(e) => {
+                    err = Some(e);
+                    false
+                }
+            });
+            err.map_or(Ok(()), Err)
+        };
+        if retry {
+            g.m.retry_deferred(crc, hw, fill)
+        } else {
+            g.m.submit(crc, hw, fill)
+        }
+    }
+
+    /// The accepted write `seq` of bio `b`: its local I/O goes out with
+    /// `io` (prepared, empty); the payload pieces come from the ring.
+    /// Under the lock (adding pages takes no sleep).
+    fn arm_local(&self, g: &mut State, seq: u64, mut b: OwnedBio, io: &mut PreparedIo<'_>) {
+        let pb = b.per_bio();
+        pb.tag = TAG_OURS;
+        pb.seq = seq;
+        pb.failed = false;
+        io.set_cookie(seq);
+        if let Some(spans) = g.m.payload_chunks(seq) {
+            let pages = g.m.ring().pages();
+            // SAFETY: ring pages live as long as the device; the machine
+            // keeps record `seq` in the ring, unchanged, until its local
+            // write is done (`local_done`), which is this bio's end.
+            unsafe { io.add_pages(spans.filter_map(|(pi, off, len)| pages.page_ptr(pi).map(|p| (p, off, len)))) };
+        }
+        g.writing.push_back(b);
+    }
+
+    /// dm `map`: see the module docs. Never sleeps.
+    pub(crate) fn map(&self, bio: &mut Bio<'_>) -> MapResult {
+        bio.per_bio().tag = TAG_NONE;
+        let op = bio.op();
+        if op == BioOp::Read {
+            bio.remap(&self.data);
+            return MapResult::Remapped;
+        }
+        let Some(hw) = host_write(op, bio.sector(), bio.sectors(), bio.is_preflush(), bio.is_fua()) else {
+            return MapResult::Kill;
+        };
+        // The local bio first, without sleeping: an accepted record must
+        // never lack one. None now: the bio waits for the worker.
+        let mut io = self.bios.prepare(&self.data, &local_io(&hw), pieces_for(hw.count), true);
+        let mut g = self.st.lock();
+        let r = match io.as_mut() {
+            Some(_) => Self::submit(&mut g, &self.crc, &hw, bio, false),
+            None => {
+                g.m.defer_unprepared();
+                Submit::Wait(crate::transport::proto::source::WaitReason::Queued)
+            }
+        };
+        let mut invalid = 0;
+        match r {
+            Submit::Accepted(seq) => {
+                if let (Some(b), Some(io)) = (bio.take(), io.as_mut()) {
+                    self.arm_local(&mut g, seq, b, io);
+                }
+            }
+            Submit::Wait(_) => {
+                if let Some(b) = bio.take() {
+                    g.deferred.push_back(b);
+                }
+            }
+            Submit::Invalid(_) => {
+                g.invalid_bios = g.invalid_bios.saturating_add(1);
+                invalid = g.invalid_bios;
+            }
+        }
+        self.end_section(&mut g);
+        drop(g);
+        match r {
+            Submit::Accepted(_) => {
+                if let Some(io) = io {
+                    io.submit();
+                }
+                MapResult::Submitted
+            }
+            Submit::Wait(_) => MapResult::Submitted,
+            Submit::Invalid(why) => {
+                if invalid.is_power_of_two() {
+                    pr_warn!("specmirror: refused write at {} (+{}): {:?} ({} so far)\n", hw.sector, hw.count, why, invalid);
+                }
+                MapResult::Kill
+            }
+        }
+    }
+
+    /// dm `end_io`: reads, and our host bios ended by us. Any context.
+    pub(crate) fn end_io(&self, _bio: &mut Bio<'_>, _status: u8) -> EndIo {
+        EndIo::Done
+    }
+
+    /// Ends `done`'s host writes (after the lock is dropped: ending a bio
+    /// may let dm free this device, so it is the last thing done).
+    pub(super) fn end_completed(done: &mut BioList) {
+        while let Some(mut b) = done.pop_front() {
+            let failed = b.per_bio().failed;
+            b.end(if failed { BLK_STS_IOERR } else { BLK_STS_OK });
+        }
+    }
+
+    /// Moves the host bios of every completion the machine gives into
+    /// `done` (their status: the local write's).
+    pub(super) fn take_completed(g: &mut State, done: &mut BioList) {
+        while let Some(Completed { seq, ok }) = g.m.poll_completed() {
+            if let Some(mut b) = g.writing.remove_first(|p| p.seq == seq) {
+                b.per_bio().failed = !ok;
+                done.push_back(b);
+            }
+        }
+    }
+
+    /// Starts the threads (dm resume). Process context.
+    pub(crate) fn start(self: &Arc<Self>) -> Result {
+        let mut t = self.threads.lock();
+        if t.is_some() {
+            return Ok(());
+        }
+        self.with(|g| g.m.start(sys::now()));
+        let d = self.clone();
+        let worker = Thread::spawn(c_str!("specmirror-wk"), move || d.worker_main())?;
+        let d = self.clone();
+        let sender = match Thread::spawn(c_str!("specmirror-tx"), move || d.sender_main()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.with(|g| g.m.stop());
+                drop(worker);
+                self.with(|g| g.m.stopped());
+                return Err(e);
+            }
+        };
+        *t = Some(Threads { sender, worker });
+        Ok(())
+    }
+
+    /// A suspend starts (dm presuspend): deferred and unacknowledged sync
+    /// writes get the machine's grace to drain, then end without waiting
+    /// for the link, so that suspend and remove finish.
+    pub(crate) fn presuspend(&self) {
+        self.with(|g| g.m.begin_suspend(sys::now()));
+    }
+
+    /// The suspend was cancelled (dm presuspend_undo).
+    pub(crate) fn presuspend_undo(&self) {
+        self.with(|g| g.m.cancel_suspend());
+    }
+
+    /// Stops the threads (dm postsuspend, remove) and closes the
+    /// connection. Process context; waits for the threads to return.
+    pub(crate) fn stop(&self) {
+        let mut t = self.threads.lock();
+        let Some(th) = t.take() else { return };
+        let sock = self.with(|g| {
+            g.m.stop();
+            g.sock.clone()
+        });
+        // Ends a connect, send or receive in progress.
+        if let Some((_, s)) = sock {
+            s.shutdown();
+        }
+        drop(th.sender);
+        drop(th.worker);
+        let old = self.with(|g| {
+            g.m.stopped();
+            g.sock.take()
+        });
+        // Released outside the spinlock: sock_release sleeps.
+        drop(old);
+    }
+
+    /// The socket of connection `conn`, if it is the current one.
+    pub(super) fn sock_of(g: &State, conn: u64) -> Option<Arc<Socket>> {
+        g.sock.as_ref().filter(|(c, _)| *c == conn).map(|(_, s)| s.clone())
+    }
+
+    /// `dmsetup message`: `connect`, `disconnect`, and with the
+    /// fault-injection parameter `fault corrupt <n>`, `fault corrupt_every
+    /// <n>`, `fault drop`.
+    pub(crate) fn message(&self, words: &[&[u8]]) -> Result {
+        match words {
+            [b"disconnect"] => self.with(|g| g.m.admin_disconnect()),
+            [b"connect"] => self.with(|g| g.m.admin_connect()),
+            [b"fault", b"corrupt", n] if sys::fault_injection() => {
+                let n = crate::transport::table::parse_u32(n).ok_or(EINVAL)?;
+                self.with(|g| g.m.fault_corrupt(n));
+            }
+            [b"fault", b"corrupt_every", n] if sys::fault_injection() => {
+                let n = crate::transport::table::parse_u32(n).ok_or(EINVAL)?;
+                self.with(|g| g.m.fault_corrupt_every(n));
+            }
+            [b"fault", b"drop"] if sys::fault_injection() => self.with(|g| g.m.fault_drop()),
+            _ => return Err(EINVAL),
+        }
+        Ok(())
+    }
+
+    /// `dmsetup status` (INFO).
+    pub(crate) fn status(&self, out: &mut StatusWriter<'_>, dev: &str) {
+        let g = self.st.lock();
+        let s = *g.m.stats();
+        let ring = g.m.ring();
+        let conn = match g.m.link_state() {
+            crate::transport::proto::source::LinkState::Stopped => "stopped",
+            crate::transport::proto::source::LinkState::AdminDown => "disconnected",
+            crate::transport::proto::source::LinkState::Connecting => "connecting",
+            crate::transport::proto::source::LinkState::Handshake => "handshake",
+            crate::transport::proto::source::LinkState::Connected => "connected",
+            crate::transport::proto::source::LinkState::Refused(r) => r.as_str(),
+        };
+        let _ = write!(
+            out,
+            "source {} {} ring={}/{} queued={} sent={} acked={} lag={} inflight={} deferred={} \
+             resends={} crc_errors={} naks={} lock_rejections={} reconnects={} auth_failures={} \
+             connect_failures={} waits={} local_errors={} repairs={} unrepaired={} protocol_errors={} \
+             peer_timeouts={} abandoned={}",
+            dev,
+            conn,
+            ring.used_bytes(),
+            self.ring_bytes,
+            ring.next_seq().saturating_sub(1),
+            ring.send_seq().saturating_sub(1),
+            g.m.acked_seq(),
+            ring.used_bytes(),
+            g.m.inflight_len(),
+            g.m.deferred_len(),
+            s.resends,
+            s.crc_errors,
+            s.naks,
+            s.lock_rejections,
+            s.reconnects,
+            s.auth_failures,
+            s.connect_failures,
+            s.waits,
+            s.local_errors,
+            s.repairs,
+            s.unrepaired,
+            s.protocol_errors,
+            s.peer_timeouts,
+            s.abandoned,
+        );
+    }
+}
+
+impl IoOwner for SourceDev {
+    /// A local write (cookie: its seq) or the repair read (cookie 0)
+    /// ended. Any context.
+    fn io_done(&self, cookie: u64, err: i32) {
+        let mut done = BioList::new();
+        {
+            let mut g = self.st.lock();
+            if cookie == REPAIR_COOKIE {
+                g.m.repair_read_ended(err == 0);
+            } else {
+                g.m.local_done(cookie, err == 0);
+                Self::take_completed(&mut g, &mut done);
+            }
+            self.end_section(&mut g);
+        }
+        // Last: ending a host bio may let dm free this device.
+        Self::end_completed(&mut done);
+    }
+}
