@@ -705,6 +705,69 @@ fn target_suspend_grace_fails_waiting_reads() {
     assert_eq!(p.t.reads_waiting(), 0);
 }
 
+/// A read parked during a suspend, while the applier sleeps without a
+/// deadline (no read waited when it went to sleep), must still fail at
+/// the end of the grace: the applier is woken to watch it. (Found by the
+/// target_engine fuzzer: the read waited for as long as the stream
+/// stalled, and so would the suspend.)
+#[test]
+fn target_read_parked_during_a_suspend_is_failed_at_the_grace() {
+    for late in [false, true] {
+        let mut p = connected(source(SPEC, ASYNC, 64, 4), target(64));
+        accepted(write(&mut p.s, 0, 8, 1));
+        send_all(&mut p);
+        // The write is issued and never completes (a stalled device).
+        let _v = p.t.poll_issue().expect("issued");
+        // A first read waits for it; the applier has looked at it.
+        assert!(!p.t.read_arrives(0, 8));
+        if p.t.poll_applier(p.now) == ApplierStep::Reads {
+            assert!(!p.t.read_may_go(0, 8));
+        }
+        // A suspend fails it at the end of its grace.
+        let t0 = p.now;
+        p.t.begin_suspend(t0);
+        assert_eq!(
+            p.t.poll_applier(t0 + target_grace()),
+            ApplierStep::FailReads
+        );
+        p.t.read_failed();
+        let mut t1 = t0 + target_grace();
+        if !late {
+            // Cancelled, and a new suspend starts.
+            p.t.cancel_suspend();
+            t1 += SEC;
+            p.t.begin_suspend(t1);
+        }
+        // No read waits: the applier sleeps without a deadline.
+        assert_eq!(p.t.poll_applier(t1), ApplierStep::Sleep { until: None });
+        assert!(p.t.is_asleep(APPLIER));
+        // Another read of the pending write arrives.
+        let at = if late { t1 + 5 * SEC } else { t1 + SEC };
+        assert!(!p.t.read_arrives(0, 8));
+        assert!(
+            p.t.take_wakes().contains(APPLIER),
+            "the applier must learn the read's deadline (late {late})"
+        );
+        let mut step = p.t.poll_applier(at);
+        if step == ApplierStep::Reads {
+            assert!(!p.t.read_may_go(0, 8));
+            step = p.t.poll_applier(at);
+        }
+        if !late {
+            assert_eq!(
+                step,
+                ApplierStep::Sleep {
+                    until: Some(t1 + target_grace())
+                }
+            );
+            step = p.t.poll_applier(t1 + target_grace());
+        }
+        assert_eq!(step, ApplierStep::FailReads);
+        p.t.read_failed();
+        assert_eq!(p.t.stats().reads_failed, 2);
+    }
+}
+
 /// The target's suspend grace (not exported: 10 s, like the source's).
 fn target_grace() -> u64 {
     10 * SEC

@@ -225,6 +225,12 @@ where
     /// waiting reads (they keep their order).
     pub fn read_arrives(&mut self, sector: u64, sectors: u64) -> bool {
         if self.steps.reads_waiting > 0 || self.read_blocked(sector, sectors) {
+            if self.steps.reads_waiting == 0 && self.steps.suspend_until.is_some() {
+                // The applier went to sleep without the suspend's grace
+                // as its deadline (no read waited then): it must watch
+                // it now, or this read waits as long as the stream stalls.
+                self.sleepers.rearm(APPLIER);
+            }
             self.steps.reads_waiting += 1;
             return false;
         }
