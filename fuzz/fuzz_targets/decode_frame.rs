@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use specmirror_core::log::record::{
-    decode_frame, decode_header, encode_frame, Crc32c, Hello, HEADER_LEN,
+    decode_frame, decode_header, encode_frame, Crc32c, Hello, HEADER_LEN, MAGIC, VERSION,
 };
 use specmirror_core::transport::proto::auth::{
     decode_challenge, encode_challenge, verify, MacLabel, CHALLENGE_FRAME_LEN,
@@ -51,8 +51,8 @@ fuzz_target!(|data: &[u8]| {
     // seal a correct CRC, then the frame must decode iff its fields do.
     if data.len() >= HEADER_LEN {
         let mut f = data.to_vec();
-        f[0..4].copy_from_slice(&0x3152_4D53u32.to_le_bytes());
-        f[4] = 1;
+        f[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        f[4] = VERSION;
         f[36..40].fill(0);
         let mut hb = [0u8; HEADER_LEN];
         hb.copy_from_slice(&f[..HEADER_LEN]);
