@@ -176,7 +176,7 @@ impl Glue {
             }
             SenderStep::Connect { conn } => {
                 let sel = inp.b();
-                let random = (sel & 3 != 0).then(|| [sel; 32]);
+                let random = (sel & 3 != 0).then_some([sel; 32]);
                 if s.on_connect(conn, random, now) {
                     assert!(random.is_some());
                     self.conn = Some(conn);
@@ -302,7 +302,7 @@ impl Glue {
         }
     }
 
-    fn to_source(&mut self, s: &mut Src, f: &[u8]) {
+    fn deliver(&mut self, s: &mut Src, f: &[u8]) {
         let Some(conn) = self.conn else { return };
         if s.on_frame(&Crc, conn, f, self.now) == RxVerdict::Stop {
             // The receiver returns; the sender closes.
@@ -491,7 +491,7 @@ fuzz_target!(|data: &[u8]| {
                 let nonce = [inp.b(); 16];
                 let mut b = [0u8; 64];
                 if let Ok(n) = encode_challenge(&Crc, &nonce, &mut b) {
-                    g.to_source(&mut s, &b[..n]);
+                    g.deliver(&mut s, &b[..n]);
                 }
             }
             // The target's HELLO_REPLY.
@@ -529,7 +529,7 @@ fuzz_target!(|data: &[u8]| {
                 auth::sign(key, label, &g.hello_nonce, &mut reply);
                 let mut b = [0u8; MAX_CONTROL_FRAME];
                 if let Ok(n) = encode_hello(&Crc, &reply, true, &mut b) {
-                    g.to_source(&mut s, &b[..n]);
+                    g.deliver(&mut s, &b[..n]);
                 }
             }
             // ACK, NAK, lock replies.
@@ -550,7 +550,7 @@ fuzz_target!(|data: &[u8]| {
                     _ => inp.u64(),
                 };
                 let sector = u64::from(inp.b() % 16);
-                g.to_source(&mut s, &ctl(kind, seq, sector, u32::from(sel >> 6)));
+                g.deliver(&mut s, &ctl(kind, seq, sector, u32::from(sel >> 6)));
             }
             // Garbage, or a read error.
             15 => {
@@ -558,7 +558,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(conn) = g.conn {
                     if sel & 1 == 0 {
                         let raw = vec![sel; usize::from(inp.b())];
-                        g.to_source(&mut s, &raw);
+                        g.deliver(&mut s, &raw);
                     } else {
                         let e = [RecvError::Io, RecvError::Corrupt, RecvError::Protocol]
                             [usize::from(sel >> 1) % 3];
