@@ -17,7 +17,7 @@ use specmirror_core::transport::proto::Mode;
 
 pub use check::{mode_name, Failure, Violation};
 pub use params::{Params, GEN_VERSION};
-pub use sim::{run_mutant, run_seed, run_seed_gen, Outcome};
+pub use sim::{run_mutant, run_mutant_gen, run_seed, run_seed_gen, Outcome};
 
 /// Runs seeds `start..start+n` in each of `modes` on `threads` threads.
 /// Returns (runs passed, summed counters of passed runs, failures in seed

@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 6;
+pub const GEN_VERSION: u32 = 7;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -110,6 +110,9 @@ pub struct Params {
     pub suspends: Vec<u64>,
     /// Per mille of host operations that read through the target device.
     pub p_tgt_read: u64,
+    /// Per mille of host writes for which `map` finds no bio without
+    /// sleeping (they are parked for the worker).
+    pub p_nomem: u64,
     /// Connection resets (`ss -K`, a `fault drop`) at these times; the
     /// link stays up.
     pub drops: Vec<u64>,
@@ -199,6 +202,7 @@ impl Params {
             p_tgt_read: 0,
             spurious_hz: 0,
             drops: Vec::new(),
+            p_nomem: 0,
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -296,6 +300,11 @@ impl Params {
                 }
                 p.drops.sort();
             }
+        }
+        if gen >= 7 {
+            // Version 7: `map` sometimes finds no bio without sleeping.
+            let mut r7 = Rng::new(mix(seed, 0x7007));
+            p.p_nomem = if r7.chance(1, 6) { r7.range(1, 100) } else { 0 };
         }
         p
     }

@@ -412,8 +412,7 @@ impl Sim {
         if let Some(t) = until {
             self.at(t.max(self.now), Ev::Step { a, gen });
         }
-        if self.p.spurious_hz > 0 {
-            let mean = SEC / self.p.spurious_hz;
+        if let Some(mean) = SEC.checked_div(self.p.spurious_hz) {
             let t = self.now + self.rng.range(1, 2 * mean);
             self.at(t, Ev::Spurious { a, gen });
         }
@@ -658,13 +657,15 @@ impl Sim {
 
     fn state(&self) -> String {
         format!(
-            "{} of {} ops done ({} in the source, {} deferred, machine says {}, inflight {}), ring {} records (send {} acked {}), log {} records (applied {}), link {:?}, held {}, actors {:?}",
+            "{} of {} ops done ({} in the source, {} deferred, machine says {}, inflight {} repair {:?} completions {}), ring {} records (send {} acked {}), log {} records (applied {}), link {:?}, held {}, actors {:?}",
             self.completed,
             self.p.ops,
             self.dm_inflight,
             self.deferred.len(),
             self.src.deferred_len(),
-            format!("{} repair {:?} completions {}", self.src.inflight_len(), self.src.next_repair(), self.src.has_completions()),
+            self.src.inflight_len(),
+            self.src.next_repair(),
+            self.src.has_completions(),
             self.src.ring().len_records(),
             self.src.ring().send_seq(),
             self.src.acked_seq(),
@@ -1345,10 +1346,16 @@ impl Sim {
         self.issued += 1;
         self.dm_inflight += 1;
         let req = self.gen_req();
-        // dm `map`, one critical section.
+        // dm `map`, one critical section. Its local bio comes first,
+        // without sleeping; without one the write is parked for the worker.
         let w = host_write(&req);
         let seed = self.seed;
-        let r = self.src.submit(&self.c, &w, |wr| fill(seed, &req, wr));
+        let r = if self.faults_on && self.p.p_nomem > 0 && self.rng.below(1000) < self.p.p_nomem {
+            self.src.defer_unprepared();
+            Submit::Wait(src_m::WaitReason::Queued)
+        } else {
+            self.src.submit(&self.c, &w, |wr| fill(seed, &req, wr))
+        };
         match r {
             Submit::Accepted(seq) => self.accepted_write(seq, req)?,
             Submit::Wait(_) => self.deferred.push_back(req),
@@ -2029,5 +2036,10 @@ pub fn run_seed_gen(seed: u64, mode: Mode, gen: u32, verbose: bool) -> Result<Ou
 /// Runs one seed with a planted bug.
 pub fn run_mutant(seed: u64, mode: Mode, mutant: Mutant, verbose: bool) -> Result<Outcome, Failure> {
     Sim::new(seed, mode, GEN_VERSION, mutant, verbose).run()
+}
+
+/// Runs one seed with a planted bug, with generator version `gen`.
+pub fn run_mutant_gen(seed: u64, mode: Mode, gen: u32, mutant: Mutant, verbose: bool) -> Result<Outcome, Failure> {
+    Sim::new(seed, mode, gen, mutant, verbose).run()
 }
 

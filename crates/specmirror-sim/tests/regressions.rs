@@ -4,7 +4,8 @@
 
 use specmirror_core::transport::proto::mutant::Mutant;
 use specmirror_core::transport::proto::Mode;
-use specmirror_sim::{run_mutant, run_seed, run_seed_gen, Violation};
+use specmirror_sim::{run_mutant_gen, run_seed_gen, Violation};
+use specmirror_sim::run_seed;
 
 const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     // Lock-sync: a resent LOCK was corrupted in flight, the target NAKed a
@@ -123,7 +124,7 @@ fn small_target_storage_seeds_pass() {
 
 /// Each planted bug, and a seed that finds it (found with
 /// `specmirror-sim mutants`): the simulator must still catch it there,
-/// with the kind of failure it caught it with.
+/// with the kind of failure it caught it with (generator version 6).
 const MUTANTS: &[(Mutant, u64, Mode, &str)] = &[
     (Mutant::LostFinalAck, 0, Mode::Speculative, "lost wake-up: TgtSender"),
     (Mutant::NoCompletionAfterHandshake, 0, Mode::Speculative, "lost wake-up: SrcWorker"),
@@ -137,7 +138,7 @@ const MUTANTS: &[(Mutant, u64, Mode, &str)] = &[
 fn planted_bugs_are_caught() {
     assert_eq!(MUTANTS.len(), Mutant::ALL.len(), "every mutant has a seed");
     for &(m, seed, mode, what) in MUTANTS {
-        match run_mutant(seed, mode, m, false) {
+        match run_mutant_gen(seed, mode, 6, m, false) {
             Ok(_) => panic!("mutant {m:?} not caught by seed {seed}"),
             Err(f) => {
                 let text = f.violation.to_string();
@@ -149,7 +150,7 @@ fn planted_bugs_are_caught() {
             }
         }
         // The same seed passes without the bug.
-        if let Err(f) = run_seed(seed, mode, false) {
+        if let Err(f) = run_seed_gen(seed, mode, 6, false) {
             panic!("seed {seed} fails without mutant {m:?}: {f}");
         }
     }

@@ -194,7 +194,7 @@ pub enum LocalLock {
 }
 
 /// The target state machine, over caller storage (so the machine itself
-/// is small, under 2 KiB, and never has to pass through a kernel stack):
+/// is small, under 3 KiB, and never has to pass through a kernel stack):
 /// - `P`: the commit log's pages;
 /// - `W`: the commit log's issue window (at least 1 slot;
 ///   [`crate::log::commit::SCAN_LIMIT`] is the usual);
