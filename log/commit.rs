@@ -13,7 +13,7 @@
 //! region filter's counters are all caller storage, so the log itself is
 //! small (a few hundred bytes) and never has to pass through a stack.
 //!
-//! Ordering rules enforced by [`CommitLog::next_to_issue`] (DESIGN I2, I4):
+//! Ordering rules enforced by [`CommitLog::next_to_issue`] (invariants I2 and I4, Documentation/dm-specmirror.rst):
 //! - Data records (WRITE, DISCARD, WRITE_ZEROES) of one flush epoch may be
 //!   in flight together, except that a record never starts while an
 //!   earlier unfinished data record overlaps its sectors: overlapping

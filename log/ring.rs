@@ -1,6 +1,6 @@
 //! Source-side rollback ring: every record stays here, encoded and sealed,
 //! until the target acknowledges it, so anything the target rejects or
-//! receives corrupted can be replayed byte for byte (DESIGN I3).
+//! receives corrupted can be replayed byte for byte (invariant I3, Documentation/dm-specmirror.rst).
 //!
 //! Records (header, padding to the payload alignment, payload: see
 //! [`super::pages`]) are stored back to back in a byte ring over caller

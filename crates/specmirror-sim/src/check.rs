@@ -1,7 +1,7 @@
 //! What the simulator knows independently of the machines: the write
 //! history as the host issued it, both disks' bytes, which record last
 //! wrote each target sector; and the invariants checked against them
-//! (DESIGN I1-I4).
+//! (Documentation/dm-specmirror.rst, "Guarantees").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -3,7 +3,7 @@
 //! One seed fixes everything: device and ring sizes, workload, link
 //! latency/bandwidth/disconnects/corruption, target device slowness and
 //! failures, local lockers. The run is single-threaded discrete-event in
-//! virtual time, so a seed replays exactly. Invariants I1-I4 of DESIGN.md
+//! virtual time, so a seed replays exactly. Invariants I1-I4 and I6 (Documentation/dm-specmirror.rst, "Guarantees")
 //! and liveness are checked while it runs; see [`sim`].
 
 pub mod check;

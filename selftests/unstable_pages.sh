@@ -1,0 +1,30 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# The bytes written locally are the bytes replicated: a writer changes its
+# buffers while its O_DIRECT writes are in flight (unstable_pages.py), so
+# each write may store any mix of old and new bytes, but the source must
+# store the very mix it sends. After quiesce the two data devices are
+# equal (cmp). Before the source wrote its local device from the ring's
+# copy, they differed here.
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+sm_require
+command -v python3 >/dev/null || { ktap_skip_all "python3 not found"; exit "$KSFT_SKIP"; }
+SECS=${DMSM_UNSTABLE_SECONDS:-20}
+cleanup() { sm_cleanup; sm_netns_down; }
+trap cleanup EXIT
+ktap_print_header
+ktap_set_plan 5
+sm_load
+sm_netns_down
+sm_check "two hosts joined by veth" sm_netns_up
+src=$(sm_loop 32); dst=$(sm_loop 32)
+n=$(sm_sectors "$src")
+s=$PREFIX-src d=$PREFIX-dst
+sm_check "create target and source" bash -c "
+	ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $SM_IP_DST:7800' &&
+	ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $SM_IP_DST:7800'"
+sm_check "buffers changing during ${SECS} s of O_DIRECT writes" python3 "$DIR/unstable_pages.py" /dev/mapper/$s "$SECS"
+sm_check "quiesce (ring empty)" sm_quiesce $s 120
+sm_check "data devices equal (cmp)" sm_equal "$src" "$dst"
+echo "# source: $(dmsetup status $s)"
+ktap_finished
