@@ -24,7 +24,7 @@
 //! `PAGE_SIZE`, hence of every alignment, so the rule holds across the
 //! wrap.
 
-use super::record::HEADER_LEN;
+use super::record::{Crc32c, HEADER_LEN};
 
 /// Bytes per storage page (the kernel's PAGE_SIZE on the supported arches).
 pub const PAGE_SIZE: usize = 4096;
@@ -142,6 +142,32 @@ pub(crate) fn write_at<P: Pages>(
         pos = advance(pos, n, cap);
     }
     Ok(pos)
+}
+
+/// Extends `crc` with the `len` bytes of the ring at byte `pos`, read from
+/// the pages themselves: what the ring holds (and sends) is what the CRC
+/// covers, whatever happened to the bytes they were copied from.
+pub(crate) fn crc_at<P: Pages>(
+    p: &P,
+    c: &dyn Crc32c,
+    cap: usize,
+    pos: usize,
+    len: usize,
+    crc: u32,
+) -> Result<u32, ()> {
+    if len > cap {
+        return Err(());
+    }
+    let mut crc = crc;
+    for (page, off, n) in (Spans {
+        cap,
+        pos,
+        left: len,
+    }) {
+        let src = p.page(page).and_then(|pg| pg.get(off..off + n)).ok_or(())?;
+        crc = c.crc32c(crc, src);
+    }
+    Ok(crc)
 }
 
 /// Copies `out.len()` bytes out of the ring starting at `pos` (wrapping).

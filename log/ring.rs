@@ -19,7 +19,7 @@
 pub use super::pages::{FrameSpans, Pages, Spans, PAGE_SIZE};
 
 use super::pages::{
-    advance, capacity, header_pad, max_stored_len, read_at, stored_len, valid_payload_align,
+    advance, capacity, crc_at, header_pad, max_stored_len, read_at, stored_len, valid_payload_align,
     write_at, MIN_PAYLOAD_ALIGN,
 };
 use super::record::{decode_header, Crc32c, DecodeError, Header, HEADER_LEN, MAX_PAYLOAD, OFF_CRC};
@@ -102,10 +102,16 @@ impl<P: Pages> RingWriter<'_, P> {
         if data.len() > self.left {
             return Err(RingError::LengthMismatch);
         }
+        let start = self.pos;
         self.pos =
             write_at(self.pages, self.cap, self.pos, data).map_err(|()| RingError::Storage)?;
         self.left -= data.len();
-        self.crc = self.c.crc32c(self.crc, data);
+        // Over the ring's copy, not `data`: in the kernel `data` is the
+        // bio's page, which the host may change after the copy (O_DIRECT
+        // from a buffer it keeps writing). A CRC over it could disagree
+        // with the bytes sent, and every resend would be rejected.
+        self.crc = crc_at(&*self.pages, self.c, self.cap, start, data.len(), self.crc)
+            .map_err(|()| RingError::Storage)?;
         Ok(())
     }
 

@@ -3,8 +3,12 @@
 # linux-source-6.12 into the cache, keyed by version, config fragments and
 # toolchain. An unchanged second call only checks and prints the directory.
 #
-#   scripts/build-kernel.sh [debug|release]    -> prints the build directory
-#   scripts/build-kernel.sh --config-only [debug|release]
+#   scripts/build-kernel.sh [debug|release|uml]    -> prints the build directory
+#   scripts/build-kernel.sh --config-only [debug|release|uml]
+#
+# debug and release are x86_64 kernels for the QEMU VM (scripts/vm.sh); uml
+# is a User-Mode Linux kernel with debug's checkers, the fast functional
+# tier (scripts/uml.sh): its binary is <dir>/linux.
 #        configure and check the options only (seconds), no build
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -12,10 +16,12 @@ set -euo pipefail
 config_only=
 if [ "${1:-}" = --config-only ]; then config_only=1; shift; fi
 kind=${1:-debug}
-case "$kind" in debug|release) ;; *) echo "usage: $0 [--config-only] [debug|release]" >&2; exit 2;; esac
+case "$kind" in debug|release|uml) ;; *) echo "usage: $0 [--config-only] [debug|release|uml]" >&2; exit 2;; esac
 
 out=$(dmsm_kdir "$kind")
-if [ -z "$config_only" ] && [ -f "$out/.dmsm-built" ] && [ -f "$out/arch/x86/boot/bzImage" ]; then
+image=arch/x86/boot/bzImage
+[ "$kind" != uml ] || image=linux
+if [ -z "$config_only" ] && [ -f "$out/.dmsm-built" ] && [ -f "$out/$image" ]; then
 	echo "$out"
 	exit 0
 fi
@@ -31,15 +37,18 @@ fi
 
 [ -z "$config_only" ] || out=$(mktemp -d "$DMSM_CACHE/config-check.XXXXXX")
 mkdir -p "$out"
-mk() { make -C "$src" O="$out" LLVM="$DMSM_LLVM" -j"$(nproc)" "$@"; }
+arch=()
+[ "$kind" != uml ] || arch=(ARCH=um)
+mk() { make -C "$src" O="$out" "${arch[@]}" LLVM="$DMSM_LLVM" -j"$(nproc)" "$@"; }
 start=$(date +%s)
 echo "build-kernel: configuring $kind kernel in $out" >&2
 mk defconfig >/dev/null
-frags=("$DMSM_REPO/scripts/kconfig/common.config" "$DMSM_REPO/scripts/kconfig/$kind.config")
+frags=()
+while IFS= read -r f; do frags+=("$f"); done < <(dmsm_kconfig_frags "$kind")
 {
 	# virtme-ng's own needs (virtio, 9p, ...) first, ours last so they win.
-	virtme-configkernel --defconfig --dry-run
-	cat "${frags[@]}"
+	[ "$kind" = uml ] || virtme-configkernel --defconfig --dry-run
+	dmsm_kconfig "$kind"
 } >>"$out/.config"
 # olddefconfig warns about every option we override on purpose: keep
 # its chatter in a log.
@@ -58,7 +67,7 @@ while IFS= read -r line; do
 		if grep -q "^$opt=" "$out/.config"; then echo "build-kernel: wanted $opt off, got: $(grep "^$opt=" "$out/.config")" >&2; bad=1; fi
 		;;
 	esac
-done < <(cat "${frags[@]}")
+done < <(dmsm_kconfig "$kind")
 [ $bad -eq 0 ] || { echo "build-kernel: config check failed" >&2; exit 1; }
 if [ -n "$config_only" ]; then
 	echo "build-kernel: $kind config: every requested option survived olddefconfig" >&2

@@ -3,17 +3,19 @@
 # source tree under the cache (so the debug module in the repository stays
 # as it is) and prints the module's path.
 #
-#   scripts/build-module.sh release
+#   scripts/build-module.sh release|debug|uml
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-kind=${1:?usage: $0 debug|release}
+kind=${1:?usage: $0 debug|release|uml}
 kdir=$("$DMSM_REPO/scripts/build-kernel.sh" "$kind")
 dst="$DMSM_CACHE/module-$kind-$(printf '%s' "$DMSM_REPO" | sha256sum | cut -c1-8)"
-# A fresh copy of the tracked (and new, not ignored) files: nothing built
-# against the other kernel (objects, generated bindings) may leak in.
-rm -rf "$dst"
+# A copy of the tracked (and new, not ignored) files, one per kind, so
+# nothing built against another kernel (objects, generated bindings) leaks
+# in. rsync keeps the files' times, so an unchanged tree rebuilds nothing.
 mkdir -p "$dst"
 git -C "$DMSM_REPO" ls-files -co --exclude-standard -z |
 	grep -zv '^fuzz/\|^crates/' | rsync -a --from0 --files-from=- "$DMSM_REPO/" "$dst/"
-make -s -C "$kdir" M="$dst" LLVM="$DMSM_LLVM" modules >&2
+arch=()
+[ "$kind" != uml ] || arch=(ARCH=um)
+make -s -C "$kdir" M="$dst" "${arch[@]}" LLVM="$DMSM_LLVM" modules >&2
 echo "$dst/dm-specmirror.ko"

@@ -16,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-grep -q '^dm_specmirror ' /proc/modules || insmod "$DMSM_REPO/dm-specmirror.ko"
+grep -q '^dm_specmirror ' /proc/modules || insmod "${DMSM_MODULE:-$DMSM_REPO/dm-specmirror.ko}"
 truncate -s 64M /tmp/smdemo-a.img /tmp/smdemo-b.img
 la=$(losetup -f --show /tmp/smdemo-a.img); lb=$(losetup -f --show /tmp/smdemo-b.img)
 n=$(blockdev --getsz "$la")

@@ -14,15 +14,40 @@ export PATH="$DMSM_VENV/bin:$HOME/.cargo/bin:$PATH"
 # bindgen (ours and the kernel's) must find libclang 19, not another one.
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 
+# The kconfig fragments of a kernel kind, in order (later ones win).
+dmsm_kconfig_frags() { # kind
+	local k=$DMSM_REPO/scripts/kconfig
+	case "$1" in
+	uml) printf '%s\n' "$k/common.config" "$k/debug.config" "$k/uml.config" ;;
+	*) printf '%s\n' "$k/common.config" "$k/$1.config" ;;
+	esac
+}
+
+# The options a kind asks for. For UML, two of common.config's lines go:
+# CONFIG_WERROR, because UML's asm-generic/io.h gives clang
+# -Wnull-pointer-arithmetic warnings in the kernel's own code (the module
+# keeps warnings as errors: Kbuild), and the x86 assembler CRC32C, which
+# UML does not build (the generic crc32c serves).
+dmsm_kconfig() { # kind
+	local f
+	while IFS= read -r f; do
+		if [ "$1" = uml ]; then
+			grep -v -e '^CONFIG_WERROR=' -e '^CONFIG_CRYPTO_CRC32C_INTEL=' "$f"
+		else
+			cat "$f"
+		fi
+	done < <(dmsm_kconfig_frags "$1")
+}
+
 # The key of a build: kernel source, the fragments, the toolchain. Any change
 # of these gives a new directory; an unchanged key reuses the old build.
 dmsm_build_key() { # kind
 	local kind=$1
 	{
 		sha256sum "$DMSM_KSRC_TAR" 2>/dev/null | cut -d' ' -f1
-		cat "$DMSM_REPO/scripts/kconfig/common.config" "$DMSM_REPO/scripts/kconfig/$kind.config"
+		dmsm_kconfig "$kind"
 		rustc --version; bindgen --version; "clang$DMSM_LLVM" --version | head -1
-		virtme-configkernel --defconfig --dry-run 2>/dev/null
+		[ "$kind" = uml ] || virtme-configkernel --defconfig --dry-run 2>/dev/null
 	} | sha256sum | cut -c1-12
 }
 
@@ -36,4 +61,54 @@ dmsm_kdir() { # kind -> build directory of that kind (may not exist yet)
 # clone and a working tree on the same machine do not overwrite each other.
 dmsm_ksft_dir() {
 	echo "$DMSM_CACHE/kselftest-$(printf '%s' "$DMSM_REPO" | sha256sum | cut -c1-8)"
+}
+
+# After a guest run (vm.sh, uml.sh): fails if the kernel log in $out/dmesg
+# holds a splat from the command on, even if the command passed, and exits
+# with the verdict. Early-boot reports (seen under TCG, and UML's lockdep
+# "bad unlock balance" from cgroup_init_early, before any of our code
+# runs) are shown but do not fail the run. DMSM_VM_DMESG: keep a copy.
+dmsm_dmesg_verdict() { # out who rc
+	local out=$1 who=$2 rc=$3 splat
+	# A splat anywhere in dmesg fails the run, even if the command passed.
+	splat='WARNING:|BUG:|Oops|KASAN|kernel BUG|circular locking|lock held when returning|suspicious RCU|sleeping function called from invalid context|general protection fault|Kernel panic|UBSAN|INFO: task .* blocked|unreferenced object|rcu_sched self-detected stall|soft lockup'
+	# Early-boot reports (seen under TCG, before any of our code runs) are shown
+	# but do not fail the run; everything from the guest's marker on does.
+	if grep -q 'dmsm-vm: command starts' "$out/dmesg"; then
+		sed -n '1,/dmsm-vm: command starts/p' "$out/dmesg" >"$out/dmesg.boot"
+		sed -n '/dmsm-vm: command starts/,$p' "$out/dmesg" >"$out/dmesg.cmd"
+	else
+		: >"$out/dmesg.boot"; cp "$out/dmesg" "$out/dmesg.cmd"
+	fi
+	if grep -Eq "$splat" "$out/dmesg.boot"; then
+		echo "$who: note: the kernel reported a problem while booting, before the command ran:" >&2
+		grep -E -m3 "$splat" "$out/dmesg.boot" >&2
+	fi
+	if grep -Eq "$splat" "$out/dmesg.cmd"; then
+		echo "$who: kernel splat in the guest's dmesg:" >&2
+		grep -E -B2 -A30 "$splat" "$out/dmesg.cmd" | head -120 >&2
+		[ "$rc" -ne 0 ] || rc=1
+	fi
+	[ -z "${DMSM_VM_DMESG:-}" ] || cp "$out/dmesg" "$DMSM_VM_DMESG"
+	exit "$rc"
+}
+
+# dmsm_guest_output OUT: the guest's console on stdin, kept in OUT/console;
+# prints only the command's own output (vm-guest.sh brackets it).
+dmsm_guest_output() {
+	tee "$1/console" | sed -n '/^@@@ guest: begin/,/^@@@ guest: end/p' | grep -v '^@@@ guest:'
+}
+
+# dmsm_guest_verdict OUT WHO START: after the guest ended: its time, then
+# the command's exit status, or failure if the guest never wrote one, and
+# the splat check (dmsm_dmesg_verdict). Exits.
+dmsm_guest_verdict() {
+	local out=$1 who=$2 start=$3
+	echo "$who: guest ran $(( $(date +%s) - start ))s" >&2
+	if [ ! -f "$out/rc" ]; then
+		echo "$who: the guest did not finish (no exit status); last console lines:" >&2
+		tail -30 "$out/console" >&2
+		exit 1
+	fi
+	dmsm_dmesg_verdict "$out" "$who" "$(cat "$out/rc")"
 }

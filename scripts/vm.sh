@@ -42,36 +42,6 @@ timeout --foreground "${DMSM_VM_TIMEOUT:-3600}" \
 		--rwdir "$out" "${extra[@]}" --cwd "$DMSM_REPO" \
 		--append "kmemleak=on" \
 		--exec "$DMSM_REPO/scripts/vm-guest.sh $out" </dev/null 2>&1 |
-	tee "$out/console" |
-	sed -n '/^@@@ guest: begin/,/^@@@ guest: end/p' | grep -v '^@@@ guest:'
+	dmsm_guest_output "$out"
 set -e
-echo "vm: guest ran $(( $(date +%s) - start ))s" >&2
-
-if [ ! -f "$out/rc" ]; then
-	echo "vm: the guest did not finish (no exit status); last console lines:" >&2
-	tail -30 "$out/console" >&2
-	exit 1
-fi
-rc=$(cat "$out/rc")
-
-# A splat anywhere in dmesg fails the run, even if the command passed.
-splat='WARNING:|BUG:|Oops|KASAN|kernel BUG|circular locking|lock held when returning|suspicious RCU|sleeping function called from invalid context|general protection fault|Kernel panic|UBSAN|INFO: task .* blocked|unreferenced object|rcu_sched self-detected stall|soft lockup'
-# Early-boot reports (seen under TCG, before any of our code runs) are shown
-# but do not fail the run; everything from the guest's marker on does.
-if grep -q 'dmsm-vm: command starts' "$out/dmesg"; then
-	sed -n '1,/dmsm-vm: command starts/p' "$out/dmesg" >"$out/dmesg.boot"
-	sed -n '/dmsm-vm: command starts/,$p' "$out/dmesg" >"$out/dmesg.cmd"
-else
-	: >"$out/dmesg.boot"; cp "$out/dmesg" "$out/dmesg.cmd"
-fi
-if grep -Eq "$splat" "$out/dmesg.boot"; then
-	echo "vm: note: the kernel reported a problem while booting, before the command ran:" >&2
-	grep -E -m3 "$splat" "$out/dmesg.boot" >&2
-fi
-if grep -Eq "$splat" "$out/dmesg.cmd"; then
-	echo "vm: kernel splat in the guest's dmesg:" >&2
-	grep -E -B2 -A30 "$splat" "$out/dmesg.cmd" | head -120 >&2
-	[ "$rc" -ne 0 ] || rc=1
-fi
-[ -z "${DMSM_VM_DMESG:-}" ] || cp "$out/dmesg" "$DMSM_VM_DMESG"
-exit "$rc"
+dmsm_guest_verdict "$out" vm "$start"

@@ -6,7 +6,7 @@
 # with an fsync every 16 writes through the source and verifies them
 # (--verify=crc32c, read back through the source); then the source must
 # quiesce (every record applied on the target) and the two data devices
-# must be equal (DESIGN.md I1). The counters the run relied on (resends,
+# must be equal (invariant I1 in Documentation/dm-specmirror.rst). The counters the run relied on (resends,
 # reconnects, crc_errors, naks, lag) are printed. No splat (vm.sh).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require

@@ -5,7 +5,7 @@
 # with a corrupted CRC (the copy in its ring stays intact), until ten
 # were. The target must detect every one (crc_errors), answer with NAK, the source must resend
 # from the ring (resends), all without dropping the connection; after
-# quiesce the two data devices are equal (DESIGN.md I1).
+# quiesce the two data devices are equal (invariant I1 in Documentation/dm-specmirror.rst).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require
 command -v ip >/dev/null || { ktap_skip_all "iproute2 not found"; exit "$KSFT_SKIP"; }

@@ -7,7 +7,7 @@
 # write load: the target shows it (failing=1, io_errors), keeps the
 # records and retries them; the source keeps them in its ring (nothing is
 # acknowledged that is not on the target's disk); once the device is back
-# everything is applied: equal (DESIGN.md I1).
+# everything is applied: equal (invariant I1 in Documentation/dm-specmirror.rst).
 #
 # Source data device failing writes: the host sees the error (dd fails),
 # and the mirror does not diverge: the failed write's record may already

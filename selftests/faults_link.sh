@@ -6,7 +6,7 @@
 # taken down for 1 s, netem dropping every packet for 2 s. Each cut that
 # kills the connection must be followed by a reconnect (the source's
 # `reconnects` grows); after every cut the stream is connected again, and
-# after quiesce the two data devices are equal (DESIGN.md I1).
+# after quiesce the two data devices are equal (invariant I1 in Documentation/dm-specmirror.rst).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require
 for t in ip tc ss; do

@@ -8,7 +8,7 @@
 # while the target's `applied` must keep growing; a 1 MiB write into the
 # locked region must meet the lock (lock_conflicts) and stay off the
 # target's disk until the unlock, at least 3 s after the lock. After the
-# unlock the two data devices are equal (DESIGN.md I1). Two rounds: with
+# unlock the two data devices are equal (invariant I1 in Documentation/dm-specmirror.rst). Two rounds: with
 # the default 64 MiB commit log that region's records wait; with a 2 MiB
 # one the log fills behind them and the target rejects the stream
 # (LOCK_REJECTED), which the source replays after the grant.

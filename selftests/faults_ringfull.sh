@@ -6,7 +6,7 @@
 # Host writes must wait for ring room (waits, deferred), none may fail
 # (fio without errors, verify=crc32c) and none may be dropped: once the
 # throttle is removed, after quiesce, the two data devices are equal
-# (DESIGN.md I1).
+# (invariant I1 in Documentation/dm-specmirror.rst).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require
 for t in ip tc; do

@@ -11,7 +11,7 @@
 # second source. The real source, disconnected while the target is alone
 # with the hostile peer (a target serves one connection at a time), then
 # reconnected, keeps replicating: after quiesce the two data devices are
-# equal (DESIGN.md I1). No splat (vm.sh checks dmesg).
+# equal (invariant I1 in Documentation/dm-specmirror.rst). No splat (vm.sh checks dmesg).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require
 command -v ip >/dev/null || { ktap_skip_all "iproute2 not found"; exit "$KSFT_SKIP"; }

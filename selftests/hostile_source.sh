@@ -14,7 +14,7 @@
 # what a back-off from 100 ms doubling allows); host writes through it go
 # on locally. Then a real target replaces the fake on the same address:
 # the source connects, replicates, and after quiesce the two data devices
-# are equal (DESIGN.md I1). No splat (vm.sh checks dmesg).
+# are equal (invariant I1 in Documentation/dm-specmirror.rst). No splat (vm.sh checks dmesg).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require
 command -v ip >/dev/null || { ktap_skip_all "iproute2 not found"; exit "$KSFT_SKIP"; }

@@ -151,7 +151,7 @@ sm_netem() {
 
 # sm_status_field DEV KEY: the value of KEY=value in DEV's status line.
 sm_status_field() {
-	dmsetup status "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+	sm_fields "$1" && [ -n "${SM_F[$2]+set}" ] && echo "${SM_F[$2]}"
 }
 
 # sm_quiesce SRC TIMEOUT_S: waits until the source's ring is empty and no
@@ -185,15 +185,21 @@ sm_until() {
 	done
 }
 
-# sm_fields DEV: DEV's status line into the associative array SM_F
-# (SM_F[state], SM_F[ring], SM_F[reconnects]...), with one process.
+# The one status reader: sm_parse_status LINE puts a status line into the
+# associative array SM_F (SM_F[state], SM_F[ring], SM_F[reconnects]...)
+# without starting a process; sm_fields DEV reads DEV's line into it.
 declare -A SM_F
-sm_fields() {
-	local line w a
-	line=$(dmsetup status "$1") || return 1
-	read -ra a <<<"$line"
-	SM_F=([state]=${a[5]})
+sm_parse_status() {
+	local w a
+	read -ra a <<<"$1"
+	SM_F=([state]=${a[5]-})
 	for w in "${a[@]:6}"; do SM_F[${w%%=*}]=${w#*=}; done
+}
+
+sm_fields() {
+	local line
+	line=$(dmsetup status "$1") || return 1
+	sm_parse_status "$line"
 }
 
 # sm_until_f TIMEOUT_S DEV TEST: reads DEV's status (sm_fields) every 0.1 s
@@ -216,14 +222,8 @@ sm_state() {
 
 # sm_field LINE KEY: the value of KEY=value in a status line already read.
 sm_field() {
-	local w
-	for w in $1; do
-		if [ "${w%%=*}" = "$2" ]; then
-			echo "${w#*=}"
-			return 0
-		fi
-	done
-	return 1
+	sm_parse_status "$1"
+	[ -n "${SM_F[$2]+set}" ] && echo "${SM_F[$2]}"
 }
 
 # --- a write load in the background ----------------------------------------

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # Suspend, resume, disconnect, reconnect and remove with I/O in flight and
 # with the peer unreachable; authentication with a shared secret. Each
-# scenario ends with the two data devices equal (DESIGN.md I1) or, for the
+# scenario ends with the two data devices equal (invariant I1 in Documentation/dm-specmirror.rst) or, for the
 # failure cases, with the state status promises.
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require

@@ -3,8 +3,13 @@
 # Replication between two "hosts" (network namespaces joined by veth):
 # fio writes random and sequential data with fsyncs through the source,
 # verifying it (crc32c); after quiesce the two data devices are equal
-# (DESIGN.md I1). Variants: plain, netem RTT 10 ms, completion sync,
-# mode lock-sync. DMSM_REPL_MB sets the amount written (default 256).
+# (invariant I1 in Documentation/dm-specmirror.rst). Variants: plain, netem RTT 10 ms, completion sync,
+# mode lock-sync. DMSM_REPL_MB sets the amount written (default 256);
+# DMSM_REPL_VARIANTS picks variants by name (default all: async netem
+# sync lock-sync). Under User-Mode Linux (one CPU, no preemption) the
+# sync and netem variants at 256 MiB are the regression tests of the
+# lost-final-ACK hang: before the fix they stopped for good at a target
+# with applied > acked (6090/6056 and 397/391).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require
 command -v ip >/dev/null && command -v tc >/dev/null || { ktap_skip_all "iproute2 not found"; exit "$KSFT_SKIP"; }
@@ -12,7 +17,8 @@ MB=${DMSM_REPL_MB:-256}
 cleanup() { sm_cleanup; sm_netns_down; }
 trap cleanup EXIT
 ktap_print_header
-ktap_set_plan 21
+VARIANTS=${DMSM_REPL_VARIANTS:-async netem sync lock-sync}
+ktap_set_plan $((1 + 5 * $(wc -w <<<"$VARIANTS")))
 sm_load
 sm_netns_down
 sm_check "two hosts joined by veth" sm_netns_up
@@ -39,8 +45,13 @@ run() {
 	echo "# $name: $((EPOCHSECONDS - t0)) s"
 }
 
-run "async" 0 ""
-run "netem 10ms" 10 ""
-run "completion sync" 0 "2 completion sync"
-run "lock-sync" 0 "2 mode lock-sync"
+for v in $VARIANTS; do
+	case $v in
+	async) run "async" 0 "" ;;
+	netem) run "netem 10ms" 10 "" ;;
+	sync) run "completion sync" 0 "2 completion sync" ;;
+	lock-sync) run "lock-sync" 0 "2 mode lock-sync" ;;
+	*) ktap_test_fail "unknown variant $v (DMSM_REPL_VARIANTS)" ;;
+	esac
+done
 ktap_finished

@@ -7,7 +7,8 @@
 # Documentation/dm-specmirror.rst). A target that handed such a
 # driver segments of its commit log (payloads right after a 40-byte
 # header, at any offset) corrupted data and memory (KASAN: use-after-free
-# in null_blk's copy); it now writes from page-aligned bounce pages. fio
+# in null_blk's copy); the commit log now stores each payload at a
+# block-aligned place, and the target's bios write from there. fio
 # writes with --verify=crc32c through the source, then quiesce and cmp.
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require

@@ -13,7 +13,7 @@
 #   6 the link throttled to 5 mbit/s for 10 s (the 8 MiB ring fills)
 #   7 the target restarted (table removed and created again)
 # At the end: faults off, load stopped, quiesce, the two data devices
-# equal (DESIGN.md I1). The seed of the fault sequence is printed; set
+# equal (invariant I1 in Documentation/dm-specmirror.rst). The seed of the fault sequence is printed; set
 # DMSM_SOAK_SEED to replay it.
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require

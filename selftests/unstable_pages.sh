@@ -23,7 +23,29 @@ s=$PREFIX-src d=$PREFIX-dst
 sm_check "create target and source" bash -c "
 	ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $SM_IP_DST:7800' &&
 	ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $SM_IP_DST:7800'"
-sm_check "buffers changing during ${SECS} s of O_DIRECT writes" python3 "$DIR/unstable_pages.py" /dev/mapper/$s "$SECS"
+# writes: the writer under a time limit. Past it (a write that never
+# completes: the writer's threads cannot even be killed), the source's
+# status, the writer threads' kernel stacks and every blocked task go to
+# the log, so a hang shows where instead of as a silent kselftest timeout.
+writes() {
+	local limit=$((SECS * 4 + 60)) pid t
+	python3 "$DIR/unstable_pages.py" /dev/mapper/$s "$SECS" &
+	pid=$!
+	for ((t = 0; t < limit; t++)); do
+		kill -0 $pid 2>/dev/null || break
+		sleep 1
+	done
+	if kill -0 $pid 2>/dev/null; then
+		echo "writer did not finish in $limit s; source: $(dmsetup status $s)"
+		echo "target: $(ip netns exec $SM_NS_DST dmsetup status $d)"
+		for t in /proc/$pid/task/*; do echo "task $t:"; cat $t/stack; done
+		echo w >/proc/sysrq-trigger
+		kill -9 $pid
+		return 1
+	fi
+	wait $pid
+}
+sm_check "buffers changing during ${SECS} s of O_DIRECT writes" writes
 sm_check "quiesce (ring empty)" sm_quiesce $s 120
 sm_check "data devices equal (cmp)" sm_equal "$src" "$dst"
 echo "# source: $(dmsetup status $s)"

@@ -307,3 +307,46 @@ fn seqs_near_u64_max_never_overflow() {
     assert_eq!(r.ack(u64::MAX), 2);
     assert!(r.is_empty());
 }
+
+/// A CRC that remembers the address ranges it was given.
+struct SeenCrc(std::cell::RefCell<Vec<(usize, usize)>>);
+
+impl specmirror_core::log::record::Crc32c for SeenCrc {
+    fn crc32c(&self, crc: u32, data: &[u8]) -> u32 {
+        let a = data.as_ptr() as usize;
+        self.0.borrow_mut().push((a, a + data.len()));
+        Crc.crc32c(crc, data)
+    }
+}
+
+/// The record's CRC covers the bytes the ring holds, never the host's
+/// buffer: in the kernel that buffer is the bio's pages, which a writer on
+/// another CPU may change between the copy into the ring and the CRC
+/// (O_DIRECT with an unstable buffer). A CRC over the buffer then
+/// disagrees with the ring's bytes, and the target rejects the record
+/// with a NAK every time it is resent: a livelock the SMP VM found
+/// (selftests/unstable_pages.sh). Here: no CRC input lies in the buffer,
+/// and the frame read back from the ring decodes.
+#[test]
+fn payload_crc_is_over_the_ring_copy() {
+    let mut r = RollbackRing::new(common::vec_pages(4), 1);
+    let host = payload(7, 3 * 4096);
+    let (lo, hi) = (host.as_ptr() as usize, host.as_ptr() as usize + host.len());
+    let seen = SeenCrc(std::cell::RefCell::new(Vec::new()));
+    r.append(&seen, hdr(Kind::Write, 0, 24), host.len(), |w| {
+        for c in host.chunks(5000) {
+            w.write(c)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let seen = seen.0.into_inner();
+    assert!(!seen.is_empty());
+    for (a, b) in seen {
+        assert!(b <= lo || a >= hi, "the CRC read the host's buffer at {a:#x}..{b:#x}");
+    }
+    let f = gather(&r).unwrap();
+    let (h, p) = decode_frame(&Crc, &f).unwrap();
+    assert_eq!(h.count, 24);
+    assert_eq!(p, &host[..]);
+}
