@@ -88,13 +88,13 @@ fuzz-smoke:
 
 # vm_selftests ENV: install selftests/ into the kernel tree, then run them
 # in the VM with ENV (DMSM_TESTS: a list; DMSM_RUN_ONE: one script alone).
-vm_selftests = @kdir=$(kdir) && scripts/install-selftests.sh "$$kdir" && \
-	$(1) scripts/vm.sh scripts/run-selftests.sh
+vm_selftests = @kdir=$(kdir) && inst=$$(scripts/install-selftests.sh "$$kdir") && \
+	DMSM_KSFT_DIR=$$inst $(1) scripts/vm.sh scripts/run-selftests.sh
 
 # uml_selftests ENV: the same under User-Mode Linux, with the module built
 # for the UML kernel.
-uml_selftests = @kdir=$$(scripts/build-kernel.sh uml) && scripts/install-selftests.sh "$$kdir" >/dev/null && \
-	mod=$$(scripts/build-module.sh uml) && DMSM_MODULE=$$mod $(1) scripts/uml.sh scripts/run-selftests.sh
+uml_selftests = @kdir=$$(scripts/build-kernel.sh uml) && inst=$$(scripts/install-selftests.sh "$$kdir") && \
+	mod=$$(scripts/build-module.sh uml) && DMSM_KSFT_DIR=$$inst DMSM_MODULE=$$mod $(1) scripts/uml.sh scripts/run-selftests.sh
 
 selftests: module
 	$(call vm_selftests,)

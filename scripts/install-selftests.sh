@@ -9,7 +9,7 @@ set -euo pipefail
 kdir=${1:?usage: $0 KDIR}
 ksrc=$(readlink -f "$kdir/source" 2>/dev/null || echo "$kdir")
 dst="$ksrc/tools/testing/selftests/dm-specmirror"
-inst=$(dmsm_ksft_dir)
+inst=$(dmsm_ksft_dir "$kdir")
 mkdir -p "$dst" "$DMSM_CACHE"
 # The kernel tree is shared by every clone using this cache: one install
 # at a time, or two clones would mix their tests.

@@ -59,8 +59,11 @@ dmsm_kdir() { # kind -> build directory of that kind (may not exist yet)
 
 # Where this checkout's kselftest install goes: one per checkout, so a CI
 # clone and a working tree on the same machine do not overwrite each other.
+# dmsm_ksft_dir KDIR: where install-selftests.sh installs this clone's
+# selftests for kernel KDIR (one directory per clone and kernel, so that
+# make check's UML and SMP lanes never replace each other's tests).
 dmsm_ksft_dir() {
-	echo "$DMSM_CACHE/kselftest-$(printf '%s' "$DMSM_REPO" | sha256sum | cut -c1-8)"
+	echo "$DMSM_CACHE/kselftest-$(printf '%s:%s' "$DMSM_REPO" "$(basename "$1")" | sha256sum | cut -c1-8)"
 }
 
 # After a guest run (vm.sh, uml.sh): fails if the kernel log in $out/dmesg

@@ -6,7 +6,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 export DMSM_MODULE=${DMSM_MODULE:-$DMSM_REPO/dm-specmirror.ko}
-cd "$(dmsm_ksft_dir)" || exit 1
+cd "${DMSM_KSFT_DIR:?set by make: the directory install-selftests.sh printed}" || exit 1
 # DMSM_RUN_ONE=script.sh: that script alone, outside kselftest's runner
 # and its timeout (the soak).
 if [ -n "${DMSM_RUN_ONE:-}" ]; then
