@@ -26,6 +26,17 @@ if [ -z "$config_only" ] && [ -f "$out/.dmsm-built" ] && [ -f "$out/$image" ]; t
 	exit 0
 fi
 
+# One build at a time in a cache (make check builds the UML and the debug
+# kernel from two lanes; both share the extracted source tree). Whoever
+# waited may find its kernel built meanwhile.
+mkdir -p "$DMSM_CACHE"
+exec 8>"$DMSM_CACHE/build-kernel.lock"
+flock 8
+if [ -z "$config_only" ] && [ -f "$out/.dmsm-built" ] && [ -f "$out/$image" ]; then
+	echo "$out"
+	exit 0
+fi
+
 src="$DMSM_CACHE/src/linux-source-6.12"
 if [ ! -f "$src/.dmsm-extracted" ]; then
 	echo "build-kernel: extracting $DMSM_KSRC_TAR" >&2
