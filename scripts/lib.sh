@@ -89,7 +89,8 @@ dmsm_dmesg_verdict() { # out who rc
 	fi
 	if grep -Eq "$splat" "$out/dmesg.cmd"; then
 		echo "$who: kernel splat in the guest's dmesg:" >&2
-		grep -E -B2 -A30 "$splat" "$out/dmesg.cmd" | head -120 >&2
+		grep -E -B2 -A30 "$splat" "$out/dmesg.cmd" >"$out/splat"
+		head -120 "$out/splat" >&2
 		[ "$rc" -ne 0 ] || rc=1
 	fi
 	[ -z "${DMSM_VM_DMESG:-}" ] || cp "$out/dmesg" "$DMSM_VM_DMESG"

@@ -22,7 +22,7 @@ import sys
 import time
 
 MAGIC = 0x31524D53
-VERSION = 1
+VERSION = 2  # Documentation/wire-protocol.rst: version 1 is refused
 HEADER = struct.Struct("<IBBHQQIIII")  # 40 bytes, little-endian
 HELLO = struct.Struct("<IIQQQ16s32sII")  # 88 bytes
 K_HELLO, K_WRITE, K_HELLO_REPLY, K_CHALLENGE = 0x01, 0x04, 0x81, 0x86
@@ -63,7 +63,7 @@ def frame(kind, payload=b"", seq=0, sector=0, count=0, length=None, magic=MAGIC,
 
 def hello(dev_sectors, mac=bytes(32)):
     gen = int.from_bytes(os.urandom(8), "little") | 1
-    return HELLO.pack(1, 2048, dev_sectors, gen, 0, os.urandom(16), mac, 0, 0)
+    return HELLO.pack(VERSION, 2048, dev_sectors, gen, 0, os.urandom(16), mac, 0, 0)
 
 
 def recv_exact(s, n):
