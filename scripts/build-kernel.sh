@@ -21,10 +21,8 @@ case "$kind" in debug|release|uml) ;; *) echo "usage: $0 [--config-only] [debug|
 out=$(dmsm_kdir "$kind")
 image=arch/x86/boot/bzImage
 [ "$kind" != uml ] || image=linux
-if [ -z "$config_only" ] && [ -f "$out/.dmsm-built" ] && [ -f "$out/$image" ]; then
-	echo "$out"
-	exit 0
-fi
+built() { [ -z "$config_only" ] && [ -f "$out/.dmsm-built" ] && [ -f "$out/$image" ]; }
+if built; then echo "$out"; exit 0; fi
 
 # One build at a time in a cache (make check builds the UML and the debug
 # kernel from two lanes; both share the extracted source tree). Whoever
@@ -32,10 +30,7 @@ fi
 mkdir -p "$DMSM_CACHE"
 exec 8>"$DMSM_CACHE/build-kernel.lock"
 flock 8
-if [ -z "$config_only" ] && [ -f "$out/.dmsm-built" ] && [ -f "$out/$image" ]; then
-	echo "$out"
-	exit 0
-fi
+if built; then echo "$out"; exit 0; fi
 
 src="$DMSM_CACHE/src/linux-source-6.12"
 if [ ! -f "$src/.dmsm-extracted" ]; then

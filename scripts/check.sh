@@ -29,19 +29,9 @@ trap 'rm -rf "$work"' EXIT
 results=$work/results # one line per step: rc seconds name
 t0=$EPOCHSECONDS
 
-# step NAME CMD...: runs CMD, its output to the terminal and to
-# $work/NAME.log; records the result.
-step() {
-	local name=$1 s=$EPOCHSECONDS rc; shift
-	echo "=== check: $name"
-	"$@" 2>&1 | tee "$work/$name.log"
-	rc=${PIPESTATUS[0]}
-	echo "$rc $((EPOCHSECONDS - s)) $name" >>"$results"
-	echo "=== check: $name $([ "$rc" -eq 0 ] && echo ok || echo FAILED) ($((EPOCHSECONDS - s))s)"
-	return "$rc"
-}
-# quiet_step NAME CMD...: the same, output printed in one piece at the end
-# (so that the lanes' lines do not interleave).
+# quiet_step NAME CMD...: runs CMD, its output into $work/NAME.log, printed
+# in one piece when it ends (so that the lanes' lines do not interleave);
+# records the result.
 quiet_step() {
 	local name=$1 s=$EPOCHSECONDS rc; shift
 	echo "=== check: $name starts" | flock "$work/print" cat
@@ -78,7 +68,7 @@ else
 fi
 echo "=== check: $tier tier (UML: $uml_tests; SMP: ${smp_tests:-all})"
 
-step deps scripts/deps.sh || { echo "check: 0 passed, 1 failed"; exit 1; }
+quiet_step deps scripts/deps.sh || { echo "check: 0 passed, 1 failed"; exit 1; }
 
 host_lane() {
 	quiet_step core-tests make -s test-core

@@ -57,8 +57,6 @@ dmsm_kdir() { # kind -> build directory of that kind (may not exist yet)
 	echo "$DMSM_CACHE/build/$kind-$ver-$(dmsm_build_key "$kind")"
 }
 
-# Where this checkout's kselftest install goes: one per checkout, so a CI
-# clone and a working tree on the same machine do not overwrite each other.
 # dmsm_ksft_dir KDIR: where install-selftests.sh installs this clone's
 # selftests for kernel KDIR (one directory per clone and kernel, so that
 # make check's UML and SMP lanes never replace each other's tests).
@@ -73,10 +71,7 @@ dmsm_ksft_dir() {
 # runs) are shown but do not fail the run. DMSM_VM_DMESG: keep a copy.
 dmsm_dmesg_verdict() { # out who rc
 	local out=$1 who=$2 rc=$3 splat
-	# A splat anywhere in dmesg fails the run, even if the command passed.
 	splat='WARNING:|BUG:|Oops|KASAN|kernel BUG|circular locking|lock held when returning|suspicious RCU|sleeping function called from invalid context|general protection fault|Kernel panic|UBSAN|INFO: task .* blocked|unreferenced object|rcu_sched self-detected stall|soft lockup'
-	# Early-boot reports (seen under TCG, before any of our code runs) are shown
-	# but do not fail the run; everything from the guest's marker on does.
 	if grep -q 'dmsm-vm: command starts' "$out/dmesg"; then
 		sed -n '1,/dmsm-vm: command starts/p' "$out/dmesg" >"$out/dmesg.boot"
 		sed -n '/dmsm-vm: command starts/,$p' "$out/dmesg" >"$out/dmesg.cmd"
@@ -95,6 +90,14 @@ dmsm_dmesg_verdict() { # out who rc
 	fi
 	[ -z "${DMSM_VM_DMESG:-}" ] || cp "$out/dmesg" "$DMSM_VM_DMESG"
 	exit "$rc"
+}
+
+# dmsm_guest_prepare OUT CMD...: the command and the DMSM_* knobs (the
+# guest does not inherit our environment) into OUT, for vm-guest.sh.
+dmsm_guest_prepare() {
+	local out=$1 v; shift
+	printf '%q ' "$@" >"$out/cmd"
+	for v in $(compgen -v DMSM_ || true); do printf 'export %s=%q\n' "$v" "${!v}"; done >"$out/env"
 }
 
 # dmsm_guest_output OUT: the guest's console on stdin, kept in OUT/console;

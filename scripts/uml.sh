@@ -16,8 +16,7 @@ kdir=${DMSM_UML_KDIR:-$("$DMSM_REPO/scripts/build-kernel.sh" uml)}
 
 out=$(mktemp -d /tmp/dmsm-uml.XXXXXX)
 trap 'rm -rf "$out"' EXIT
-printf '%q ' "$@" >"$out/cmd"
-{ for v in $(compgen -v DMSM_ || true); do printf 'export %s=%q\n' "$v" "${!v}"; done; } >"$out/env"
+dmsm_guest_prepare "$out" "$@"
 # The guest's /tmp and /run are its own tmpfs: host directories it needs
 # from there (a clone under /tmp, the cache) are mounted back.
 binds=

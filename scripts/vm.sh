@@ -17,9 +17,7 @@ kdir=${KDIR:-$("$DMSM_REPO/scripts/build-kernel.sh" "$kind")}
 
 out=$(mktemp -d /tmp/dmsm-vm.XXXXXX)
 trap 'rm -rf "$out"' EXIT
-printf '%q ' "$@" >"$out/cmd"
-# The guest does not inherit our environment: forward the DMSM_* knobs.
-{ for v in $(compgen -v DMSM_ || true); do printf 'export %s=%q\n' "$v" "${!v}"; done; } >"$out/env"
+dmsm_guest_prepare "$out" "$@"
 mem=${DMSM_VM_MEMORY:-4G}
 cpus=${DMSM_VM_CPUS:-2}
 # DMSM_VM_RWDIR: one more host directory the guest may write (same path).

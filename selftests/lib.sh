@@ -151,7 +151,7 @@ sm_netem() {
 
 # sm_status_field DEV KEY: the value of KEY=value in DEV's status line.
 sm_status_field() {
-	sm_fields "$1" && [ -n "${SM_F[$2]+set}" ] && echo "${SM_F[$2]}"
+	sm_fields "$1" && sm_f "$2"
 }
 
 # sm_quiesce SRC TIMEOUT_S: waits until the source's ring is empty and no
@@ -222,8 +222,12 @@ sm_state() {
 
 # sm_field LINE KEY: the value of KEY=value in a status line already read.
 sm_field() {
-	sm_parse_status "$1"
-	[ -n "${SM_F[$2]+set}" ] && echo "${SM_F[$2]}"
+	sm_parse_status "$1" && sm_f "$2"
+}
+
+# sm_f KEY: KEY's value in the status line read last; fails if it has none.
+sm_f() {
+	[ -n "${SM_F[$1]+set}" ] && echo "${SM_F[$1]}"
 }
 
 # --- a write load in the background ----------------------------------------

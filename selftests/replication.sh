@@ -3,8 +3,8 @@
 # Replication between two "hosts" (network namespaces joined by veth):
 # fio writes random and sequential data with fsyncs through the source,
 # verifying it (crc32c); after quiesce the two data devices are equal
-# (invariant I1 in Documentation/dm-specmirror.rst). Variants: plain, netem RTT 10 ms, completion sync,
-# mode lock-sync. DMSM_REPL_MB sets the amount written (default 256);
+# (invariant I1 in Documentation/dm-specmirror.rst). Variants: plain,
+# netem RTT 10 ms, completion sync, mode lock-sync. DMSM_REPL_MB sets the amount written (default 256);
 # DMSM_REPL_VARIANTS picks variants by name (default all: async netem
 # sync lock-sync). Under User-Mode Linux (one CPU, no preemption) the
 # sync and netem variants at 256 MiB are the regression tests of the

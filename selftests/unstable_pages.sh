@@ -33,11 +33,11 @@ writes() {
 	pid=$!
 	for ((t = 0; t < limit; t++)); do
 		kill -0 $pid 2>/dev/null || break
-		sleep 1
+		sm_nap 1
 	done
 	if kill -0 $pid 2>/dev/null; then
 		echo "writer did not finish in $limit s; source: $(dmsetup status $s)"
-		echo "target: $(ip netns exec $SM_NS_DST dmsetup status $d)"
+		echo "target: $(dmsetup status $d)"
 		for t in /proc/$pid/task/*; do echo "task $t:"; cat $t/stack; done
 		echo w >/proc/sysrq-trigger
 		kill -9 $pid
