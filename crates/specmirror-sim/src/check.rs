@@ -89,7 +89,15 @@ pub fn sector_pattern(seed: u64, wid: u64, s: u64, out: &mut [u8]) {
         return;
     }
     let h = mix(mix(seed, wid), s);
-    for (i, b) in out.iter_mut().enumerate() {
+    // Byte i is byte (i % 8) of `h` xor (i / 8): built a word at a time,
+    // since this pattern is most of the simulator's time.
+    let mut words = out.chunks_exact_mut(8);
+    for (j, w) in (&mut words).enumerate() {
+        let x = h ^ (j as u8 as u64).wrapping_mul(0x0101_0101_0101_0101);
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+    let tail_start = out.len() - out.len() % 8;
+    for (i, b) in out.iter_mut().enumerate().skip(tail_start) {
         *b = (h >> ((i % 8) * 8)) as u8 ^ (i / 8) as u8;
     }
 }
@@ -344,5 +352,23 @@ impl Books {
     pub fn src_bytes(&self, sector: u64, count: u64) -> Vec<u8> {
         let a = sector as usize * SECT;
         self.src_disk[a..a + count as usize * SECT].to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time pattern is the byte-wise definition, so seeds
+    /// replay the same bytes as before it.
+    #[test]
+    fn sector_pattern_matches_its_bytewise_definition() {
+        for len in [0usize, 5, 8, 13, SECT, 4096] {
+            let mut fast = vec![0u8; len];
+            sector_pattern(7, 3, 11, &mut fast);
+            let h = mix(mix(7, 3), 11);
+            let slow: Vec<u8> = (0..len).map(|i| (h >> ((i % 8) * 8)) as u8 ^ (i / 8) as u8).collect();
+            assert_eq!(fast, slow, "len {len}");
+        }
     }
 }
