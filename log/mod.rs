@@ -10,10 +10,12 @@
 //! - [`filter`]: counting filter of the regions pending records touch.
 //! - [`locks`]: target-side region lock table.
 //! - [`pages`]: caller page storage seen as a byte ring (shared by both).
+//! - [`meta`]: persistent metadata: superblock, dirty bitmap, generations.
 
 pub mod commit;
 pub mod filter;
 pub mod locks;
+pub mod meta;
 pub mod pages;
 pub mod record;
 pub mod ring;

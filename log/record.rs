@@ -195,7 +195,7 @@ pub trait Crc32c {
     fn crc32c(&self, crc: u32, data: &[u8]) -> u32;
 }
 
-fn rd_u16(b: &[u8], off: usize) -> u16 {
+pub(crate) fn rd_u16(b: &[u8], off: usize) -> u16 {
     let mut a = [0u8; 2];
     if let Some(s) = b.get(off..off.saturating_add(2)) {
         a.copy_from_slice(s);
@@ -203,7 +203,7 @@ fn rd_u16(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes(a)
 }
 
-fn rd_u32(b: &[u8], off: usize) -> u32 {
+pub(crate) fn rd_u32(b: &[u8], off: usize) -> u32 {
     let mut a = [0u8; 4];
     if let Some(s) = b.get(off..off.saturating_add(4)) {
         a.copy_from_slice(s);
@@ -211,7 +211,7 @@ fn rd_u32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(a)
 }
 
-fn rd_u64(b: &[u8], off: usize) -> u64 {
+pub(crate) fn rd_u64(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     if let Some(s) = b.get(off..off.saturating_add(8)) {
         a.copy_from_slice(s);
@@ -219,7 +219,7 @@ fn rd_u64(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-fn wr(b: &mut [u8], off: usize, v: &[u8]) {
+pub(crate) fn wr(b: &mut [u8], off: usize, v: &[u8]) {
     if let Some(d) = b.get_mut(off..off.saturating_add(v.len())) {
         d.copy_from_slice(v);
     }
