@@ -21,10 +21,11 @@ use kernel::sync::Arc;
 use transport::sys::bio::Bio;
 use transport::sys::{self as sys, Args, Ctr, CtrError, DmDev, EndIo, Limits, MapResult, Registration, StatusType, StatusWriter, TargetOps};
 use transport::table::{self as table, Role, TableConfig, TableError};
+use transport::metadata::Metadata;
 use transport::{source_dev::SourceDev, target_dev::TargetDev};
 
 /// The version dmsetup shows; the wire protocol's is in `log/record.rs`.
-const VERSION: [u32; 3] = [0, 2, 1];
+const VERSION: [u32; 3] = [0, 3, 0];
 
 module! {
     type: SpecMirrorModule,
@@ -54,8 +55,14 @@ impl kernel::Module for SpecMirrorModule {
     }
 }
 
-/// One `specmirror` device: a source or a target.
-enum SpecMirror {
+/// One `specmirror` device: a source or a target, and its metadata.
+struct SpecMirror {
+    role: RoleDev,
+    meta: Metadata,
+}
+
+/// The role half of a device.
+enum RoleDev {
     Source(Arc<SourceDev>),
     Target(Arc<TargetDev>),
 }
@@ -75,20 +82,20 @@ const MAX_BIO_SECTORS: u32 = 1024;
 
 impl SpecMirror {
     fn config(&self) -> &TableConfig {
-        match self {
-            SpecMirror::Source(s) => s.config(),
-            SpecMirror::Target(t) => t.config(),
+        match &self.role {
+            RoleDev::Source(s) => s.config(),
+            RoleDev::Target(t) => t.config(),
         }
     }
 }
 
-impl Drop for SpecMirror {
+impl Drop for RoleDev {
     fn drop(&mut self) {
         // dtr: dm suspended the device first, but stop again in case the
         // table was never resumed (threads are not running then).
         match self {
-            SpecMirror::Source(s) => s.stop(),
-            SpecMirror::Target(t) => t.stop(),
+            RoleDev::Source(s) => s.stop(),
+            RoleDev::Target(t) => t.stop(),
         }
     }
 }
@@ -102,31 +109,39 @@ impl TargetOps for SpecMirror {
             pr_warn!("specmirror: rejected table line: {}\n", e.message());
             table_error(e)
         })?;
-        // parse() succeeded, so word 1 (the data device) exists.
+        // parse() succeeded, so words 1 and 2 (the devices) exist.
         let path = args.get(1).ok_or(table_error(TableError::TooFewArgs))?;
-        let data = ctx.get_device(path)?;
+        let meta_path = args.get(2).ok_or(table_error(TableError::TooFewArgs))?;
+        let data = ctx.get_device(path, c_str!("Data device lookup failed"))?;
+        // dm checks the length only after the constructor; the metadata
+        // must not be formatted for a size the data device does not have.
+        if ctx.len() > data.sectors() {
+            return Err(CtrError::inval(c_str!("Data device is smaller than the target")));
+        }
+        let meta_dev = ctx.get_device(meta_path, c_str!("Metadata device lookup failed"))?;
+        let meta = Metadata::open(meta_dev, &line.config, ctx.len())?;
         ctx.accept_flush_discard_zeroes();
         ctx.set_per_bio_data_size(core::mem::size_of::<transport::sys::bio::PerBio>());
         ctx.set_max_io_len(line.config.region_sectors.min(MAX_BIO_SECTORS))?;
         let nomem = |_| CtrError { msg: c_str!("Cannot allocate the ring or the threads' state"), err: ENOMEM };
-        let dev = match line.config.role {
-            Role::Source => SpecMirror::Source(SourceDev::new(line.config, data, ctx.events(), ctx.target(), ctx.len()).map_err(nomem)?),
-            Role::Target => SpecMirror::Target(TargetDev::new(line.config, data, ctx.events(), ctx.len()).map_err(nomem)?),
+        let role = match line.config.role {
+            Role::Source => RoleDev::Source(SourceDev::new(line.config, data, ctx.events(), ctx.target(), ctx.len()).map_err(nomem)?),
+            Role::Target => RoleDev::Target(TargetDev::new(line.config, data, ctx.events(), ctx.len()).map_err(nomem)?),
         };
-        KBox::new(dev, GFP_KERNEL).map_err(|_| CtrError { msg: c_str!("Cannot allocate target context"), err: ENOMEM })
+        KBox::new(SpecMirror { role, meta }, GFP_KERNEL).map_err(|_| CtrError { msg: c_str!("Cannot allocate target context"), err: ENOMEM })
     }
 
     fn map(&self, bio: &mut Bio<'_>) -> MapResult {
-        match self {
-            SpecMirror::Source(s) => s.map(bio),
-            SpecMirror::Target(t) => t.map(bio),
+        match &self.role {
+            RoleDev::Source(s) => s.map(bio),
+            RoleDev::Target(t) => t.map(bio),
         }
     }
 
     fn end_io(&self, bio: &mut Bio<'_>, status: u8) -> EndIo {
-        match self {
-            SpecMirror::Source(s) => s.end_io(bio, status),
-            SpecMirror::Target(t) => t.end_io(bio, status),
+        match &self.role {
+            RoleDev::Source(s) => s.end_io(bio, status),
+            RoleDev::Target(t) => t.end_io(bio, status),
         }
     }
 
@@ -135,47 +150,50 @@ impl TargetOps for SpecMirror {
     }
 
     fn preresume(&self) -> Result {
-        match self {
-            SpecMirror::Source(s) => s.start(),
-            SpecMirror::Target(t) => t.start(),
+        match &self.role {
+            RoleDev::Source(s) => s.start(),
+            RoleDev::Target(t) => t.start(),
         }
     }
 
     fn presuspend(&self) {
-        match self {
-            SpecMirror::Source(s) => s.presuspend(),
-            SpecMirror::Target(t) => t.presuspend(),
+        match &self.role {
+            RoleDev::Source(s) => s.presuspend(),
+            RoleDev::Target(t) => t.presuspend(),
         }
     }
 
     fn presuspend_undo(&self) {
-        match self {
-            SpecMirror::Source(s) => s.presuspend_undo(),
-            SpecMirror::Target(t) => t.presuspend_undo(),
+        match &self.role {
+            RoleDev::Source(s) => s.presuspend_undo(),
+            RoleDev::Target(t) => t.presuspend_undo(),
         }
     }
 
     fn postsuspend(&self) {
-        match self {
-            SpecMirror::Source(s) => s.stop(),
-            SpecMirror::Target(t) => t.stop(),
+        match &self.role {
+            RoleDev::Source(s) => s.stop(),
+            RoleDev::Target(t) => t.stop(),
         }
     }
 
     fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>) {
         let dev = self.data_dev().name().to_str().unwrap_or("?");
+        let meta = self.meta.dev().name().to_str().unwrap_or("?");
         let _ = match kind {
             StatusType::Info => {
-                match self {
-                    SpecMirror::Source(s) => s.status(out, dev),
-                    SpecMirror::Target(t) => t.status(out, dev),
+                match &self.role {
+                    RoleDev::Source(s) => s.status(out, dev),
+                    RoleDev::Target(t) => t.status(out, dev),
                 }
-                Ok(())
+                // The generation the metadata holds (0: a target never
+                // synced). Not used by the handshake yet (version 0.3.0).
+                write!(out, " meta={} gen={:016x}", meta, self.meta.superblock().gens.current)
             }
-            StatusType::Table => self.config().write_table(out, dev),
+            StatusType::Table => self.config().write_table(out, dev, meta),
             StatusType::Ima => {
                 let _ = write!(out, "target_name=specmirror,target_version={}.{}.{},", VERSION[0], VERSION[1], VERSION[2]);
-                self.config().write_ima(out, dev)
+                self.config().write_ima(out, dev, meta)
             }
         };
     }
@@ -189,9 +207,9 @@ impl TargetOps for SpecMirror {
             *w = a;
         }
         let words = words.get(..args.len()).unwrap_or(&[]);
-        let r = match self {
-            SpecMirror::Source(s) => s.message(words),
-            SpecMirror::Target(t) => t.message(words),
+        let r = match &self.role {
+            RoleDev::Source(s) => s.message(words),
+            RoleDev::Target(t) => t.message(words),
         };
         if r.is_err() {
             let verb = args.get(0).and_then(|s| s.to_str().ok()).unwrap_or("");
@@ -201,9 +219,9 @@ impl TargetOps for SpecMirror {
     }
 
     fn data_dev(&self) -> &DmDev {
-        match self {
-            SpecMirror::Source(s) => s.data(),
-            SpecMirror::Target(t) => t.data(),
+        match &self.role {
+            RoleDev::Source(s) => s.data(),
+            RoleDev::Target(t) => t.data(),
         }
     }
 }

@@ -113,11 +113,13 @@ up_local() {
 down_local() { dmsetup remove --retry bn-linear; }
 
 spec_up() { # OPTS
-	local n1 n2 sectors
+	local n1 n2 m1 m2 sectors
 	n1=$(nullb 1) && n2=$(nullb 2) || return 1
+	# Metadata devices: null_blk allocates only the blocks written.
+	m1=$(nullb 7) && m2=$(nullb 8) || return 1
 	sectors=$(blockdev --getsz "$n1")
-	ip netns exec $D dmsetup create $D --table "0 $sectors specmirror target $n1 10.79.0.2:7900" || return 1
-	ip netns exec $S dmsetup create $S --table "0 $sectors specmirror source $n2 10.79.0.2:7900 $1" || return 1
+	ip netns exec $D dmsetup create $D --table "0 $sectors specmirror target $n1 $m1 10.79.0.2:7900" || return 1
+	ip netns exec $S dmsetup create $S --table "0 $sectors specmirror source $n2 $m2 10.79.0.2:7900 $1" || return 1
 	{ dmsetup table $S; dmsetup table $D; } >"$CUR/table"
 	local _
 	for _ in $(seq 1 200); do

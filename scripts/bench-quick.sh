@@ -19,7 +19,7 @@ cleanup() {
 	set +e
 	for d in bq-linear $S $D; do dmsetup remove --retry $d 2>/dev/null; done
 	ip netns del $S 2>/dev/null; ip netns del $D 2>/dev/null
-	for n in 0 1 2; do
+	for n in 0 1 2 3 4; do
 		[ -d /sys/kernel/config/nullb/bq$n ] || continue
 		echo 0 >/sys/kernel/config/nullb/bq$n/power; rmdir /sys/kernel/config/nullb/bq$n
 	done
@@ -38,6 +38,8 @@ nullb() {
 }
 grep -q '^dm_specmirror ' /proc/modules || insmod "$MODULE"
 n0=$(nullb 0); n1=$(nullb 1); n2=$(nullb 2)
+# Metadata devices: null_blk allocates only the blocks written.
+m1=$(nullb 3); m2=$(nullb 4)
 sectors=$(blockdev --getsz "$n0")
 
 ip netns add $S; ip netns add $D
@@ -57,10 +59,11 @@ fio_run() {
 	python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]["write"]; print(j["iops"], j["clat_ns"]["mean"])'
 }
 
-# mirror OPTS: target on n1 (namespace D), source on n2 (namespace S).
+# mirror OPTS: target on n1 (namespace D), source on n2 (namespace S),
+# their metadata on m1 and m2.
 mirror_up() {
-	ip netns exec $D dmsetup create $D --table "0 $sectors specmirror target $n1 10.79.0.2:7900"
-	ip netns exec $S dmsetup create $S --table "0 $sectors specmirror source $n2 10.79.0.2:7900 $1"
+	ip netns exec $D dmsetup create $D --table "0 $sectors specmirror target $n1 $m1 10.79.0.2:7900"
+	ip netns exec $S dmsetup create $S --table "0 $sectors specmirror source $n2 $m2 10.79.0.2:7900 $1"
 	for _ in $(seq 1 100); do dmsetup status $S | grep -q ' connected ' && return 0; sleep 0.1; done
 	echo "bench: source did not connect: $(dmsetup status $S)" >&2; return 1
 }

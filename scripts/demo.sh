@@ -11,7 +11,8 @@ cleanup() {
 	dmsetup remove --retry $B 2>/dev/null || true
 	ip netns del $A 2>/dev/null || true
 	ip netns del $B 2>/dev/null || true
-	[ -z "${la:-}" ] || losetup -d "$la"; [ -z "${lb:-}" ] || losetup -d "$lb"
+	local d
+	for d in "${la:-}" "${lb:-}" "${ma:-}" "${mb:-}"; do [ -z "$d" ] || losetup -d "$d"; done
 	rm -f /tmp/smdemo-*.img
 }
 trap cleanup EXIT
@@ -19,6 +20,9 @@ trap cleanup EXIT
 grep -q '^dm_specmirror ' /proc/modules || insmod "${DMSM_MODULE:-$DMSM_REPO/dm-specmirror.ko}"
 truncate -s 64M /tmp/smdemo-a.img /tmp/smdemo-b.img
 la=$(losetup -f --show /tmp/smdemo-a.img); lb=$(losetup -f --show /tmp/smdemo-b.img)
+# Each side's metadata device: zeroed, so the first load formats it.
+truncate -s 4M /tmp/smdemo-ma.img /tmp/smdemo-mb.img
+ma=$(losetup -f --show /tmp/smdemo-ma.img); mb=$(losetup -f --show /tmp/smdemo-mb.img)
 n=$(blockdev --getsz "$la")
 
 ip netns add $A; ip netns add $B
@@ -28,8 +32,8 @@ ip -n $B addr add 10.77.0.2/24 dev veth-b; ip -n $B link set veth-b up; ip -n $B
 echo "demo: hosts $A (10.77.0.1) and $B (10.77.0.2) joined by veth"
 
 # Each table is loaded from inside its host's namespace: the socket lives there.
-ip netns exec $B dmsetup create $B --table "0 $n specmirror target $lb 10.77.0.2:7789"
-ip netns exec $A dmsetup create $A --table "0 $n specmirror source $la 10.77.0.2:7789"
+ip netns exec $B dmsetup create $B --table "0 $n specmirror target $lb $mb 10.77.0.2:7789"
+ip netns exec $A dmsetup create $A --table "0 $n specmirror source $la $ma 10.77.0.2:7789"
 echo "demo: target: $(dmsetup table $B)"
 echo "demo: source: $(dmsetup table $A)"
 

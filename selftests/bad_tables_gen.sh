@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
-# 200 generated malformed table lines (issue 5, scenario 9), from a seeded
+# 204 generated malformed table lines (issue 5, scenario 9), from a seeded
 # generator (bash RANDOM; the seed is printed, DMSM_BADGEN_SEED picks
 # another): random tokens, huge, negative, overflowing and non-decimal
 # numbers, missing words, odd optional-argument counts, unknown and
@@ -38,7 +38,7 @@ token() {
 	rnd 12; len=$((R + 1)); T=
 	for ((i = 0; i < len; i++)); do rnd ${#TOKCH}; T+=${TOKCH:R:1}; done
 	case $T in
-	source|target|region_size|ring_mb|mode|completion|hot_regions|secret) T=x$T ;;
+	source|target|region_size|ring_mb|mode|completion|hot_regions|secret|chunk_size) T=x$T ;;
 	esac
 }
 # role: a random role into ROLE; endpoint: a valid endpoint for it into EP.
@@ -82,7 +82,8 @@ badnum() { # badnum VALID: into P
 		"$((TWO32 + $1))" "1844674407370955161$((6 + $1 % 4))" 99999999999999999999999 "$TWO32" abc ""
 }
 
-DEV=${GEN_DEV:-/dev/loop0}
+# The two device words, data then metadata.
+DEV="${GEN_DEV:-/dev/loop0} ${GEN_META:-/dev/loop1}"
 PREFIX=${PREFIX:-smt}
 
 gen_args() { # 12: fewer than role, device and address
@@ -286,13 +287,17 @@ gen_values() { # 24: values out of range or malformed
 	done
 }
 
-gen_devices() { # 12: data devices that are not block devices or do not exist
+gen_devices() { # 16: data or metadata devices that are not block devices or do not exist
 	local i
-	for ((i = 0; i < 12; i++)); do
+	for ((i = 0; i < 16; i++)); do
 		role; endpoint
 		pick /dev/does-not-exist-$RANDOM /dev/null /dev /tmp "${GEN_FILE:-/etc/hostname}" 259:99999 0:0 \
 			abc:def -1:0 253:99999 /dev/mapper/control relative/path 8:255 "$PREFIX"
-		add devices "$ROLE $P $EP" "Data device lookup failed"
+		if ((i < 12)); then
+			add devices "$ROLE $P ${DEV#* } $EP" "Data device lookup failed"
+		else
+			add devices "$ROLE ${DEV%% *} $P $EP" "Metadata device lookup failed"
+		fi
 	done
 }
 
@@ -319,7 +324,8 @@ sm_load
 GEN_DEV=$(sm_loop 16)
 n=$(sm_sectors "$GEN_DEV")
 GEN_FILE=${SM_FILES[0]}
-DEV=$GEN_DEV
+GEN_META=$(sm_meta "$GEN_DEV")
+DEV="$GEN_DEV $GEN_META"
 generate
 total=${#GEN_ARGS[@]}
 
@@ -433,7 +439,7 @@ done
 dmsetup remove "$G"
 sm_check "no device left behind" bash -c "! dmsetup ls | grep -q '^$PREFIX-'"
 valid() {
-	dmsetup create $PREFIX-ok --table "0 $n specmirror target $GEN_DEV 127.0.0.1:7099 2 ring_mb 1" &&
+	dmsetup create $PREFIX-ok --table "0 $n specmirror target $GEN_DEV $GEN_META 127.0.0.1:7099 2 ring_mb 1" &&
 	dmsetup status $PREFIX-ok && dmsetup remove $PREFIX-ok
 }
 sm_check "the module still works: a valid target created and removed" valid

@@ -17,7 +17,7 @@ dev=$(sm_loop 64)
 n=$(sm_sectors "$dev")
 name=$PREFIX-source
 # Nobody listens on this port: the source keeps the records and retries.
-sm_check "source: create (peer unreachable)" sm_create "$name" "0 $n specmirror source $dev 127.0.0.1:7790"
+sm_check "source: create (peer unreachable)" sm_create "$name" "0 $n specmirror source $dev $(sm_meta $dev) 127.0.0.1:7790"
 sm_check "source: fio randwrite verify=crc32c" \
 	fio --name=rt --filename=/dev/mapper/$name --rw=randwrite --bs=4k --size=${DMSM_RT_MB:-16}M \
 		--direct=1 --ioengine=psync --verify=crc32c --verify_fatal=1 \
@@ -32,7 +32,7 @@ dev=$(sm_loop 64)
 n=$(sm_sectors "$dev")
 name=$PREFIX-target
 dd if=$pat of=$dev bs=1M seek=16 oflag=direct conv=fsync status=none
-sm_check "target: create" sm_create "$name" "0 $n specmirror target $dev 127.0.0.1:7791"
+sm_check "target: create" sm_create "$name" "0 $n specmirror target $dev $(sm_meta $dev) 127.0.0.1:7791"
 sm_check "target: reads return the data device (cmp)" \
 	bash -c "cmp <(dd if=/dev/mapper/$name bs=1M skip=16 count=8 iflag=direct status=none) $pat"
 sm_check "target: writes through the target fail" \

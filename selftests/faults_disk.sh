@@ -39,8 +39,8 @@ failing() {
 pair() {
 	dmsetup create $FS --table "0 $n linear $src 0" &&
 	dmsetup create $FD --table "0 $n linear $dst 0" &&
-	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target /dev/mapper/$FD $SM_IP_DST:7870" &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source /dev/mapper/$FS $SM_IP_DST:7870" &&
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target /dev/mapper/$FD $(sm_meta /dev/mapper/$FD) $SM_IP_DST:7870" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source /dev/mapper/$FS $(sm_meta /dev/mapper/$FS) $SM_IP_DST:7870" &&
 	sm_state $S connected
 }
 sm_check "source over dm-linear/flakey, target over dm-linear/flakey; connected" pair

@@ -29,8 +29,8 @@ RS=2048                              # region_size (the default)
 last=$((n / RS - 1))                 # the locked region: the last one
 rs=$((last * RS))                    # its first sector
 pair() {
-	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $SM_IP_DST:7840${1:+ $1}" &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $SM_IP_DST:7840" &&
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:7840${1:+ $1}" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7840" &&
 	sm_state $S connected
 }
 lock_it() { dmsetup message $D 0 lock $rs $RS && [ "$(sm_status_field $D local_locks)" = 1 ]; }

@@ -71,8 +71,8 @@ bounded() {
 link() { ip -n $SM_NS_SRC link set smt-veth-s "$1"; }
 up_pair() { # up_pair SRC_DEV DST_DEV PORT [OPTS]: target, then source; connected
 	local n; n=$(sm_sectors "$1")
-	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $2 $SM_IP_DST:$3" &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $1 $SM_IP_DST:$3${4:+ $4}" &&
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $2 $(sm_meta $2) $SM_IP_DST:$3" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $1 $(sm_meta $1) $SM_IP_DST:$3${4:+ $4}" &&
 	sm_state $S connected 60
 }
 fio_gone() { ! kill -0 "$SM_LOAD_PID" 2>/dev/null; }
@@ -92,7 +92,7 @@ waiting() { # waiting TEST [TIMEOUT_S]: SM_F holds TEST within 30 s
 }
 quick() { # insmod again, one device created and removed
 	sm_load &&
-	dmsetup create $PREFIX-q --table "0 $(sm_sectors "$src1") specmirror target $src1 127.0.0.1:7839 2 ring_mb 1" &&
+	dmsetup create $PREFIX-q --table "0 $(sm_sectors "$src1") specmirror target $src1 $(sm_meta quick-target) 127.0.0.1:7839 2 ring_mb 1" &&
 	dmsetup status $PREFIX-q && dmsetup remove $PREFIX-q
 }
 
@@ -126,7 +126,7 @@ n2=$(sm_sectors "$dst2")
 sm_check "(b) fresh pair connected" up_pair "$src2" "$dst2" 7831
 load 2m "(b)"
 bounded "(b) remove the target under load" ok dmsetup remove $D
-sm_check "(b) a new target" ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n2 specmirror target $dst2 $SM_IP_DST:7831"
+sm_check "(b) a new target" ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n2 specmirror target $dst2 $(sm_meta $dst2) $SM_IP_DST:7831"
 reconnected() {
 	sm_until_f 60 $S '[ "${SM_F[state]}" = connected ] && [ "${SM_F[reconnects]}" -ge 1 ]' ||
 		{ dmsetup status $S; return 1; }

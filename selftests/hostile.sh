@@ -27,8 +27,8 @@ src=$(sm_loop 64); dst=$(sm_loop 64)
 n=$(sm_sectors "$src")
 S=$PREFIX-src D=$PREFIX-dst PORT=7860 SECRET=h0st1le-Test
 pair() {
-	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $SM_IP_DST:$PORT 2 secret $SECRET" &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $SM_IP_DST:$PORT 2 secret $SECRET" &&
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:$PORT 2 secret $SECRET" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:$PORT 2 secret $SECRET" &&
 	sm_state $S connected
 }
 sm_check "create target and source with a secret; connected" pair

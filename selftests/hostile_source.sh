@@ -34,7 +34,7 @@ n=$(sm_sectors "$src")
 S=$PREFIX-src D=$PREFIX-dst PORT=7880 SECRET=f4ke-Target
 # Nothing listens yet: the source keeps trying (connecting).
 mksrc() {
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $SM_IP_DST:$PORT 2 secret $SECRET" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:$PORT 2 secret $SECRET" &&
 	sm_state $S connecting
 }
 sm_check "create the source (secret set); nothing listens yet" mksrc
@@ -121,7 +121,7 @@ wait "$FAKE_PID" 2>/dev/null
 
 # The real target on the fake's address.
 real() {
-	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $SM_IP_DST:$PORT 2 secret $SECRET" &&
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:$PORT 2 secret $SECRET" &&
 	sm_state $S connected 30
 }
 sm_check "a real target on that address: the source connects" real

@@ -58,6 +58,23 @@ sm_loop() {
 
 sm_sectors() { blockdev --getsz "$1"; }
 
+# sm_meta DATA_DEV: the metadata device for a table over DATA_DEV: a 4 MiB
+# loop device over a zeroed file named after it, created on first use and
+# the same one on every later call (a reload finds its metadata again), so
+# it also works from a command substitution's subshell. sm_cleanup and
+# sm_clear_stale detach it. 4 MiB holds the metadata of a data device of
+# up to about 1.9 TiB with the default 64 KiB chunks.
+sm_meta() {
+	local f dev
+	f=/tmp/smt-img.meta-$(basename "$1")
+	dev=$(losetup -j "$f" 2>/dev/null | cut -d: -f1 | head -n 1)
+	if [ -z "$dev" ]; then
+		[ -e "$f" ] || truncate -s 4M "$f"
+		dev=$(losetup -f --show "$f") || return 1
+	fi
+	echo "$dev"
+}
+
 # sm_try_tables DEV SECTORS ARGS...: loads "0 SECTORS specmirror ARGS" for
 # each ARGS, in turn, into the inactive table of DEV (a device without a
 # table) through one process (dm_load.py; a dmsetup process per line costs
@@ -101,6 +118,16 @@ sm_cleanup() {
 	done
 	for d in "${SM_LOOPS[@]}"; do losetup -d "$d" 2>/dev/null; done
 	rm -f "${SM_FILES[@]}"
+	sm_meta_cleanup
+}
+
+# sm_meta_cleanup: detaches and deletes every sm_meta device.
+sm_meta_cleanup() {
+	local d
+	for d in $(losetup -a 2>/dev/null | awk -F: '/\/tmp\/smt-img\.meta-/ {print $1}'); do
+		losetup -d "$d" 2>/dev/null
+	done
+	rm -f /tmp/smt-img.meta-*
 }
 
 # sm_check DESCRIPTION CMD...: one KTAP result; the command's output is

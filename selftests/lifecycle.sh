@@ -17,8 +17,8 @@ sm_netns_up || { ktap_exit_fail_msg "cannot create the network namespaces"; }
 src=$(sm_loop 96); dst=$(sm_loop 96)
 n=$(sm_sectors "$src")
 S=$PREFIX-src D=$PREFIX-dst
-tgt_line="0 $n specmirror target $dst $SM_IP_DST:7810"
-src_line="0 $n specmirror source $src $SM_IP_DST:7810"
+tgt_line="0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:7810"
+src_line="0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7810"
 up_target() { ip netns exec $SM_NS_DST dmsetup create $D --table "$tgt_line${1:+ $1}"; }
 up_source() { ip netns exec $SM_NS_SRC dmsetup create $S --table "$src_line${1:+ $1}"; }
 # state DEV WORD: waits up to 20 s for DEV's status to show WORD as state.

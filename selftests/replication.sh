@@ -30,8 +30,8 @@ run() {
 	local name=$1 rtt=$2 opts=$3 s=$PREFIX-src d=$PREFIX-dst half=$((MB / 2)) t0=$EPOCHSECONDS
 	sm_netem "$rtt"
 	sm_check "$name: create target and source" bash -c "
-		ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $SM_IP_DST:7800' &&
-		ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $SM_IP_DST:7800 $opts'"
+		ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:7800' &&
+		ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7800 $opts'"
 	sm_check "$name: fio ${MB} MiB random+sequential, fsync, verify=crc32c" \
 		fio --filename=/dev/mapper/$s --direct=1 --ioengine=libaio --verify=crc32c \
 			--verify_fatal=1 --verify_state_save=0 --randrepeat=0 --output-format=terse \

@@ -45,8 +45,8 @@ S=$PREFIX-src D=$PREFIX-dst
 pair() {
 	local n
 	n=$(sm_sectors "$1") &&
-	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $2 $SM_IP_DST:7880" &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $1 $SM_IP_DST:7880"
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $2 $(sm_meta $2) $SM_IP_DST:7880" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $1 $(sm_meta $1) $SM_IP_DST:7880"
 }
 connected_pair() { pair "$1" "$2" && sm_state $S connected; }
 round() {

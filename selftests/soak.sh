@@ -35,11 +35,11 @@ src=$(sm_loop 128); dst=$(sm_loop 128)
 n=$(sm_sectors "$src")
 S=$PREFIX-src D=$PREFIX-dst FD=$PREFIX-flk-dst PORT=7890 RS=2048
 target_up() {
-	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target /dev/mapper/$FD $SM_IP_DST:$PORT"
+	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target /dev/mapper/$FD $(sm_meta /dev/mapper/$FD) $SM_IP_DST:$PORT"
 }
 pair() {
 	dmsetup create $FD --table "0 $n linear $dst 0" && target_up &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $SM_IP_DST:$PORT 2 ring_mb 8" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:$PORT 2 ring_mb 8" &&
 	sm_state $S connected
 }
 sm_check "create target (over dm-linear) and source (ring_mb 8); connected" pair

@@ -41,8 +41,8 @@ timed() {
 }
 
 sm_check "create target and source (completion sync, ring_mb 4)" bash -c "
-	ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $SM_IP_DST:7800' &&
-	ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $SM_IP_DST:7800 4 completion sync ring_mb 4'"
+	ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:7800' &&
+	ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7800 4 completion sync ring_mb 4'"
 sm_check "connected" sm_state $s connected 60
 sm_load_start /dev/mapper/$s --size=48M
 sm_nap 3

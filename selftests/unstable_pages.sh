@@ -21,8 +21,8 @@ src=$(sm_loop 32); dst=$(sm_loop 32)
 n=$(sm_sectors "$src")
 s=$PREFIX-src d=$PREFIX-dst
 sm_check "create target and source" bash -c "
-	ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $SM_IP_DST:7800' &&
-	ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $SM_IP_DST:7800'"
+	ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:7800' &&
+	ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7800'"
 # writes: the writer under a time limit. Past it (a write that never
 # completes: the writer's threads cannot even be killed), the source's
 # status, the writer threads' kernel stacks and every blocked task go to

@@ -1,12 +1,12 @@
 //! Parsing of the `specmirror` table line (pure core: no `kernel::`).
 //!
 //! ```text
-//! <start> <len> specmirror source <data_dev> <peer_host>:<port> [<#opt_args> <opt_args>...]
-//! <start> <len> specmirror target <data_dev> <listen_host>:<port> [<#opt_args> <opt_args>...]
+//! <start> <len> specmirror source <data_dev> <meta_dev> <peer_host>:<port> [<#opt_args> <opt_args>...]
+//! <start> <len> specmirror target <data_dev> <meta_dev> <listen_host>:<port> [<#opt_args> <opt_args>...]
 //! ```
 //!
 //! The kernel hands the constructor the words after the target name. This
-//! module checks everything except the device (which only the kernel can
+//! module checks everything except the devices (which only the kernel can
 //! open) so that each malformed line is rejected with one precise message,
 //! and so that all of it is tested at userspace speed.
 
@@ -28,6 +28,10 @@ pub const HOT_REGIONS_DEFAULT: u32 = 64;
 pub const HOT_REGIONS_MAX: u32 = 65536;
 /// Longest accepted shared secret, in bytes.
 pub const SECRET_MAX: usize = 64;
+/// Default chunk (unit of the dirty bitmap and of resync), in sectors.
+pub const CHUNK_SECTORS_DEFAULT: u32 = crate::log::meta::DEFAULT_CHUNK_SECTORS;
+/// Smallest chunk: 4 KiB.
+pub const CHUNK_SECTORS_MIN: u32 = crate::log::meta::MIN_CHUNK_SECTORS;
 
 /// Which end of the mirror a table line builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +131,7 @@ const GIVEN_MODE: u8 = 1 << 2;
 const GIVEN_COMPLETION: u8 = 1 << 3;
 const GIVEN_HOT_REGIONS: u8 = 1 << 4;
 const GIVEN_SECRET: u8 = 1 << 5;
+const GIVEN_CHUNK_SIZE: u8 = 1 << 6;
 
 /// A parsed and range-checked table line, minus the data device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,13 +152,16 @@ pub struct TableConfig {
     pub hot_regions: u32,
     /// Shared secret for the HMAC challenge, if any.
     pub secret: Option<Secret>,
+    /// Sectors per chunk of the metadata's dirty bitmap, a power of two
+    /// from [`CHUNK_SECTORS_MIN`] to `region_sectors`.
+    pub chunk_sectors: u32,
     given: u8,
 }
 
 /// Why a table line was refused. Each maps to one `ti->error` message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TableError {
-    /// Fewer than role, device and address.
+    /// Fewer than role, data device, metadata device and address.
     TooFewArgs,
     /// First word is neither `source` nor `target`.
     BadRole,
@@ -187,6 +195,8 @@ pub enum TableError {
     BadHotRegions,
     /// secret empty, too long or not printable.
     BadSecret,
+    /// chunk_size not a power of two from 8 to region_size.
+    BadChunkSize,
 }
 
 impl TableError {
@@ -194,7 +204,7 @@ impl TableError {
     pub fn message_nul(self) -> &'static str {
         match self {
             TableError::TooFewArgs => {
-                "Not enough arguments: need <source|target> <data_dev> <host>:<port>\0"
+                "Not enough arguments: need <source|target> <data_dev> <meta_dev> <host>:<port>\0"
             }
             TableError::BadRole => "Invalid role: expected source or target\0",
             TableError::BadAddress => "Invalid address: expected a.b.c.d:port or [ipv6]:port\0",
@@ -220,6 +230,9 @@ impl TableError {
             TableError::BadCompletion => "Invalid completion: expected async or sync\0",
             TableError::BadHotRegions => "Invalid hot_regions: must be 1 to 65536\0",
             TableError::BadSecret => "Invalid secret: 1 to 64 printable characters\0",
+            TableError::BadChunkSize => {
+                "Invalid chunk_size: must be a power of two from 8 sectors to region_size\0"
+            }
         }
     }
 
@@ -237,19 +250,22 @@ pub struct ParsedLine<'a> {
     pub config: TableConfig,
     /// The data device word (path or `major:minor`), for `dm_get_device`.
     pub data_dev: &'a [u8],
+    /// The metadata device word.
+    pub meta_dev: &'a [u8],
 }
 
-/// Parses the words after `specmirror`: `<role> <data_dev> <host>:<port> [opts]`.
+/// Parses the words after `specmirror`:
+/// `<role> <data_dev> <meta_dev> <host>:<port> [opts]`.
 pub fn parse<'a, I>(args: I) -> Result<ParsedLine<'a>, TableError>
 where
     I: IntoIterator<Item = &'a [u8]>,
     I::IntoIter: ExactSizeIterator,
 {
     let mut it = args.into_iter();
-    if it.len() < 3 {
+    if it.len() < 4 {
         return Err(TableError::TooFewArgs);
     }
-    let (Some(role), Some(data_dev), Some(addr)) = (it.next(), it.next(), it.next()) else {
+    let (Some(role), Some(data_dev), Some(meta_dev), Some(addr)) = (it.next(), it.next(), it.next(), it.next()) else {
         return Err(TableError::TooFewArgs);
     };
     let role = match role {
@@ -270,6 +286,7 @@ where
         completion: Completion::Async,
         hot_regions: HOT_REGIONS_DEFAULT,
         secret: None,
+        chunk_sectors: CHUNK_SECTORS_DEFAULT,
         given: 0,
     };
     if let Some(count) = it.next() {
@@ -285,7 +302,14 @@ where
             apply_option(&mut config, key, value)?;
         }
     }
-    Ok(ParsedLine { config, data_dev })
+    // Checked once every option is known, so their order does not matter.
+    // A region smaller than the default chunk takes chunks of its size.
+    if config.given & GIVEN_CHUNK_SIZE == 0 {
+        config.chunk_sectors = config.chunk_sectors.min(config.region_sectors);
+    } else if config.chunk_sectors > config.region_sectors {
+        return Err(TableError::BadChunkSize);
+    }
+    Ok(ParsedLine { config, data_dev, meta_dev })
 }
 
 fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), TableError> {
@@ -296,6 +320,7 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         b"completion" => GIVEN_COMPLETION,
         b"hot_regions" => GIVEN_HOT_REGIONS,
         b"secret" => GIVEN_SECRET,
+        b"chunk_size" => GIVEN_CHUNK_SIZE,
         _ => return Err(TableError::UnknownKey),
     };
     if c.given & bit != 0 {
@@ -338,6 +363,13 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         }
         GIVEN_HOT_REGIONS => {
             c.hot_regions = parse_in(value, 1, HOT_REGIONS_MAX, TableError::BadHotRegions)?;
+        }
+        GIVEN_CHUNK_SIZE => {
+            let v = parse_in(value, CHUNK_SECTORS_MIN, REGION_SECTORS_MAX, TableError::BadChunkSize)?;
+            if !v.is_power_of_two() {
+                return Err(TableError::BadChunkSize);
+            }
+            c.chunk_sectors = v;
         }
         _ => {
             // GIVEN_SECRET: printable, no spaces (dm splits words on them).
@@ -542,9 +574,9 @@ fn write_ipv6(f: &mut dyn fmt::Write, a: &[u8; 16]) -> fmt::Result {
 impl TableConfig {
     /// Writes the table line back (STATUSTYPE_TABLE): the words after the
     /// target name that recreate this device, with only the keys given.
-    pub fn write_table(&self, f: &mut dyn fmt::Write, data_dev: &str) -> fmt::Result {
+    pub fn write_table(&self, f: &mut dyn fmt::Write, data_dev: &str, meta_dev: &str) -> fmt::Result {
         let role = self.role_str();
-        write!(f, "{} {} {}", role, data_dev, self.endpoint)?;
+        write!(f, "{} {} {} {}", role, data_dev, meta_dev, self.endpoint)?;
         let n = self.given.count_ones() * 2;
         if n == 0 {
             return Ok(());
@@ -565,6 +597,9 @@ impl TableConfig {
         if self.given & GIVEN_HOT_REGIONS != 0 {
             write!(f, " hot_regions {}", self.hot_regions)?;
         }
+        if self.given & GIVEN_CHUNK_SIZE != 0 {
+            write!(f, " chunk_size {}", self.chunk_sectors)?;
+        }
         if let Some(s) = &self.secret {
             // Like dm-crypt's key: root can read it back to recreate the
             // device; IMA and INFO never show it.
@@ -577,14 +612,16 @@ impl TableConfig {
     }
 
     /// Writes the IMA measurement pairs (`key=value,`), never the secret.
-    pub fn write_ima(&self, f: &mut dyn fmt::Write, data_dev: &str) -> fmt::Result {
+    pub fn write_ima(&self, f: &mut dyn fmt::Write, data_dev: &str, meta_dev: &str) -> fmt::Result {
         let role = self.role_str();
         write!(
             f,
-            "role={},data_dev={},endpoint={},region_size={},ring_mb={},mode={},completion={},hot_regions={},auth={};",
+            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},auth={};",
             role,
             data_dev,
+            meta_dev,
             self.endpoint,
+            self.chunk_sectors,
             self.region_sectors,
             self.ring_mb,
             self.mode_str(),

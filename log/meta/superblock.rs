@@ -136,6 +136,16 @@ impl Superblock {
     }
 }
 
+/// The writes that format a blank device, in order: the new superblock to
+/// block 0, then the same as update 1 to block 1, so that a freshly
+/// formatted device already has two good copies (one damaged block is
+/// survived from the start) and a crash between the two leaves block 0.
+/// The second is the current superblock afterwards.
+pub fn format_copies(sb: &Superblock) -> [Superblock; 2] {
+    let first = Superblock { seq: 0, ..*sb };
+    [first, first.next()]
+}
+
 /// What one superblock block holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Copy {

@@ -151,6 +151,12 @@ impl DmDev {
         unsafe { (*self.dev).bdev }
     }
 
+    /// The device's size in 512-byte sectors.
+    pub(crate) fn sectors(&self) -> u64 {
+        // SAFETY: `bdev()` is the live block device this dm_dev holds open.
+        unsafe { raw::dmsm_bdev_nr_sectors(self.bdev()) }
+    }
+
     /// The device's logical block size in bytes.
     pub(crate) fn logical_block_size(&self) -> u32 {
         // SAFETY: `bdev()` is the live block device this dm_dev holds open.
@@ -177,8 +183,9 @@ pub(crate) struct Ctr<'a> {
 }
 
 impl Ctr<'_> {
-    /// Opens `path` (a path or `major:minor`) with the table's mode.
-    pub(crate) fn get_device(&self, path: &CStr) -> Result<DmDev, CtrError> {
+    /// Opens `path` (a path or `major:minor`) with the table's mode;
+    /// `failed` is the `ti->error` if that fails.
+    pub(crate) fn get_device(&self, path: &CStr, failed: &'static CStr) -> Result<DmDev, CtrError> {
         let mut dev: *mut dm_dev = core::ptr::null_mut();
         // SAFETY: `ti` is valid (type invariant) and so is its table; `path`
         // is NUL-terminated; `dev` is a valid out pointer.
@@ -189,7 +196,7 @@ impl Ctr<'_> {
         match to_result(r) {
             // INVARIANT: `dev` came from a successful dm_get_device on `ti`.
             Ok(()) if !dev.is_null() => Ok(DmDev { ti: self.ti, dev }),
-            _ => Err(CtrError::inval(c_str!("Data device lookup failed"))),
+            _ => Err(CtrError::inval(failed)),
         }
     }
 

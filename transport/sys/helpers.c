@@ -427,3 +427,23 @@ bool dmsm_fault_injection_enabled(void)
 {
 	return dmsm_fault_injection;
 }
+
+int dmsm_page_rw_sync(struct block_device *bdev, u64 sector, struct page *page, bool write)
+{
+	struct bio_vec bvec;
+	struct bio bio;
+	blk_opf_t opf = write ? (REQ_OP_WRITE | REQ_SYNC | REQ_PREFLUSH | REQ_FUA) : REQ_OP_READ;
+	int ret;
+
+	bio_init(&bio, bdev, &bvec, 1, opf);
+	bio.bi_iter.bi_sector = sector;
+	__bio_add_page(&bio, page, PAGE_SIZE, 0);
+	ret = submit_bio_wait(&bio);
+	bio_uninit(&bio);
+	return ret;
+}
+
+u64 dmsm_bdev_nr_sectors(struct block_device *bdev)
+{
+	return bdev_nr_sectors(bdev);
+}

@@ -162,3 +162,13 @@ bool dmsm_selftest_enabled(void);
 bool dmsm_fault_injection_enabled(void);
 
 #endif
+
+/*
+ * Metadata I/O at table load and on (rare) metadata updates: one page read
+ * or written synchronously with an on-stack bio (submit_bio_wait). A write
+ * is REQ_PREFLUSH | REQ_FUA, so when it returns the block and everything
+ * before it are on stable media. Process context only; may sleep.
+ */
+int dmsm_page_rw_sync(struct block_device *bdev, u64 sector, struct page *page, bool write);
+/* bdev_nr_sectors(): the device's size in 512-byte sectors. */
+u64 dmsm_bdev_nr_sectors(struct block_device *bdev);

@@ -9,6 +9,7 @@
 //! - [`bio`]: the bios dm hands to the target;
 //! - [`devio`]: the bios the roles build themselves (local writes from
 //!   ring pages, records from commit-log pages, repair reads);
+//! - [`metaio`]: whole-block synchronous I/O on the metadata device;
 //! - [`pages`]: ring pages and the kernel's CRC-32C;
 //! - [`sync`]: the irq-safe spinlock behind each role's state;
 //! - [`net`]: kernel TCP sockets in the table loader's namespace;
@@ -41,6 +42,7 @@ pub(crate) mod bio;
 pub(crate) mod devio;
 pub(crate) mod dm;
 pub(crate) mod frames;
+pub(crate) mod metaio;
 pub(crate) mod net;
 pub(crate) mod pages;
 pub(crate) mod selftest;

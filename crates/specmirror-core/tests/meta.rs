@@ -122,6 +122,22 @@ fn superblock_decode_classifies_what_it_reads() {
 }
 
 #[test]
+fn formatting_writes_two_good_copies() {
+    let [a, b] = specmirror_core::log::meta::superblock::format_copies(&source_sb(9));
+    assert_eq!((a.seq, a.slot(), b.seq, b.slot()), (0, 0, 1, 1));
+    let z = block();
+    let want = want(MetaRole::Source);
+    assert_eq!(load(&enc(&a), &enc(&b), &Crc, &want, 1), Ok((b, false)));
+    let mut torn_b = enc(&b);
+    torn_b[300] ^= 1;
+    assert_eq!(load(&enc(&a), &torn_b, &Crc, &want, 1), Ok((a, false)), "a crash between the two writes");
+    let mut torn_a = enc(&a);
+    torn_a[300] ^= 1;
+    assert_eq!(load(&torn_a, &enc(&b), &Crc, &want, 1), Ok((b, false)), "one damaged block later");
+    assert_eq!(load(&torn_a, &z, &Crc, &want, 1), Err(MetaError::Corrupt));
+}
+
+#[test]
 fn choose_takes_the_newer_valid_copy() {
     let a = source_sb(5);
     let b = a.next();

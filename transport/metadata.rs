@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The metadata device at table load, for either role: read both
+//! superblock copies, let the core decide (`log::meta::superblock::load`),
+//! then format a blank device or refuse one that is not this pair's valid
+//! metadata. A refused device is never written.
+
+use kernel::{c_str, error::code::ENOMEM, prelude::*};
+
+use crate::log::meta::superblock::{self, Expect, MetaError, MetaRole, Superblock};
+use crate::transport::sys::{self, metaio::MetaIo, pages::KernelCrc, CtrError, DmDev};
+use crate::transport::table::{Role, TableConfig};
+
+/// An opened, loaded (or just formatted) metadata device.
+pub(crate) struct Metadata {
+    io: MetaIo,
+    sb: Superblock,
+}
+
+/// Buffers of the [`MetaIo`]: the two superblock copies, then the block
+/// being written.
+const COPY_A: usize = 0;
+const COPY_B: usize = 1;
+const OUT: usize = 2;
+
+fn meta_error(e: MetaError) -> CtrError {
+    let msg = CStr::from_bytes_with_nul(e.message_nul().as_bytes()).unwrap_or(c_str!("Invalid metadata device"));
+    CtrError::inval(msg)
+}
+
+impl Metadata {
+    /// Loads the metadata device `dev` for a table line `cfg` whose data
+    /// device holds `data_sectors`. A blank device is formatted (a source
+    /// starts at a random generation).
+    pub(crate) fn open(dev: DmDev, cfg: &TableConfig, data_sectors: u64) -> Result<Metadata, CtrError> {
+        let nomem = || CtrError { msg: c_str!("Cannot allocate metadata buffers"), err: ENOMEM };
+        let mut io = MetaIo::new(dev).map_err(|_| nomem())?;
+        let ioerr = |err| CtrError { msg: c_str!("Cannot read or write the metadata device"), err };
+        io.read(0, COPY_A).map_err(ioerr)?;
+        io.read(1, COPY_B).map_err(ioerr)?;
+        let want = Expect {
+            role: match cfg.role {
+                Role::Source => MetaRole::Source,
+                Role::Target => MetaRole::Target,
+            },
+            data_sectors,
+            chunk_sectors: cfg.chunk_sectors,
+            meta_sectors: io.sectors(),
+        };
+        let mut g = [0u8; 8];
+        g.copy_from_slice(sys::frames::random().get(..8).unwrap_or(&[1; 8]));
+        let loaded = match (io.buf(COPY_A), io.buf(COPY_B)) {
+            (Some(a), Some(b)) => superblock::load(a, b, &KernelCrc, &want, u64::from_le_bytes(g)),
+            _ => return Err(nomem()),
+        };
+        let (mut sb, formatted) = loaded.map_err(|e| {
+            pr_warn!(
+                "specmirror: metadata device {} refused: {} (table: {} role, {} data sectors, chunk_size {}, {} metadata sectors)\n",
+                io.dev().name().to_str().unwrap_or("?"),
+                e.message(),
+                cfg.role_str(),
+                data_sectors,
+                cfg.chunk_sectors,
+                want.meta_sectors,
+            );
+            meta_error(e)
+        })?;
+        if formatted {
+            for copy in superblock::format_copies(&sb) {
+                let out = io.buf_mut(OUT).ok_or_else(nomem)?;
+                copy.encode(out, &KernelCrc);
+                io.write(copy.slot(), OUT).map_err(ioerr)?;
+                sb = copy;
+            }
+            pr_info!("specmirror: formatted metadata device {} ({} role)\n", io.dev().name().to_str().unwrap_or("?"), cfg.role_str());
+        }
+        Ok(Metadata { io, sb })
+    }
+
+    /// The metadata device.
+    pub(crate) fn dev(&self) -> &DmDev {
+        self.io.dev()
+    }
+
+    /// The current superblock.
+    pub(crate) fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+}
