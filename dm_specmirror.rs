@@ -119,6 +119,9 @@ impl TargetOps for SpecMirror {
             return Err(CtrError::inval(c_str!("Data device is smaller than the target")));
         }
         let meta_dev = ctx.get_device(meta_path, c_str!("Metadata device lookup failed"))?;
+        if meta_dev.bdev() == data.bdev() {
+            return Err(CtrError::inval(c_str!("Metadata device must not be the data device")));
+        }
         let meta = Metadata::open(meta_dev, &line.config, ctx.len())?;
         ctx.accept_flush_discard_zeroes();
         ctx.set_per_bio_data_size(core::mem::size_of::<transport::sys::bio::PerBio>());

@@ -58,6 +58,7 @@ cases=(
 	"source $dev $meta 127.0.0.1:7000 4 chunk_size 4096 region_size 2048|Invalid chunk_size"
 	"source /dev/does-not-exist $meta 127.0.0.1:7000|Data device lookup failed"
 	"source $dev /dev/does-not-exist 127.0.0.1:7000|Metadata device lookup failed"
+	"target $dev $dev 0.0.0.0:7000|Metadata device must not be the data device"
 	"source 259:99999 $meta 127.0.0.1:7000|Data device lookup failed"
 )
 
