@@ -18,9 +18,13 @@ dst="$DMSM_CACHE/module-$kind${2:+-$2}-$(printf '%s' "$DMSM_REPO" | sha256sum | 
 # A copy of the tracked (and new, not ignored) files, one per kind, so
 # nothing built against another kernel (objects, generated bindings) leaks
 # in. rsync keeps the files' times, so an unchanged tree rebuilds nothing.
+# A file listed but gone before rsync reads it (a temporary file of a build
+# running in the repository at the same time, as in make check's lanes) is
+# skipped, not an error.
 mkdir -p "$dst"
 git -C "$DMSM_REPO" ls-files -co --exclude-standard -z |
-	grep -zv '^fuzz/\|^crates/' | rsync -a --from0 --files-from=- "$DMSM_REPO/" "$dst/"
+	grep -zv '^fuzz/\|^crates/' |
+	rsync -a --ignore-missing-args --from0 --files-from=- "$DMSM_REPO/" "$dst/"
 arch=()
 [ "$kind" != uml ] || arch=(ARCH=um)
 make -s -C "$kdir" M="$dst" "${arch[@]}" "${clippy[@]}" LLVM="$DMSM_LLVM" modules >&2
