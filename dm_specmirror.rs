@@ -69,10 +69,7 @@ enum RoleDev {
 
 /// `ti->error` strings for the table errors, NUL-terminated by `table.rs`.
 fn table_error(e: TableError) -> CtrError {
-    match CStr::from_bytes_with_nul(e.message_nul().as_bytes()) {
-        Ok(msg) => CtrError::inval(msg),
-        Err(_) => CtrError::inval(c_str!("Invalid table line")),
-    }
+    CtrError::inval_nul(e.message_nul(), c_str!("Invalid table line"))
 }
 
 /// Largest bio the source copies into one record: 512 KiB keeps a record

@@ -24,8 +24,7 @@ const COPY_B: usize = 1;
 const OUT: usize = 2;
 
 fn meta_error(e: MetaError) -> CtrError {
-    let msg = CStr::from_bytes_with_nul(e.message_nul().as_bytes()).unwrap_or(c_str!("Invalid metadata device"));
-    CtrError::inval(msg)
+    CtrError::inval_nul(e.message_nul(), c_str!("Invalid metadata device"))
 }
 
 impl Metadata {
@@ -47,10 +46,8 @@ impl Metadata {
             chunk_sectors: cfg.chunk_sectors,
             meta_sectors: io.sectors(),
         };
-        let mut g = [0u8; 8];
-        g.copy_from_slice(sys::frames::random().get(..8).unwrap_or(&[1; 8]));
         let loaded = match (io.buf(COPY_A), io.buf(COPY_B)) {
-            (Some(a), Some(b)) => superblock::load(a, b, &KernelCrc, &want, u64::from_le_bytes(g)),
+            (Some(a), Some(b)) => superblock::load(a, b, &KernelCrc, &want, sys::frames::random_u64()),
             _ => return Err(nomem()),
         };
         let (mut sb, formatted) = loaded.map_err(|e| {

@@ -162,9 +162,7 @@ impl SourceDev {
         let inflight = KVec::from_elem(InflightSlot::default(), INFLIGHT_SLOTS, GFP_KERNEL)?;
         // A new generation per table load: the target starts a new stream
         // from this ring's first record.
-        let mut g = [0u8; 8];
-        g.copy_from_slice(sys::frames::random().get(..8).unwrap_or(&[1; 8]));
-        let generation = u64::from_le_bytes(g).max(1);
+        let generation = sys::frames::random_u64();
         let scfg = SourceConfig {
             region_sectors: cfg.region_sectors,
             mode: cfg.mode,

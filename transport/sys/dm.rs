@@ -76,6 +76,12 @@ impl CtrError {
     pub(crate) fn inval(msg: &'static CStr) -> Self {
         CtrError { msg, err: EINVAL }
     }
+
+    /// An `-EINVAL` with one of the core's NUL-terminated messages, or
+    /// `fallback` if it is not one.
+    pub(crate) fn inval_nul(msg: &'static str, fallback: &'static CStr) -> Self {
+        CtrError::inval(CStr::from_bytes_with_nul(msg.as_bytes()).unwrap_or(fallback))
+    }
 }
 
 /// The words of a table line or a message, as dm split them.

@@ -112,6 +112,14 @@ impl FrameReader {
     }
 }
 
+/// A fresh random non-zero `u64` (stream and data generations).
+pub(crate) fn random_u64() -> u64 {
+    let mut n = [0u8; 8];
+    // SAFETY: `n` is valid for writes of its length.
+    unsafe { raw::dmsm_get_random_bytes(n.as_mut_ptr().cast(), n.len()) };
+    u64::from_le_bytes(n).max(1)
+}
+
 /// Fresh random bytes for a new connection's nonces.
 pub(crate) fn random() -> [u8; crate::transport::proto::CONN_RANDOM] {
     let mut n = [0u8; crate::transport::proto::CONN_RANDOM];
