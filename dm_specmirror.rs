@@ -12,7 +12,14 @@
 //! the core's steps with bios, pages and sockets.
 
 use core::fmt::Write;
-use kernel::{alloc::flags::GFP_KERNEL, c_str, error::code::EINVAL, prelude::*};
+use kernel::{
+    alloc::flags::GFP_KERNEL,
+    c_str,
+    error::code::{EINVAL, ENOMEM},
+    new_mutex,
+    prelude::*,
+    sync::Mutex,
+};
 
 pub mod log;
 pub mod transport;
@@ -25,7 +32,7 @@ use transport::metadata::Metadata;
 use transport::{source_dev::SourceDev, target_dev::TargetDev};
 
 /// The version dmsetup shows; the wire protocol's is in `log/record.rs`.
-const VERSION: [u32; 3] = [0, 3, 0];
+const VERSION: [u32; 3] = [0, 4, 0];
 
 module! {
     type: SpecMirrorModule,
@@ -55,10 +62,11 @@ impl kernel::Module for SpecMirrorModule {
     }
 }
 
-/// One `specmirror` device: a source or a target, and its metadata.
+/// One `specmirror` device: a source or a target, and its metadata
+/// (shared with the source's worker, which saves the dirty bitmap).
 struct SpecMirror {
     role: RoleDev,
-    meta: Metadata,
+    meta: Arc<Mutex<Metadata>>,
 }
 
 /// The role half of a device.
@@ -120,12 +128,14 @@ impl TargetOps for SpecMirror {
             return Err(CtrError::inval(c_str!("Metadata device must not be the data device")));
         }
         let meta = Metadata::open(meta_dev, &line.config, ctx.len())?;
+        let meta = Arc::pin_init(new_mutex!(meta, "specmirror_meta"), GFP_KERNEL)
+            .map_err(|_| CtrError { msg: c_str!("Cannot allocate metadata state"), err: ENOMEM })?;
         ctx.accept_flush_discard_zeroes();
         ctx.set_per_bio_data_size(core::mem::size_of::<transport::sys::bio::PerBio>());
         ctx.set_max_io_len(line.config.region_sectors.min(MAX_BIO_SECTORS))?;
         let nomem = |_| CtrError { msg: c_str!("Cannot allocate the ring or the threads' state"), err: ENOMEM };
         let role = match line.config.role {
-            Role::Source => RoleDev::Source(SourceDev::new(line.config, data, ctx.events(), ctx.target(), ctx.len()).map_err(nomem)?),
+            Role::Source => RoleDev::Source(SourceDev::new(line.config, data, meta.clone(), ctx.events(), ctx.target(), ctx.len())?),
             Role::Target => RoleDev::Target(TargetDev::new(line.config, data, ctx.events(), ctx.len()).map_err(nomem)?),
         };
         KBox::new(SpecMirror { role, meta }, GFP_KERNEL).map_err(|_| CtrError { msg: c_str!("Cannot allocate target context"), err: ENOMEM })
@@ -179,7 +189,10 @@ impl TargetOps for SpecMirror {
 
     fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>) {
         let dev = self.data_dev().name().to_str().unwrap_or("?");
-        let meta = self.meta.dev().name().to_str().unwrap_or("?");
+        // The worker holds the lock only across one metadata block write.
+        let meta = self.meta.lock();
+        let gen = meta.superblock().gens.current;
+        let meta = meta.dev().name().to_str().unwrap_or("?");
         let _ = match kind {
             StatusType::Info => {
                 match &self.role {
@@ -187,8 +200,8 @@ impl TargetOps for SpecMirror {
                     RoleDev::Target(t) => t.status(out, dev),
                 }
                 // The generation the metadata holds (0: a target never
-                // synced). Not used by the handshake yet (version 0.3.0).
-                write!(out, " meta={} gen={:016x}", meta, self.meta.superblock().gens.current)
+                // synced). Not used by the handshake yet (version 0.4.0).
+                write!(out, " meta={} gen={:016x}", meta, gen)
             }
             StatusType::Table => self.config().write_table(out, dev, meta),
             StatusType::Ima => {

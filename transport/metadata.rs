@@ -7,8 +7,10 @@
 
 use kernel::{c_str, error::code::ENOMEM, prelude::*};
 
+use crate::log::meta::bitmap::{self, BlockState, Bitmap};
 use crate::log::meta::superblock::{self, Expect, MetaError, MetaRole, Superblock};
-use crate::transport::sys::{self, metaio::MetaIo, pages::KernelCrc, CtrError, DmDev};
+use crate::log::meta::BLOCK_SIZE;
+use crate::transport::sys::{self, metaio::MetaIo, pages::{KPages, KernelCrc}, CtrError, DmDev};
 use crate::transport::table::{Role, TableConfig};
 
 /// An opened, loaded (or just formatted) metadata device.
@@ -82,5 +84,38 @@ impl Metadata {
     /// The current superblock.
     pub(crate) fn superblock(&self) -> &Superblock {
         &self.sb
+    }
+
+    /// Reads the dirty bitmap into `bits` (which covers this superblock's
+    /// chunks). Returns the range of bitmap blocks that did not decode:
+    /// their chunks are all dirty now, and they must be rewritten.
+    pub(crate) fn load_bitmap(&mut self, bits: &mut Bitmap<KPages>) -> Result<Option<(u64, u64)>> {
+        let layout = self.sb.layout().ok_or(EINVAL)?;
+        let mut damaged: Option<(u64, u64)> = None;
+        for i in 0..layout.bitmap_blocks {
+            self.io.read(layout.bitmap_start() + i, OUT)?;
+            let b = self.io.buf(OUT).ok_or(ENOMEM)?;
+            if bits.load_block(i, b, &KernelCrc) == BlockState::Damaged {
+                damaged = Some(damaged.map_or((i, i), |(lo, _)| (lo, i)));
+            }
+        }
+        Ok(damaged)
+    }
+
+    /// Writes bitmap block `block` durably: `fill` puts its bits in place
+    /// (it returns false if it could not), then the block is sealed and
+    /// written over its place on the device.
+    pub(crate) fn save_bitmap_block(&mut self, block: u64, fill: impl FnOnce(&mut [u8; BLOCK_SIZE]) -> bool) -> Result {
+        let layout = self.sb.layout().ok_or(EINVAL)?;
+        if block >= layout.bitmap_blocks {
+            return Err(EINVAL);
+        }
+        let out = self.io.buf_mut(OUT).ok_or(ENOMEM)?;
+        out.fill(0);
+        if !fill(out) {
+            return Err(EINVAL);
+        }
+        bitmap::seal_block(block, out, &KernelCrc);
+        self.io.write(layout.bitmap_start() + block, OUT)
     }
 }

@@ -26,6 +26,7 @@ use libfuzzer_sys::fuzz_target;
 use specmirror_core::log::record::{
     decode_frame, encode_frame, Crc32c, Header, Hello, Kind, FLAGS_KNOWN, HEADER_LEN, VERSION,
 };
+use specmirror_core::log::meta::bitmap::{self, Bitmap};
 use specmirror_core::pair::{gather, Src};
 use specmirror_core::transport::proto::auth::{self, encode_challenge, MacLabel};
 use specmirror_core::transport::proto::hot::HotSlot;
@@ -280,6 +281,28 @@ impl Glue {
                     s.repair_failed(job.seq);
                 }
             }
+            WorkerStep::ResyncRead(job) => {
+                assert!(job.count > 0 && job.sector + u64::from(job.count) <= DEV);
+                match inp.b() % 4 {
+                    0 => s.resync_wait(now),
+                    1 => s.resync_read_ended(false),
+                    _ => s.resync_read_ended(true),
+                }
+            }
+            WorkerStep::SyncEvent => {}
+            WorkerStep::SaveBitmap { block } => {
+                let mut piece = [0u8; 512];
+                assert!(s.bitmap_copy(block, 0, &mut piece));
+                s.bitmap_saved(block, inp.b() % 4 != 0, now);
+            }
+            WorkerStep::ResyncAppend { job, ok } => {
+                if ok {
+                    let data = vec![0x33u8; job.count as usize * 512];
+                    let _ = s.resync(&Crc, |w| w.write(&data));
+                } else {
+                    s.resync_failed();
+                }
+            }
             WorkerStep::Deferred => {
                 for _ in 0..DEFERRED_BATCH {
                     let Some(w) = self.deferred.front().copied() else {
@@ -388,6 +411,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     s.set_block_size(if setup2 & 0x80 != 0 { 512 } else { 0 });
+    if inp.b() & 1 != 0 {
+        // A dirty bitmap of 8-sector chunks: some chunks start dirty.
+        let chunks = DEV / 8;
+        let pages = VecPages::new(bitmap::blocks_for(chunks) as usize);
+        let bits = Bitmap::new(pages, chunks).expect("enough pages");
+        s.attach_bitmap(bits, 8).expect("chunk fits a region");
+        for _ in 0..inp.b() % 8 {
+            let c = u64::from(inp.b()) % chunks;
+            s.mark_dirty(c, c + u64::from(inp.b() % 4));
+        }
+    }
     s.start(0);
     let mut g = Glue {
         now: 0,

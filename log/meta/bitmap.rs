@@ -12,11 +12,15 @@
 //! clean (a freshly formatted device tracks nothing). Any other block that
 //! does not decode (torn write, misplaced block, damage) counts all its
 //! chunks as dirty, so a failure can only cause extra resync, never a
-//! missed one (invariant I8). In memory the bitmap is the blocks' bit
-//! areas back to back, [`BITS_BYTES`] per block, in a caller's buffer.
+//! missed one (invariant I8). In memory each block is one page, laid out
+//! as on disk.
 
 use super::{block_crc, BLOCK_SIZE};
+use crate::log::pages::{Pages, PAGE_SIZE};
 use crate::log::record::{rd_u32, rd_u64, wr, Crc32c};
+
+// A bitmap block is one page in memory.
+const _: () = assert!(PAGE_SIZE == BLOCK_SIZE);
 
 /// `"SMBM"` read as a little-endian u32.
 pub const MAGIC: u32 = 0x4D42_4D53;
@@ -47,11 +51,17 @@ pub enum BlockState {
 /// a shorter slice is padded with zero).
 pub fn encode_block(index: u64, bits: &[u8], out: &mut [u8; BLOCK_SIZE], crc: &dyn Crc32c) {
     out.fill(0);
-    wr(out, OFF_MAGIC, &MAGIC.to_le_bytes());
-    wr(out, OFF_INDEX, &index.to_le_bytes());
     let n = bits.len().min(BITS_BYTES);
     out[HEADER_LEN..HEADER_LEN + n].copy_from_slice(&bits[..n]);
-    let c = crc.crc32c(0, &out[..]);
+    seal_block(index, out, crc);
+}
+
+/// Fills in the header of block `index` whose bits are in place.
+pub fn seal_block(index: u64, out: &mut [u8; BLOCK_SIZE], crc: &dyn Crc32c) {
+    wr(out, OFF_MAGIC, &MAGIC.to_le_bytes());
+    wr(out, OFF_CRC, &0u32.to_le_bytes());
+    wr(out, OFF_INDEX, &index.to_le_bytes());
+    let c = block_crc(out, OFF_CRC, crc);
     wr(out, OFF_CRC, &c.to_le_bytes());
 }
 
@@ -78,21 +88,26 @@ pub fn decode_block(
     BlockState::Valid
 }
 
-/// The in-memory bitmap of `chunks` chunks over a caller's buffer of at
-/// least `bytes_for(chunks)` bytes.
+/// The in-memory bitmap of `chunks` chunks over caller pages: page `i`
+/// holds bitmap block `i` laid out as on the metadata device (header,
+/// then the bits), so a block is stored by filling in its header and
+/// writing the page. Kernel pages come from the same allocator as the
+/// rings', and no contiguous allocation grows with the device.
 ///
 /// # Invariants
 ///
-/// `bits.len() >= bytes_for(chunks)`; bits past `chunks` are never set.
-pub struct Bitmap<'a> {
-    bits: &'a mut [u8],
+/// - `pages` has at least `blocks_for(chunks)` pages;
+/// - bits past `chunks` are never set;
+/// - `dirty` is the number of bits set.
+pub struct Bitmap<P: Pages> {
+    pages: P,
     chunks: u64,
+    dirty: u64,
 }
 
-/// Bytes of in-memory bitmap `chunks` chunks need (whole blocks' bit
-/// areas, so block `i` is bytes `i * BITS_BYTES ..`).
-pub fn bytes_for(chunks: u64) -> usize {
-    (chunks.div_ceil(CHUNKS_PER_BLOCK) as usize).saturating_mul(BITS_BYTES)
+/// Bitmap blocks (hence pages) that `chunks` chunks need.
+pub fn blocks_for(chunks: u64) -> u64 {
+    chunks.div_ceil(CHUNKS_PER_BLOCK)
 }
 
 /// The bitmap block that holds `chunk`'s bit.
@@ -100,55 +115,99 @@ pub fn block_of(chunk: u64) -> u64 {
     chunk / CHUNKS_PER_BLOCK
 }
 
-impl<'a> Bitmap<'a> {
-    /// A view of `bits` as the bitmap of `chunks` chunks, `None` if the
-    /// buffer is too small.
-    pub fn new(bits: &'a mut [u8], chunks: u64) -> Option<Bitmap<'a>> {
-        if bits.len() < bytes_for(chunks) {
+/// Page, byte within the page and bit of `chunk`.
+fn locate(chunk: u64) -> (usize, usize, u8) {
+    let i = chunk % CHUNKS_PER_BLOCK;
+    (
+        block_of(chunk) as usize,
+        HEADER_LEN + (i / 8) as usize,
+        (i % 8) as u8,
+    )
+}
+
+impl<P: Pages> Bitmap<P> {
+    /// `pages` as the all-clean bitmap of `chunks` chunks, `None` if there
+    /// are too few pages.
+    pub fn new(mut pages: P, chunks: u64) -> Option<Bitmap<P>> {
+        let blocks = usize::try_from(blocks_for(chunks)).ok()?;
+        if pages.page_count() < blocks {
             return None;
         }
-        let mut m = Bitmap { bits, chunks };
-        m.clear_tail();
-        Some(m)
+        for i in 0..blocks {
+            pages.page_mut(i)?.fill(0);
+        }
+        Some(Bitmap {
+            pages,
+            chunks,
+            dirty: 0,
+        })
     }
 
-    /// Clears the bits past the last chunk, which a damaged last block
-    /// sets, so they never count.
-    fn clear_tail(&mut self) {
-        let end = bytes_for(self.chunks) as u64 * 8;
-        let mut c = self.chunks;
-        while c < end && c & 7 != 0 {
-            self.put(c, false);
-            c += 1;
+    /// Counts the bits of block `index` (past the last chunk cleared first).
+    fn block_count(&mut self, index: u64) -> u64 {
+        let first = index.saturating_mul(CHUNKS_PER_BLOCK);
+        let n = self.chunks.saturating_sub(first).min(CHUNKS_PER_BLOCK);
+        let Some(pg) = self.pages.page_mut(index as usize) else {
+            return 0;
+        };
+        let bits = &mut pg[HEADER_LEN..];
+        let full = (n / 8) as usize;
+        if let Some(b) = bits.get_mut(full) {
+            *b &= ((1u16 << (n % 8)) - 1) as u8;
         }
-        if let Some(rest) = self.bits.get_mut((c / 8) as usize..) {
+        if let Some(rest) = bits.get_mut(full + 1..) {
             rest.fill(0);
         }
+        bits.iter().map(|b| u64::from(b.count_ones())).sum()
     }
 
     /// Reads metadata block `index` of the bitmap into memory.
     pub fn load_block(&mut self, index: u64, b: &[u8; BLOCK_SIZE], crc: &dyn Crc32c) -> BlockState {
-        let Some(area) = self.block_bits(index) else {
+        if index >= blocks_for(self.chunks) {
+            return BlockState::Damaged;
+        }
+        let before = self.block_count(index);
+        let Some(pg) = self.pages.page_mut(index as usize) else {
             return BlockState::Damaged;
         };
-        let st = decode_block(index, b, area, crc);
-        self.clear_tail();
+        let st = decode_block(index, b, &mut pg[HEADER_LEN..], crc);
+        let after = self.block_count(index);
+        self.dirty = self.dirty - before + after;
         st
     }
 
-    /// Encodes bitmap block `index` for writing to the metadata device;
-    /// `false` past the end.
-    pub fn store_block(
-        &mut self,
-        index: u64,
-        out: &mut [u8; BLOCK_SIZE],
-        crc: &dyn Crc32c,
-    ) -> bool {
-        let Some(area) = self.block_bits(index) else {
+    /// Encodes bitmap block `index` for writing to the metadata device
+    /// (its page, header filled in); `None` past the end.
+    pub fn store_block(&mut self, index: u64, crc: &dyn Crc32c) -> Option<&[u8; BLOCK_SIZE]> {
+        if index >= blocks_for(self.chunks) {
+            return None;
+        }
+        let pg = self.pages.page_mut(index as usize)?;
+        seal_block(index, pg, crc);
+        self.pages.page(index as usize)
+    }
+
+    /// Copies bytes `off..off + out.len()` of block `index`'s bit area
+    /// into `out` (the glue copies a block in pieces, so that no copy of
+    /// a whole page runs under its spinlock); false past the end.
+    pub fn copy_bits(&self, index: u64, off: usize, out: &mut [u8]) -> bool {
+        if index >= blocks_for(self.chunks) {
             return false;
-        };
-        encode_block(index, area, out, crc);
-        true
+        }
+        let src = self
+            .pages
+            .page(index as usize)
+            .and_then(|p| {
+                let a = HEADER_LEN.saturating_add(off);
+                p.get(a..a.saturating_add(out.len()))
+            });
+        match src {
+            Some(b) => {
+                out.copy_from_slice(b);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Chunks covered.
@@ -157,8 +216,11 @@ impl<'a> Bitmap<'a> {
     }
 
     fn put(&mut self, chunk: u64, v: bool) -> bool {
-        let (byte, bit) = ((chunk / 8) as usize, (chunk % 8) as u8);
-        let Some(b) = self.bits.get_mut(byte) else {
+        if chunk >= self.chunks {
+            return false;
+        }
+        let (page, byte, bit) = locate(chunk);
+        let Some(b) = self.pages.page_mut(page).and_then(|p| p.get_mut(byte)) else {
             return false;
         };
         let was = *b & (1 << bit) != 0;
@@ -167,16 +229,26 @@ impl<'a> Bitmap<'a> {
         } else {
             *b &= !(1 << bit);
         }
+        if was != v {
+            if v {
+                self.dirty += 1;
+            } else {
+                self.dirty -= 1;
+            }
+        }
         was != v
     }
 
     /// Whether `chunk` is dirty (false past the end).
     pub fn test(&self, chunk: u64) -> bool {
-        chunk < self.chunks
-            && self
-                .bits
-                .get((chunk / 8) as usize)
-                .is_some_and(|b| b & (1 << (chunk % 8)) != 0)
+        if chunk >= self.chunks {
+            return false;
+        }
+        let (page, byte, bit) = locate(chunk);
+        self.pages
+            .page(page)
+            .and_then(|p| p.get(byte))
+            .is_some_and(|b| b & (1 << bit) != 0)
     }
 
     /// Marks chunks `[first, last]` dirty (clamped to the device). Returns
@@ -206,38 +278,37 @@ impl<'a> Bitmap<'a> {
 
     /// Marks `chunk` clean; returns its block if the bit changed.
     pub fn clear(&mut self, chunk: u64) -> Option<u64> {
-        (chunk < self.chunks && self.put(chunk, false)).then(|| block_of(chunk))
+        self.put(chunk, false).then(|| block_of(chunk))
     }
 
     /// Dirty chunks.
     pub fn count(&self) -> u64 {
-        let n = bytes_for(self.chunks);
-        self.bits[..n]
-            .iter()
-            .map(|b| u64::from(b.count_ones()))
-            .sum()
+        self.dirty
     }
 
     /// The first dirty chunk at or after `from`.
     pub fn next_dirty(&self, from: u64) -> Option<u64> {
+        if self.dirty == 0 {
+            return None;
+        }
         let mut c = from;
         while c < self.chunks {
-            let byte = self.bits.get((c / 8) as usize).copied().unwrap_or(0);
-            if byte == 0 && c & 7 == 0 {
+            let (page, byte, bit) = locate(c);
+            let b = self
+                .pages
+                .page(page)
+                .and_then(|p| p.get(byte))
+                .copied()
+                .unwrap_or(0);
+            if bit == 0 && b == 0 {
                 c += 8;
                 continue;
             }
-            if self.test(c) {
+            if b & (1 << bit) != 0 {
                 return Some(c);
             }
             c += 1;
         }
         None
-    }
-
-    /// Block `index`'s bit area.
-    fn block_bits(&mut self, index: u64) -> Option<&mut [u8]> {
-        let start = (index as usize).checked_mul(BITS_BYTES)?;
-        self.bits.get_mut(start..start.checked_add(BITS_BYTES)?)
     }
 }

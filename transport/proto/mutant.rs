@@ -1,8 +1,9 @@
 //! Planted bugs for the simulator's self-check (built only with the
 //! userspace crate's `mutants` feature; the kernel module never has it).
 //!
-//! Each one puts back a wake-up bug the glue once had, so that the
-//! simulator can show it finds it (`specmirror-sim mutants`).
+//! Each one puts back a wake-up bug the glue once had, or breaks an
+//! ordering rule of the resync engine, so that the simulator can show it
+//! finds it (`specmirror-sim mutants`).
 
 /// Which bug is planted (`None`: the shipped code).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,16 +32,30 @@ pub enum Mutant {
     /// suspend's grace, a new connection's keepalive) does not wake the
     /// thread that watches it (found by this simulator, seeds 23, 168).
     NoRearm,
+    /// Host writes to a piece that the resync engine is reading do not
+    /// wait: one can get its record before the piece's, with bytes the
+    /// read missed or half saw.
+    ResyncNoBlock,
+    /// The resync engine reads a piece while a host write to it has local
+    /// I/O outstanding: the read may miss bytes of a write whose record
+    /// comes before the piece's.
+    ResyncNoLocalWait,
+    /// The resync engine reads a chunk before its dirty bit is on the
+    /// metadata device: a crash then forgets a sync under way.
+    ReadBeforeSave,
 }
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 6] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
         Mutant::NotifyAfterUnlock,
         Mutant::ConditionalWakes,
         Mutant::NoRearm,
+        Mutant::ResyncNoBlock,
+        Mutant::ResyncNoLocalWait,
+        Mutant::ReadBeforeSave,
     ];
 }

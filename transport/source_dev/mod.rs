@@ -30,6 +30,7 @@ use core::fmt::Write;
 use kernel::{
     alloc::{flags::GFP_KERNEL, KVec},
     c_str, new_condvar, new_mutex,
+    error::code::ENOMEM,
     prelude::*,
     sync::{Arc, CondVar, Mutex},
 };
@@ -45,7 +46,10 @@ use super::sys::pages::{KPages, KernelCrc};
 use super::sys::sync::{IrqSpinGuard, IrqSpinLock};
 use super::sys::thread::Thread;
 use super::sys::{self, DmDev, EndIo, Events, MapResult, StatusWriter, TargetRef};
+use super::metadata::Metadata;
+use super::sys::CtrError;
 use super::table::TableConfig;
+use crate::log::meta::bitmap::{self, Bitmap};
 use crate::log::pages::SECTOR_ALIGN;
 use crate::log::record::{FLAG_FUA, FLAG_PREFLUSH};
 use crate::log::ring::RingError;
@@ -64,6 +68,8 @@ const INFLIGHT_SLOTS: usize = 256;
 const LOCAL_BIOS: u32 = 64;
 /// Cookie of the repair read (local writes use their seq, never 0).
 const REPAIR_COOKIE: u64 = 0;
+/// Cookie of the resync read (no seq gets this far).
+const RESYNC_COOKIE: u64 = u64::MAX;
 
 /// Everything behind the lock.
 pub(super) struct State {
@@ -92,6 +98,8 @@ struct Threads {
 pub(crate) struct SourceDev {
     cfg: TableConfig,
     data: DmDev,
+    /// The metadata device: the worker saves the dirty bitmap there.
+    meta: Arc<Mutex<Metadata>>,
     ns: NetNs,
     events: Events,
     target: TargetRef,
@@ -153,13 +161,23 @@ fn pieces_for(sectors: u32) -> usize {
 
 impl SourceDev {
     /// Builds the device: ring pages (`ring_mb`), in-flight and hot-region
-    /// slots, the local bio pool, all allocated here, never on the I/O
-    /// path.
-    pub(crate) fn new(cfg: TableConfig, data: DmDev, events: Events, target: TargetRef, dev_sectors: u64) -> Result<Arc<SourceDev>> {
-        let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL)?;
+    /// slots, the local bio pool and the dirty bitmap (read from the
+    /// metadata device), all allocated here, never on the I/O path.
+    pub(crate) fn new(
+        cfg: TableConfig,
+        data: DmDev,
+        meta: Arc<Mutex<Metadata>>,
+        events: Events,
+        target: TargetRef,
+        dev_sectors: u64,
+    ) -> Result<Arc<SourceDev>, CtrError> {
+        fn nomem<E>(_: E) -> CtrError {
+            CtrError { msg: c_str!("Cannot allocate the ring or the threads' state"), err: ENOMEM }
+        }
+        let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL).map_err(nomem)?;
         let ring_bytes = pages.bytes();
-        let hot = KVec::from_elem(HotSlot::default(), cfg.hot_regions as usize, GFP_KERNEL)?;
-        let inflight = KVec::from_elem(InflightSlot::default(), INFLIGHT_SLOTS, GFP_KERNEL)?;
+        let hot = KVec::from_elem(HotSlot::default(), cfg.hot_regions as usize, GFP_KERNEL).map_err(nomem)?;
+        let inflight = KVec::from_elem(InflightSlot::default(), INFLIGHT_SLOTS, GFP_KERNEL).map_err(nomem)?;
         // A new generation per table load: the target starts a new stream
         // from this ring's first record.
         let generation = sys::frames::random_u64();
@@ -171,17 +189,22 @@ impl SourceDev {
             generation,
             secret: cfg.secret,
         };
-        let mut m = Source::new(scfg, pages, 1, hot, inflight).map_err(|_| EINVAL)?;
+        fn inval<E>(_: E) -> CtrError {
+            CtrError::inval(c_str!("Invalid source configuration"))
+        }
+        let mut m = Source::new(scfg, pages, 1, hot, inflight).map_err(inval)?;
         let lbs = data.logical_block_size();
         m.set_block_size(lbs);
         // Local writes go from the ring: payloads start on a block.
-        m.set_payload_align((lbs as usize).max(SECTOR_ALIGN)).map_err(|_| EINVAL)?;
-        let ns = NetNs::current()?;
+        m.set_payload_align((lbs as usize).max(SECTOR_ALIGN)).map_err(inval)?;
+        Self::attach_bitmap(&mut m, &cfg, &meta, dev_sectors)?;
+        let ns = NetNs::current().map_err(nomem)?;
         let state = State { m, deferred: BioList::new(), writing: BioList::new(), sock: None, invalid_bios: 0 };
         let dev = Arc::pin_init(
             try_pin_init!(SourceDev {
                 cfg,
                 data,
+                meta,
                 ns,
                 events,
                 target,
@@ -194,13 +217,46 @@ impl SourceDev {
                 threads <- new_mutex!(None, "specmirror_source_threads"),
             }),
             GFP_KERNEL,
-        )?;
+        )
+        .map_err(nomem)?;
         // SAFETY: no bio of the set exists yet and no thread uses it; the
         // device owns the set and outlives it; dm ends every host bio
         // (whose local write ended first) before dtr, and the worker waits
         // for its repair read before it returns.
         unsafe { dev.bios.set_owner(&*dev) };
         Ok(dev)
+    }
+
+    /// Reads the dirty bitmap from the metadata device into pages of its
+    /// own and gives it to the machine. Blocks that do not decode count
+    /// as all dirty and are rewritten by the worker.
+    fn attach_bitmap(m: &mut Machine, cfg: &TableConfig, meta: &Mutex<Metadata>, dev_sectors: u64) -> Result<(), CtrError> {
+        fn nomem<E>(_: E) -> CtrError {
+            CtrError { msg: c_str!("Cannot allocate the dirty bitmap"), err: ENOMEM }
+        }
+        let chunks = dev_sectors.div_ceil(u64::from(cfg.chunk_sectors));
+        let npages = usize::try_from(bitmap::blocks_for(chunks)).map_err(nomem)?;
+        let pages = KPages::new(npages, GFP_KERNEL).map_err(nomem)?;
+        let mut bits = Bitmap::new(pages, chunks).ok_or_else(|| nomem(()))?;
+        let mut meta = meta.lock();
+        let damaged = meta
+            .load_bitmap(&mut bits)
+            .map_err(|err| CtrError { msg: c_str!("Cannot read the dirty bitmap from the metadata device"), err })?;
+        let dirty = bits.count();
+        m.attach_bitmap(bits, cfg.chunk_sectors)
+            .map_err(|_| CtrError::inval(c_str!("Dirty bitmap does not match the data device")))?;
+        let name = meta.dev().name().to_str().unwrap_or("?");
+        if let Some((lo, hi)) = damaged {
+            pr_warn!(
+                "specmirror: metadata device {}: bitmap blocks {}..={} damaged: their chunks are resynced\n",
+                name, lo, hi
+            );
+            m.bitmap_rewrite(lo, hi);
+        }
+        if dirty > 0 {
+            pr_info!("specmirror: metadata device {}: {} of {} chunks dirty, resynced once connected\n", name, dirty, chunks);
+        }
+        Ok(())
     }
 
     /// The data device.
@@ -402,7 +458,12 @@ impl SourceDev {
     /// connection. Process context; waits for the threads to return.
     pub(crate) fn stop(&self) {
         let mut t = self.threads.lock();
-        let Some(th) = t.take() else { return };
+        let Some(th) = t.take() else {
+            // Not running (a table never resumed, or suspended): what the
+            // worker would save before it exits is saved here.
+            self.save_stopped();
+            return;
+        };
         let sock = self.with(|g| {
             g.m.stop();
             g.sock.clone()
@@ -433,6 +494,17 @@ impl SourceDev {
         match words {
             [b"disconnect"] => self.with(|g| g.m.admin_disconnect()),
             [b"connect"] => self.with(|g| g.m.admin_connect()),
+            [b"resync"] => {
+                let chunks = self.with(|g| {
+                    g.m.mark_dirty(0, u64::MAX);
+                    g.m.resync_stats().map_or(0, |r| r.dirty)
+                });
+                pr_info!("specmirror: source for {}: resync of all {} chunks requested\n", self.cfg.endpoint, chunks);
+                if self.threads.lock().is_none() {
+                    // Suspended: saved now, the sync runs after resume.
+                    self.save_stopped();
+                }
+            }
             [b"fault", b"corrupt", n] if sys::fault_injection() => {
                 let n = crate::transport::table::parse_u32(n).ok_or(EINVAL)?;
                 self.with(|g| g.m.fault_corrupt(n));
@@ -491,18 +563,26 @@ impl SourceDev {
             s.peer_timeouts,
             s.abandoned,
         );
+        // The resync: chunks the target lacks, progress while a sync runs.
+        let r = g.m.resync_stats().unwrap_or_default();
+        let _ = write!(out, " dirty={} resync_errors={} bitmap_errors={}", r.dirty, r.read_errors, g.m.bitmap_save_errors());
+        if r.dirty > 0 {
+            let _ = write!(out, " syncing={}/{}", r.done, r.done.saturating_add(r.dirty));
+        }
     }
 }
 
 impl IoOwner for SourceDev {
-    /// A local write (cookie: its seq) or the repair read (cookie 0)
-    /// ended. Any context.
+    /// A local write (cookie: its seq), the repair read (cookie 0) or the
+    /// resync read (cookie `u64::MAX`) ended. Any context.
     fn io_done(&self, cookie: u64, err: i32) {
         let mut done = BioList::new();
         {
             let mut g = self.st.lock();
             if cookie == REPAIR_COOKIE {
                 g.m.repair_read_ended(err == 0);
+            } else if cookie == RESYNC_COOKIE {
+                g.m.resync_read_ended(err == 0);
             } else {
                 g.m.local_done(cookie, err == 0);
                 Self::take_completed(&mut g, &mut done);

@@ -13,13 +13,14 @@ use kernel::{
     time::msecs_to_jiffies,
 };
 
-use super::{local_io, pieces_for, SourceDev, State, REPAIR_COOKIE};
+use super::{local_io, pieces_for, SourceDev, State, REPAIR_COOKIE, RESYNC_COOKIE};
+use crate::log::meta::bitmap;
 use crate::log::pages::{Pages, PAGE_SIZE};
 use crate::log::record::HEADER_LEN;
-use crate::log::ring::RingError;
+use crate::log::ring::{RingError, RingWriter};
 use crate::transport::proto::inflight::RepairJob;
 use crate::transport::proto::source::{
-    Batch, ControlFrame, RecvError, RxVerdict, SenderStep, Submit, WorkerStep, DEFERRED_BATCH,
+    Batch, ControlFrame, RecvError, ResyncJob, RxVerdict, SenderStep, Submit, WorkerStep, DEFERRED_BATCH,
     SEND_BATCH_PIECES,
 };
 use crate::transport::proto::wake::Instant;
@@ -242,6 +243,7 @@ impl SourceDev {
         // of its allocations may recurse into block I/O.
         let _noio = NoIo::begin();
         let mut buf: Option<KPages> = None;
+        let mut rbuf: Option<KPages> = None;
         loop {
             let step = {
                 let mut g = self.st.lock();
@@ -263,6 +265,10 @@ impl SourceDev {
                 WorkerStep::Complete => self.complete(),
                 WorkerStep::RepairRead(job) => self.repair_read(&job, &mut buf),
                 WorkerStep::RepairAppend { job, ok } => self.repair_append(&job, ok, &buf),
+                WorkerStep::SaveBitmap { block } => self.save_bitmap(block),
+                WorkerStep::SyncEvent => self.sync_event(),
+                WorkerStep::ResyncRead(job) => self.resync_read(&job, &mut rbuf),
+                WorkerStep::ResyncAppend { job, ok } => self.resync_append(&job, ok, &rbuf),
                 WorkerStep::Deferred => self.retry_deferred(),
                 WorkerStep::Sleep { .. } => {}
             }
@@ -356,38 +362,146 @@ impl SourceDev {
         }
     }
 
+    /// Saves bitmap block `block` to the metadata device: its bits are
+    /// copied a piece at a time, each under the state lock (no page-sized
+    /// copy with interrupts off), into the metadata buffer, which the
+    /// metadata lock keeps ours until the durable write ended.
+    pub(super) fn save_bitmap(&self, block: u64) {
+        let r = self.meta.lock().save_bitmap_block(block, |page| {
+            let mut ok = true;
+            let mut off = 0;
+            while off < bitmap::BITS_BYTES {
+                let len = SAVE_PIECE.min(bitmap::BITS_BYTES - off);
+                let at = bitmap::HEADER_LEN + off;
+                match page.get_mut(at..at + len) {
+                    Some(dst) => ok &= self.with(|g| g.m.bitmap_copy(block, off, dst)),
+                    None => ok = false,
+                }
+                off += len;
+            }
+            ok
+        });
+        let errors = self.with(|g| {
+            g.m.bitmap_saved(block, r.is_ok(), sys::now());
+            g.m.bitmap_save_errors()
+        });
+        if let Err(e) = r {
+            if errors.is_power_of_two() {
+                pr_err!(
+                    "specmirror: source for {}: cannot save dirty bitmap block {} to the metadata device ({:?}, {} failures); retrying\n",
+                    self.cfg.endpoint, block, e, errors
+                );
+            }
+        }
+    }
+
+    /// The saves the worker makes before it exits, for a device whose
+    /// threads do not run (stopped, or never started).
+    pub(super) fn save_stopped(&self) {
+        loop {
+            let step = self.with(|g| {
+                g.m.stop();
+                g.m.poll_worker(sys::now())
+            });
+            match step {
+                WorkerStep::SaveBitmap { block } => self.save_bitmap(block),
+                _ => return,
+            }
+        }
+    }
+
+    /// A sync started or ended: a dm event, and a line in the log.
+    fn sync_event(&self) {
+        let st = self.with(|g| g.m.resync_stats());
+        if let Some(st) = st {
+            if st.dirty > 0 {
+                pr_info!("specmirror: source for {}: resync of {} chunks started\n", self.cfg.endpoint, st.dirty);
+            } else {
+                pr_info!("specmirror: source for {}: resync complete ({} chunks)\n", self.cfg.endpoint, st.done);
+            }
+        }
+        self.events.raise();
+    }
+
     /// Reads a failed write's range back into `buf` (allocated on first
     /// use); its end comes to `io_done` with the repair cookie.
     fn repair_read(&self, job: &RepairJob, buf: &mut Option<KPages>) {
-        let bytes = usize::try_from(job.count).unwrap_or(usize::MAX).saturating_mul(512);
+        if !self.read_back(job.sector, job.count, REPAIR_COOKIE, buf) {
+            self.with(|g| g.m.repair_wait(sys::now()));
+        }
+    }
+
+    /// Reads a piece of a dirty chunk into `buf` (allocated on first use);
+    /// its end comes to `io_done` with the resync cookie.
+    fn resync_read(&self, job: &ResyncJob, buf: &mut Option<KPages>) {
+        if !self.read_back(job.sector, u64::from(job.count), RESYNC_COOKIE, buf) {
+            self.with(|g| g.m.resync_wait(sys::now()));
+        }
+    }
+
+    /// Reads `count` sectors at `sector` of the data device into `buf`,
+    /// grown as needed; the end comes to `io_done` with `cookie`. False
+    /// when no buffer could be had (nothing was submitted).
+    fn read_back(&self, sector: u64, count: u64, cookie: u64, buf: &mut Option<KPages>) -> bool {
+        let bytes = usize::try_from(count).unwrap_or(usize::MAX).saturating_mul(512);
         let npages = bytes.div_ceil(PAGE_SIZE);
         if buf.as_ref().map_or(0, |b| b.bytes()) < bytes {
             *buf = None;
             // GFP_KERNEL in this thread's memalloc_noio scope.
             match KPages::new(npages, GFP_KERNEL) {
                 Ok(p) => *buf = Some(p),
-                Err(_) => {
-                    self.with(|g| g.m.repair_wait(sys::now()));
-                    return;
-                }
+                Err(_) => return false,
             }
         }
-        let Some(pages) = buf.as_ref() else { return };
-        let io = DevIo { op: IoOp::Read, preflush: false, fua: false, sector: job.sector, sectors: job.count as u32 };
+        let Some(pages) = buf.as_ref() else { return false };
+        let io = DevIo { op: IoOp::Read, preflush: false, fua: false, sector, sectors: count as u32 };
         let Some(mut bio) = self.bios.prepare(&self.data, &io, npages, false) else {
-            self.bios.fail(REPAIR_COOKIE);
-            return;
+            self.bios.fail(cookie);
+            return true;
         };
-        bio.set_cookie(REPAIR_COOKIE);
+        bio.set_cookie(cookie);
         let pieces = (0..npages).filter_map(|i| {
             let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
             pages.page_ptr(i).map(|p| (p, 0, len))
         });
         // SAFETY: `buf` is this thread's; the machine keeps the worker from
         // returning (and so from freeing it) until the read ended, and the
-        // worker touches it again only at `RepairAppend`, after the end.
+        // worker touches it again only at the append step, after the end.
         unsafe { bio.add_pages(pieces) };
         bio.submit();
+        true
+    }
+
+    /// Writes the first `bytes` of `pages` into a ring record.
+    fn fill_from(w: &mut RingWriter<'_, KPages>, pages: &KPages, bytes: usize) -> Result<(), RingError> {
+        for i in 0..bytes.div_ceil(PAGE_SIZE) {
+            let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
+            let page = Pages::page(pages, i).ok_or(RingError::LengthMismatch)?;
+            w.write(page.get(..len).ok_or(RingError::LengthMismatch)?)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the piece `job` from what the read left in `buf` (or gives
+    /// the piece up when the read failed: its chunk stays dirty).
+    fn resync_append(&self, job: &ResyncJob, ok: bool, buf: &Option<KPages>) {
+        let bytes = job.count as usize * 512;
+        let r = self.with(|g| match buf.as_ref().filter(|_| ok) {
+            Some(pages) => Some(g.m.resync(&self.crc, |w| Self::fill_from(w, pages, bytes))),
+            None => {
+                g.m.resync_failed();
+                None
+            }
+        });
+        if r.is_none() {
+            let errors = self.with(|g| g.m.resync_stats().map_or(0, |s| s.read_errors));
+            if errors.is_power_of_two() {
+                pr_err!(
+                    "specmirror: source for {}: resync read failed at {} (+{}); the chunk stays dirty and is retried ({} read errors)\n",
+                    self.cfg.endpoint, job.sector, job.count, errors
+                );
+            }
+        }
     }
 
     /// Appends the repair of `job` from what the read-back left in `buf`.
@@ -398,14 +512,7 @@ impl SourceDev {
                 g.m.repair_failed(job.seq);
                 return None;
             };
-            let r = g.m.repair(&self.crc, job.seq, sys::now(), |w| {
-                for i in 0..bytes.div_ceil(PAGE_SIZE) {
-                    let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
-                    let page = Pages::page(pages, i).ok_or(RingError::LengthMismatch)?;
-                    w.write(page.get(..len).ok_or(RingError::LengthMismatch)?)?;
-                }
-                Ok(())
-            });
+            let r = g.m.repair(&self.crc, job.seq, sys::now(), |w| Self::fill_from(w, pages, bytes));
             Some((r, g.m.stats().repairs, g.m.stats().unrepaired))
         });
         match r {
@@ -433,6 +540,9 @@ impl SourceDev {
         }
     }
 }
+
+/// Bytes of a bitmap block copied per hold of the state lock.
+const SAVE_PIECE: usize = 512;
 
 /// Empties a vector of plain values, keeping its allocation.
 fn clear<T: Copy>(v: &mut KVec<T>) {

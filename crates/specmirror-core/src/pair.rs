@@ -90,6 +90,10 @@ pub struct Pair<C: Crc32c> {
     pub hold_io: bool,
     /// Device I/O handed out and not completed (with `hold_io`).
     pub issued: Vec<u64>,
+    /// The source's data device as its resync reads see it, if kept
+    /// (without it, resync reads fail).
+    pub src_disk: Option<Vec<u8>>,
+    resync_buf: Vec<u8>,
     s_conn: Option<u64>,
     t_conn: Option<u64>,
     t_buf: Vec<u8>,
@@ -114,6 +118,8 @@ impl<C: Crc32c> Pair<C> {
             t_busy: false,
             hold_io: false,
             issued: Vec::new(),
+            src_disk: None,
+            resync_buf: Vec::new(),
             s_conn: None,
             t_conn: None,
             t_buf: vec![0; SEND_FRAMES * MAX_CONTROL_FRAME],
@@ -431,6 +437,38 @@ impl<C: Crc32c> Pair<C> {
             }
             WorkerStep::RepairAppend { job, ok: _ } => {
                 self.s.repair_failed(job.seq);
+                true
+            }
+            // Reads from `src_disk` (they fail without one: the chunks
+            // stay dirty).
+            WorkerStep::ResyncRead(job) => {
+                let a = usize::try_from(job.sector).unwrap_or(usize::MAX).saturating_mul(SECTOR_SIZE);
+                let n = job.count as usize * SECTOR_SIZE;
+                let got = self.src_disk.as_ref().and_then(|d| d.get(a..a.saturating_add(n)));
+                self.resync_buf.clear();
+                if let Some(b) = got {
+                    self.resync_buf.extend_from_slice(b);
+                }
+                self.s.resync_read_ended(got.is_some());
+                true
+            }
+            WorkerStep::ResyncAppend { ok, .. } => {
+                if ok {
+                    let data = core::mem::take(&mut self.resync_buf);
+                    if let crate::transport::proto::source::Submit::Wait(_) =
+                        self.s.resync(&self.c, |w| w.write(&data))
+                    {
+                        self.resync_buf = data;
+                    }
+                } else {
+                    self.s.resync_failed();
+                }
+                true
+            }
+            WorkerStep::SyncEvent => true,
+            // The pair keeps no metadata device: saves succeed at once.
+            WorkerStep::SaveBitmap { block } => {
+                self.s.bitmap_saved(block, true, self.now);
                 true
             }
             // Deferred writes belong to the test, which offers them again.

@@ -113,8 +113,8 @@ fn main() -> ExitCode {
                 t0.elapsed().as_secs_f64()
             );
             println!(
-                "sim: exercised {} host ops, {} records, {} resends, {} NAKs, {} lock rejections, {} lock conflicts, {} local waits, {} reconnects, {} CRC errors, {} device errors, {} back-pressure refusals, {} host waits",
-                tot.ops, tot.records, tot.resends, tot.naks, tot.rejections, tot.lock_conflicts, tot.local_waits, tot.reconnects, tot.crc_errors, tot.io_errors, tot.busy, tot.waits
+                "sim: exercised {} host ops, {} records, {} resends, {} NAKs, {} lock rejections, {} lock conflicts, {} local waits, {} reconnects, {} CRC errors, {} device errors, {} back-pressure refusals, {} host waits, {} chunks resynced",
+                tot.ops, tot.records, tot.resends, tot.naks, tot.rejections, tot.lock_conflicts, tot.local_waits, tot.reconnects, tot.crc_errors, tot.io_errors, tot.busy, tot.waits, tot.resynced
             );
             if fails.is_empty() {
                 ExitCode::SUCCESS

@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 7;
+pub const GEN_VERSION: u32 = 8;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -119,6 +119,19 @@ pub struct Params {
     /// Spurious wake-ups per second per sleeping thread (legal in the
     /// kernel; they also widen the interleavings).
     pub spurious_hz: u64,
+    /// Chunk size of the source's dirty bitmap in sectors; 0: no bitmap
+    /// (no resync engine).
+    pub chunk_sectors: u32,
+    /// Per mille of chunks whose bytes only the source has at the start
+    /// (a target that missed them): their bits are set.
+    pub presync: u64,
+    /// Every chunk starts dirty (a full sync), not only those that differ.
+    pub presync_all: bool,
+    /// Chunks marked dirty again at these times (an operator's `resync`,
+    /// what verify finds): they are sent again while the sync runs.
+    pub marks: Vec<u64>,
+    /// Windows in which writes to the source's metadata device fail.
+    pub meta_fails: Vec<(u64, u64)>,
 }
 
 impl Params {
@@ -203,6 +216,11 @@ impl Params {
             spurious_hz: 0,
             drops: Vec::new(),
             p_nomem: 0,
+            chunk_sectors: 0,
+            presync: 0,
+            presync_all: false,
+            marks: Vec::new(),
+            meta_fails: Vec::new(),
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -305,6 +323,30 @@ impl Params {
             // Version 7: `map` sometimes finds no bio without sleeping.
             let mut r7 = Rng::new(mix(seed, 0x7007));
             p.p_nomem = if r7.chance(1, 6) { r7.range(1, 100) } else { 0 };
+        }
+        if gen >= 8 {
+            // Version 8: half the seeds start with a dirty bitmap, the
+            // source holding data the target lacks, and resync it while
+            // the host writes. Chunks are at most a region and at most
+            // the largest write (both rings hold one).
+            let mut r8 = Rng::new(mix(seed, 0x8008));
+            if r8.chance(1, 2) {
+                let most = p.region_sectors.min(p.max_write).trailing_zeros();
+                p.chunk_sectors = 1 << r8.range(3, u64::from(most));
+                p.presync = [0u64, 10, 300, 1000][r8.below(4) as usize];
+                p.presync_all = r8.chance(1, 3);
+                for _ in 0..r8.below(4) {
+                    p.marks.push(r8.below(p.faults_end));
+                }
+                p.marks.sort();
+                if r8.chance(1, 3) {
+                    for _ in 0..r8.range(1, 3) {
+                        let s = r8.below(p.faults_end);
+                        p.meta_fails.push((s, s + r8.range(MS, 300 * MS)));
+                    }
+                    p.meta_fails.sort();
+                }
+            }
         }
         p
     }

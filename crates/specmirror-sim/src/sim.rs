@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use specmirror_core::log::commit::{IssueView, WindowSlot};
+use specmirror_core::log::meta::bitmap::{self, Bitmap};
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::pages::{Pages, PAGE_SIZE};
 use specmirror_core::log::record::{
@@ -45,7 +46,7 @@ use specmirror_core::transport::proto::{
 };
 use specmirror_core::transport::table::Secret;
 
-use crate::check::{Books, Failure, Hist, Violation, R};
+use crate::check::{sector_pattern, Books, Failure, Hist, Violation, R};
 use crate::net::{Net, TO_SOURCE, TO_TARGET};
 use crate::params::{Params, GEN_VERSION};
 use crate::rng::{mix, Rng};
@@ -73,6 +74,8 @@ const SECT: usize = SECTOR_SIZE;
 /// Liveness bound: once faults stop, something must complete at least
 /// this often until quiesce.
 const PROGRESS_BOUND: u64 = 40 * SEC;
+/// Thread steps at one instant beyond which a thread is taken to spin.
+const SPIN_BOUND: u64 = 100_000;
 
 /// Summary of a passed run.
 #[derive(Clone, Debug, Default)]
@@ -115,6 +118,10 @@ pub struct Outcome {
     pub peer_timeouts: u64,
     /// Host writes given up by suspends.
     pub abandoned: u64,
+    /// Chunks the resync sent and the target acknowledged.
+    pub resynced: u64,
+    /// dm events raised for syncs that started or ended.
+    pub sync_events: u64,
 }
 
 impl Outcome {
@@ -139,6 +146,8 @@ impl Outcome {
         self.repairs += o.repairs;
         self.peer_timeouts += o.peer_timeouts;
         self.abandoned += o.abandoned;
+        self.resynced += o.resynced;
+        self.sync_events += o.sync_events;
     }
 }
 
@@ -192,6 +201,12 @@ enum Ev {
     HostNext,
     LocalDone { seq: u64, epoch: u64 },
     RepairReadDone { seq: u64, sector: u64, count: u64, epoch: u64 },
+    /// The resync read of `sector..+count` ends.
+    ResyncReadDone { sector: u64, count: u64 },
+    /// Chunks are marked dirty again.
+    MarkDirty,
+    /// The worker's write of bitmap block `block` ends.
+    BitmapWritten { block: u64, ok: bool },
     DevDone { seq: u64, ok: bool, epoch: u64 },
     /// A device completion's wake-ups, delivered after its lock was
     /// dropped (the `NotifyAfterUnlock` mutant only).
@@ -263,6 +278,12 @@ pub struct Sim {
     sending: Option<Sending>,
     /// Repair read buffer: (seq, bytes).
     repair_buf: Option<(u64, Vec<u8>)>,
+    /// Resync read buffer: (sector, bytes as the read started).
+    resync_buf: Option<(u64, Vec<u8>)>,
+    /// The source's metadata device: its bitmap blocks.
+    meta_bitmap: Vec<[u8; PAGE_SIZE]>,
+    /// The block the worker is writing.
+    meta_write: Option<[u8; PAGE_SIZE]>,
     /// Source incarnation (local writes of a stopped source still end).
     src_epoch: u64,
     src_running: bool,
@@ -296,6 +317,8 @@ pub struct Sim {
     link_up: bool,
     faults_on: bool,
     last_progress: u64,
+    /// Thread steps at the current instant: (instant, steps).
+    spin: (u64, u64),
     outcome: Outcome,
 }
 
@@ -319,8 +342,11 @@ impl Sim {
             ack_every: p.ack_every,
             secret,
         };
-        let src = new_source(scfg, &p, mutant);
+        let mut src = new_source(scfg, &p, mutant);
         let tgt = new_target(tcfg, &p, mutant);
+        let mut books = Books::new(seed, p.dev_sectors);
+        presync(seed, &p, &mut src, &mut books);
+        let meta_blocks = src.bitmap().map_or(0, |b| bitmap::blocks_for(b.chunks()) as usize);
         let lockers = vec![None; p.lockers];
         Sim {
             seed,
@@ -336,7 +362,7 @@ impl Sim {
             src,
             tgt,
             tcfg,
-            books: Books::new(seed, p.dev_sectors),
+            books,
             actors: [ActorSlot {
                 state: ActState::Gone,
                 gen: 0,
@@ -349,6 +375,9 @@ impl Sim {
             s_connecting: None,
             sending: None,
             repair_buf: None,
+            resync_buf: None,
+            meta_bitmap: vec![[0u8; PAGE_SIZE]; meta_blocks],
+            meta_write: None,
             src_epoch: 0,
             src_running: false,
             suspending: None,
@@ -373,6 +402,7 @@ impl Sim {
             link_up: true,
             faults_on: true,
             last_progress: 0,
+            spin: (0, 0),
             outcome: Outcome::default(),
             p,
         }
@@ -565,6 +595,7 @@ impl Sim {
                 o.repairs = s.repairs;
                 o.peer_timeouts = s.peer_timeouts + t.peer_timeouts;
                 o.abandoned = s.abandoned;
+                o.resynced = self.src.resync_stats().map_or(0, |r| r.cleared);
                 Ok(self.outcome)
             }
             Err(v) => Err(Failure {
@@ -616,6 +647,9 @@ impl Sim {
         for t in self.p.suspends.clone() {
             self.at(t, Ev::SuspendSource);
         }
+        for t in self.p.marks.clone() {
+            self.at(t, Ev::MarkDirty);
+        }
         for id in 0..self.p.lockers {
             let t = self.rng.range(0, self.p.faults_end);
             self.at(t, Ev::LockerTry { id });
@@ -629,6 +663,7 @@ impl Sim {
         loop {
             self.check_i3()?;
             if self.quiesced() {
+                self.check_meta_clean()?;
                 return self.books.check_i1();
             }
             let Some(Reverse((t, _, ev))) = self.q.pop() else {
@@ -682,6 +717,8 @@ impl Sim {
             && self.completed == self.p.ops
             && self.dm_inflight == 0
             && self.src.is_idle()
+            && !self.src.is_syncing()
+            && self.src.bitmap_is_saved()
             && self.tgt.commit_log().is_empty()
             && self.dev_ops.is_empty()
             && self.lockers.iter().all(|l| l.is_none())
@@ -690,6 +727,26 @@ impl Sim {
             && self.src_running
             && self.tgt_running
             && !self.tgt_reloading
+    }
+
+    /// At quiesce the metadata device's bitmap is whole and clean: the
+    /// sync's end was saved.
+    fn check_meta_clean(&self) -> R<()> {
+        for (i, b) in self.meta_bitmap.iter().enumerate() {
+            let mut bits = vec![0u8; bitmap::BITS_BYTES];
+            match bitmap::decode_block(i as u64, b, &mut bits, &self.c) {
+                bitmap::BlockState::Damaged => {
+                    return Err(Violation::Protocol(format!("bitmap block {i} on the metadata device is damaged")));
+                }
+                _ if bits.iter().any(|&x| x != 0) => {
+                    return Err(Violation::Protocol(format!(
+                        "the metadata device still marks chunks of block {i} dirty after the sync"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn in_windows(&self, w: &[(u64, u64)]) -> bool {
@@ -712,6 +769,20 @@ impl Sim {
                     return Ok(());
                 }
                 self.outcome.steps += 1;
+                // A thread that steps again and again without time
+                // moving spins (a timer in the past that its step never
+                // acts on, say).
+                if self.now == self.spin.0 {
+                    self.spin.1 += 1;
+                    if self.spin.1 > SPIN_BOUND {
+                        return Err(Violation::Liveness(format!(
+                            "{a:?} spins: {SPIN_BOUND} steps without time moving; {}",
+                            self.state()
+                        )));
+                    }
+                } else {
+                    self.spin = (self.now, 0);
+                }
                 self.log(|| format!("step {a:?}"));
                 self.step(a)
             }
@@ -732,6 +803,42 @@ impl Sim {
                 self.repair_buf = Some((seq, bytes));
                 self.src.repair_read_done(seq, true);
                 self.src_wakes();
+                Ok(())
+            }
+            Ev::ResyncReadDone { sector, count } => {
+                // (Ends even when its source stopped meanwhile: the worker
+                // waits for it before it returns.)
+                let now = self.books.src_bytes(sector, count);
+                if self.resync_buf.as_ref().is_some_and(|b| b.0 == sector && b.1 != now) {
+                    return Err(Violation::Protocol(format!(
+                        "a host write reached {sector}+{count} while the resync read it"
+                    )));
+                }
+                let ok = !self.in_windows(&self.p.src_fails);
+                self.src.resync_read_ended(ok);
+                self.src_wakes();
+                Ok(())
+            }
+            Ev::MarkDirty => {
+                let chunks = self.p.dev_sectors.div_ceil(u64::from(self.p.chunk_sectors));
+                let first = self.rng.below(chunks);
+                let last = first + self.rng.below(8);
+                self.log(|| format!("chunks {first}..={last} marked dirty"));
+                self.src.mark_dirty(first, last);
+                self.src_wakes();
+                Ok(())
+            }
+            Ev::BitmapWritten { block, ok } => {
+                // The worker slept in the write; the block lands only if
+                // it succeeded.
+                if let (true, Some(data)) = (ok, self.meta_write.take()) {
+                    self.meta_bitmap[block as usize] = data;
+                }
+                self.meta_write = None;
+                self.src.bitmap_saved(block, ok, self.now);
+                self.src_wakes();
+                let d = self.cpu();
+                self.schedule(Actor::SrcWorker, d);
                 Ok(())
             }
             Ev::DevDone { seq, ok, epoch } => self.dev_done(seq, ok, epoch),
@@ -1165,6 +1272,7 @@ impl Sim {
 
     fn src_worker(&mut self) -> R<()> {
         let step = self.src.poll_worker(self.now);
+        self.log(|| format!("worker: {step:?}"));
         self.src_wakes();
         match step {
             WorkerStep::Exit => {
@@ -1230,6 +1338,74 @@ impl Sim {
                         Submit::Wait(_) => self.repair_buf = Some((s, data)),
                         Submit::Invalid(i) => {
                             return Err(Violation::Protocol(format!("repair of {seq} invalid: {i:?}")));
+                        }
+                    }
+                }
+            }
+            WorkerStep::SyncEvent => self.outcome.sync_events += 1,
+            WorkerStep::SaveBitmap { block } => {
+                // Copied in pieces, each under the lock, as the glue does.
+                let mut page = [0u8; PAGE_SIZE];
+                for off in (0..bitmap::BITS_BYTES).step_by(510) {
+                    if !self.src.bitmap_copy(block, off, &mut page[bitmap::HEADER_LEN + off..][..510]) {
+                        return Err(Violation::Protocol(format!("bitmap block {block} cannot be copied")));
+                    }
+                }
+                bitmap::seal_block(block, &mut page, &self.c);
+                self.meta_write = Some(page);
+                let ok = !self.in_windows(&self.p.src_fails) && !self.in_windows(&self.p.meta_fails);
+                self.log(|| format!("bitmap block {block} saved ({ok})"));
+                let t = self.now + self.p.src_lat;
+                self.at(t, Ev::BitmapWritten { block, ok });
+                self.block(Actor::SrcWorker);
+                return Ok(());
+            }
+            WorkerStep::ResyncRead(job) => {
+                self.log(|| format!("resync read of {job:?}"));
+                // Its bit is on the metadata device: a crash now would not
+                // forget the chunk.
+                let cpb = bitmap::CHUNKS_PER_BLOCK;
+                let (b, i) = ((job.chunk / cpb) as usize, job.chunk % cpb);
+                let byte = self.meta_bitmap.get(b).map_or(0, |p| p[bitmap::HEADER_LEN + (i / 8) as usize]);
+                if byte & (1 << (i % 8)) == 0 {
+                    return Err(Violation::Protocol(format!(
+                        "resync read of chunk {} whose dirty bit is not on the metadata device",
+                        job.chunk
+                    )));
+                }
+                let count = u64::from(job.count);
+                // The bytes as the read starts: nothing may change them
+                // before it ends (checked then).
+                self.resync_buf = Some((job.sector, self.books.src_bytes(job.sector, count)));
+                let t = self.now + self.p.src_lat + (count * SECT as u64 * SEC).div_ceil(self.p.src_bw);
+                self.at(t, Ev::ResyncReadDone { sector: job.sector, count });
+            }
+            WorkerStep::ResyncAppend { job, ok } => {
+                self.log(|| format!("resync append of {job:?} ({ok})"));
+                if !ok {
+                    self.resync_buf = None;
+                    self.src.resync_failed();
+                } else {
+                    let Some((_, data)) = self.resync_buf.take().filter(|b| b.0 == job.sector) else {
+                        return Err(Violation::Protocol(format!("resync of {job:?} without its read")));
+                    };
+                    match self.src.resync(&self.c, |w| w.write(&data)) {
+                        Submit::Accepted(seq) => {
+                            self.books.record(
+                                seq,
+                                Hist {
+                                    wid: 0,
+                                    kind: Kind::Write,
+                                    sector: job.sector,
+                                    count: job.count,
+                                    barrier: false,
+                                    data: Some(data),
+                                },
+                            );
+                        }
+                        Submit::Wait(_) => self.resync_buf = Some((job.sector, data)),
+                        Submit::Invalid(i) => {
+                            return Err(Violation::Protocol(format!("resync of {job:?} invalid: {i:?}")));
                         }
                     }
                 }
@@ -2007,6 +2183,40 @@ fn new_source(cfg: SourceConfig, p: &Params, mutant: Mutant) -> Src {
     s.mutant = mutant;
     s
 }
+
+/// The bytes only the source holds at the start (`p.presync`), and the
+/// dirty bitmap that says so (every chunk with `p.presync_all`).
+fn presync(seed: u64, p: &Params, src: &mut Src, books: &mut Books) {
+    if p.chunk_sectors == 0 {
+        return;
+    }
+    let chunks = p.dev_sectors.div_ceil(u64::from(p.chunk_sectors));
+    let pages = bitmap::blocks_for(chunks) as usize;
+    let bits = Bitmap::new(VecPages::new(pages), chunks).expect("bitmap pages");
+    src.attach_bitmap(bits, p.chunk_sectors).expect("bitmap fits");
+    let mut r = Rng::new(mix(seed, 0x5C5C));
+    let cs = u64::from(p.chunk_sectors);
+    for c in 0..chunks {
+        if r.below(1000) < p.presync {
+            let first = c * cs;
+            let n = cs.min(p.dev_sectors - first);
+            let mut buf = [0u8; SECT];
+            for s in first..first + n {
+                // A write the target never saw: wid past any host write's.
+                sector_pattern(seed, PRESYNC_WID + c, s, &mut buf);
+                let off = s as usize * SECT;
+                books.src_disk[off..off + SECT].copy_from_slice(&buf);
+            }
+            src.mark_dirty(c, c);
+        }
+    }
+    if p.presync_all {
+        src.mark_dirty(0, chunks);
+    }
+}
+
+/// Pattern ids of the data only the source holds at the start.
+const PRESYNC_WID: u64 = 1 << 62;
 
 /// A fresh target machine over heap storage of `p`'s sizes.
 fn new_target(cfg: TargetConfig, p: &Params, mutant: Mutant) -> Tgt {

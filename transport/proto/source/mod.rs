@@ -26,12 +26,16 @@
 //! [`Submit::Wait`], and the caller parks the bio until the worker's
 //! [`WorkerStep::Deferred`].
 
+mod bitmap_save;
 mod link;
+mod resync;
 mod worker;
 
 use core::ops::DerefMut;
 
 pub use link::{Batch, ControlFrame, RecvError, RxVerdict, SenderStep, SEND_BATCH_BYTES, SEND_BATCH_PIECES};
+pub use bitmap_save::BITMAP_SAVE_INTERVAL;
+pub use resync::{ResyncError, ResyncJob, ResyncStats, RESYNC_PENDING, RESYNC_RETRY};
 pub use worker::{WorkerStep, DEFERRED_BATCH};
 
 use super::hot::{HotRegions, HotSlot, Touch};
@@ -233,6 +237,17 @@ struct Hold {
 
 const MAX_HOLDS: usize = 32;
 
+/// Who appends a data record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A host write (takes an in-flight slot).
+    Host,
+    /// The repair of failed host write `seq` (uses that write's slot).
+    Repair(u64),
+    /// A piece of a dirty chunk (the resync engine blocks the range).
+    Resync,
+}
+
 /// The repair of a failed local write, as far as it got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Repair {
@@ -280,6 +295,8 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     unblock_gen: u64,
     repair: Repair,
     repair_retry_at: Option<Instant>,
+    /// The resync engine, once a dirty bitmap is attached.
+    resync: Option<resync::Resync<P>>,
     /// A suspend is under way: waiting writes are given up at this instant.
     suspend_until: Option<Instant>,
     /// The suspend's grace ran out: sync writes complete without their
@@ -346,6 +363,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             unblock_gen: 0,
             repair: Repair::Idle,
             repair_retry_at: None,
+            resync: None,
             suspend_until: None,
             abandoning: false,
             stopping: true,
@@ -410,7 +428,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.deferred += 1;
             return Submit::Wait(WaitReason::Queued);
         }
-        let r = self.append_write(c, w, fill, None);
+        let r = self.append_write(c, w, fill, Origin::Host);
         if let Submit::Wait(_) = r {
             self.deferred += 1;
             self.deferred_gen = self.unblock_gen;
@@ -426,7 +444,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
-        let r = self.append_write(c, w, fill, None);
+        let r = self.append_write(c, w, fill, Origin::Host);
         match r {
             Submit::Wait(_) => self.deferred_gen = self.unblock_gen,
             _ => self.deferred = self.deferred.saturating_sub(1),
@@ -499,7 +517,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             count,
             flags: 0,
         };
-        let r = self.append_write(c, &w, fill, Some(seq));
+        let r = self.append_write(c, &w, fill, Origin::Repair(seq));
         match r {
             Submit::Accepted(_) => {
                 if self.inflight.repaired(seq) {
@@ -522,9 +540,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.stats.unrepaired = self.stats.unrepaired.saturating_add(1);
         }
     }
-    /// [`Source::submit`], or with `repair` the repair record of that
-    /// failed write (which takes no new in-flight slot).
-    fn append_write<C, F>(&mut self, c: &C, w: &HostWrite, fill: F, repair: Option<u64>) -> Submit
+    /// [`Source::submit`], or a repair or resync record (which take no
+    /// in-flight slot).
+    fn append_write<C, F>(&mut self, c: &C, w: &HostWrite, fill: F, origin: Origin) -> Submit
     where
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
@@ -561,15 +579,20 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             }
             range = Some((first, last));
         }
+        let repair = match origin {
+            Origin::Repair(seq) => Some(seq),
+            _ => None,
+        };
         if kind != Kind::Flush
-            && self
+            && (self
                 .inflight
                 .overlaps_local(sector, u64::from(count), repair)
+                || (origin == Origin::Host && self.resync_blocks(sector, u64::from(count))))
         {
             self.count_wait();
             return Submit::Wait(WaitReason::Overlap);
         }
-        if repair.is_none() && self.inflight.is_full() {
+        if origin == Origin::Host && self.inflight.is_full() {
             self.count_wait();
             return Submit::Wait(WaitReason::InflightFull);
         }
@@ -637,7 +660,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             Err(RingError::BadHeader(_)) => return Submit::Invalid(Invalid::Range),
             Err(_) => return Submit::Invalid(Invalid::Internal),
         };
-        if repair.is_some() {
+        if origin != Origin::Host {
             return Submit::Accepted(seq);
         }
         if !self.inflight.insert(seq, sector, u64::from(count)) {
@@ -734,6 +757,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
         self.free_ring();
         self.clear_acked_holds();
+        self.resync_acked(self.acked, now);
     }
 
     /// Handles an ACK, NAK, LOCK_GRANTED or LOCK_REJECTED on a streaming
@@ -899,7 +923,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// aside: a sleeper's step names its own deadline).
     pub fn has_work(&self, i: u8) -> bool {
         if self.stopping {
-            return i != WORKER || !matches!(self.repair, Repair::Reading(_));
+            return i != WORKER || !(matches!(self.repair, Repair::Reading(_)) || self.resync_reading());
         }
         match i {
             SENDER => self.sender_has_work(),
@@ -935,6 +959,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// the sockets down, joins the threads, then calls [`Source::stopped`].
     pub fn stop(&mut self) {
         self.stopping = true;
+        self.save_on_stop();
     }
 
     /// The threads are gone: whatever connection there was is closed.
@@ -947,6 +972,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             // Read but not appended: the next start reads it again.
             self.repair = Repair::Idle;
         }
+        self.resync_stopped();
         self.free_ring();
     }
 

@@ -1,11 +1,11 @@
 //! The source's worker thread: the link's deadlines (it shuts a dead
 //! connection's socket down, which ends a send blocked on it), deferred
 //! host writes, completions no other context took, repairs of failed
-//! local writes, and the suspend's grace.
+//! local writes, the resync of dirty chunks, and the suspend's grace.
 
 use core::ops::DerefMut;
 
-use super::{Repair, Source, WORKER};
+use super::{Repair, ResyncJob, Source, WORKER};
 use crate::log::pages::Pages;
 use crate::transport::proto::hot::HotSlot;
 use crate::transport::proto::inflight::{InflightSlot, RepairJob};
@@ -47,6 +47,27 @@ pub enum WorkerStep {
         /// Whether the read-back succeeded.
         ok: bool,
     },
+    /// Read the piece of a dirty chunk into the resync buffer, then
+    /// report [`Source::resync_read_ended`] (or [`Source::resync_wait`]
+    /// when the buffer cannot be had now).
+    ResyncRead(ResyncJob),
+    /// The read of `job` ended: with `ok`, append it ([`Source::resync`])
+    /// from the buffer; otherwise [`Source::resync_failed`].
+    ResyncAppend {
+        /// The piece.
+        job: ResyncJob,
+        /// Whether the read succeeded.
+        ok: bool,
+    },
+    /// Copy bitmap block `block` ([`Source::bitmap_copy`]), seal it, write
+    /// it to its place on the metadata device, then report
+    /// [`Source::bitmap_saved`] (see `bitmap_save.rs`).
+    SaveBitmap {
+        /// Index of the block within the bitmap.
+        block: u64,
+    },
+    /// A sync started or ended: raise a dm event (`dmsetup wait`).
+    SyncEvent,
     /// Offer the deferred bios again, in order, through
     /// [`Source::retry_deferred`], until one must wait again (at most
     /// [`DEFERRED_BATCH`] per step).
@@ -78,17 +99,24 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             || matches!(self.repair, Repair::Read(..))
             || self.repair_due()
             || (self.deferred > 0 && self.deferred_gen != self.unblock_gen)
+            || self.sync_event_due()
+            || self.save_has_work()
+            || self.resync_has_work()
     }
 
     /// The worker thread's next step (see [`WorkerStep`]).
     pub fn poll_worker(&mut self, now: Instant) -> WorkerStep {
         self.sleepers.running(WORKER);
         if self.stopping {
-            if let Repair::Reading(_) = self.repair {
+            if matches!(self.repair, Repair::Reading(_)) || self.resync_reading() {
                 // Its read must end first: it reads into the worker's
                 // buffer and reports to this device.
                 self.sleepers.sleep(WORKER);
                 return WorkerStep::Sleep { until: None };
+            }
+            // The bitmap as it is goes to the metadata device first.
+            if let Some(step) = self.save_step(now) {
+                return step;
             }
             return WorkerStep::Exit;
         }
@@ -132,9 +160,21 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.deferred_gen = self.unblock_gen;
             return WorkerStep::Deferred;
         }
+        if let Some(step) = self.save_step(now) {
+            return step;
+        }
+        if self.take_sync_event() {
+            return WorkerStep::SyncEvent;
+        }
+        if let Some(step) = self.resync_step(now) {
+            return step;
+        }
         let until = earliest(
             earliest(self.link_deadline(), self.repair_retry_at),
-            self.suspend_until,
+            earliest(
+                earliest(self.suspend_until, self.resync_deadline()),
+                self.save_deadline(),
+            ),
         );
         WorkerStep::Sleep { until }
     }

@@ -1,0 +1,81 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# The resync (Documentation/dm-specmirror.rst, "Resync"): a source whose
+# data device already holds data the target lacks is brought in line by
+# `dmsetup message <source> 0 resync`, while the host keeps writing; the
+# dirty bitmap is on the metadata device, so a resync interrupted by a
+# table reload resumes after it; a dm event marks its start and its end.
+# Every data check ends with cmp of the two data devices.
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+sm_require
+trap sm_cleanup EXIT
+ktap_print_header
+ktap_set_plan 11
+sm_load
+MB=${DMSM_RESYNC_MB:-32}
+src=$(sm_loop "$MB"); dst=$(sm_loop "$MB")
+n=$(sm_sectors "$src")
+chunks=$(((n + 127) / 128))
+S=$PREFIX-rsrc D=$PREFIX-rdst
+stable="source $src $(sm_meta "$src") 127.0.0.1:7801"
+ttable="target $dst $(sm_meta "$dst") 127.0.0.1:7801"
+# Data the target never saw: written to the source's data device before
+# the table exists (a device that held data before it was mirrored).
+dd if=/dev/urandom of="$src" bs=1M count="$MB" oflag=direct status=none
+
+events() { dmsetup info -c --noheadings -o events "$1" | tr -d ' '; }
+# synced DEV TIMEOUT: no dirty chunk left and nothing in flight.
+synced() {
+	sm_until_f "$2" "$1" '[ "${SM_F[dirty]}" = 0 ] && [ "${SM_F[ring]%/*}" = 0 ] && [ "${SM_F[inflight]}" = 0 ]' && return 0
+	echo "not synced after $2 s: $(dmsetup status "$1")"
+	return 1
+}
+
+created() {
+	sm_create "$D" "0 $n specmirror $ttable" && sm_create "$S" "0 $n specmirror $stable" &&
+		sm_state "$S" connected && sm_fields "$S" && [ "${SM_F[dirty]}" = 0 ]
+}
+differ() { ! sm_equal "$src" "$dst" >/dev/null 2>&1; }
+progress() {
+	local line
+	line=$(dmsetup status "$S") && sm_parse_status "$line" && echo "$line" &&
+		[ "${SM_F[dirty]}" -gt 0 ] && [[ "${SM_F[syncing]}" =~ ^[0-9]+/$chunks$ ]]
+}
+evented() { [ "$(events "$S")" -gt "$e0" ]; }
+all_dirty() { sm_nap 1; sm_fields "$S" && [ "${SM_F[dirty]}" = "$chunks" ]; }
+reloaded() {
+	dmsetup remove "$S" && sm_create "$S" "0 $n specmirror $stable" &&
+		sm_fields "$S" && [ "${SM_F[dirty]}" -gt 0 ] &&
+		dmesg | tail -n 20 | grep -q 'chunks dirty, resynced once connected'
+}
+
+sm_check "create target and source: connected, nothing dirty" created
+sm_check "the devices differ before the resync" differ
+# Host writes run through the whole resync: the load starts first, and the
+# resync is asked for once its writes reach the source.
+e0=$(events "$S")
+sm_fields "$S"; q0=${SM_F[queued]}
+sm_load_start "/dev/mapper/$S" --size=$((MB / 2))M
+sm_until_f 120 "$S" "[ \${SM_F[queued]} -gt $((q0 + 16)) ]" || echo "# the load did not start: $(dmsetup status "$S")"
+dmsetup message "$S" 0 resync
+sm_check "resync: status shows dirty chunks and progress" progress
+sm_nap 2
+sm_check_load "host writes during the resync completed without error"
+sm_check "resync ends (dirty=0) and the stream quiesces" synced "$S" 300
+sm_check "a dm event marked the resync" evented
+sm_check "data devices equal (cmp)" sm_equal "$src" "$dst"
+echo "# source: $(dmsetup status $S)"
+
+# Interrupted: no link while the resync is requested, then the table is
+# removed and loaded again; the dirty bitmap on the metadata device says
+# what is left.
+dd if=/dev/urandom of="$src" bs=1M count=4 seek=8 oflag=direct status=none
+dmsetup message "$S" 0 disconnect
+dmsetup message "$S" 0 resync
+sm_check "disconnected: the resync waits with every chunk dirty" all_dirty
+sm_check "remove and load the source again: the bitmap is still dirty" reloaded
+sm_check "the resumed resync ends" synced "$S" 300
+sm_check "data devices equal after the interrupted resync (cmp)" sm_equal "$src" "$dst"
+echo "# source: $(dmsetup status $S)"
+dmsetup remove "$S"; dmsetup remove "$D"
+ktap_finished

@@ -1,0 +1,191 @@
+//! When the source's dirty bitmap goes to the metadata device.
+//!
+//! Bits that are set (chunks the target lacks) are saved at once, and no
+//! piece of a chunk is read for the resync before its bit is on the
+//! metadata device: a sync that a crash interrupts is never forgotten.
+//! Bits that are cleared (chunks the target acknowledged) are saved
+//! lazily, at most every [`BITMAP_SAVE_INTERVAL`], and when the sync ends
+//! or the device stops: a crash before then only resends chunks the
+//! target has (invariant I8: extra resync, never a missed one).
+//!
+//! The worker saves one block per [`WorkerStep::SaveBitmap`]: it copies
+//! the block's bits ([`Source::bitmap_copy`], in pieces, each under the
+//! lock), seals the copy (`log::meta::bitmap::seal_block`), writes it to
+//! the metadata device and reports [`Source::bitmap_saved`]. A bit that
+//! changes during the copy marks its block for another save.
+
+use core::ops::DerefMut;
+
+use super::{Source, WorkerStep};
+use crate::log::pages::Pages;
+use crate::transport::proto::hot::HotSlot;
+use crate::transport::proto::inflight::InflightSlot;
+use crate::transport::proto::wake::{due, Instant, SEC};
+
+/// Longest a cleared bit waits before its block is saved.
+pub const BITMAP_SAVE_INTERVAL: Instant = SEC;
+
+/// Blocks of the bitmap that differ from the metadata device.
+///
+/// # Invariants
+///
+/// - `range` covers every block changed since it was last copied for a
+///   save (and a block whose save failed);
+/// - `sets` is true while a set bit may not be on the metadata device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Unsaved {
+    range: Option<(u64, u64)>,
+    sets: bool,
+    /// The lazy save of cleared bits is due then.
+    at: Option<Instant>,
+    /// A save failed: none before then.
+    retry_at: Option<Instant>,
+    /// A block is being written.
+    saving: Option<u64>,
+    /// Saves that failed.
+    errors: u64,
+}
+
+impl Unsaved {
+    /// Blocks `lo..=hi` changed; `set`: a bit was set in them.
+    pub(super) fn changed(&mut self, lo: u64, hi: u64, set: bool, now: Option<Instant>) {
+        self.range = Some(self.range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        if set {
+            self.sets = true;
+        } else if self.at.is_none() {
+            self.at = now.map(|t| t.saturating_add(BITMAP_SAVE_INTERVAL));
+        }
+    }
+
+    /// Whether a bit that was set is not on the metadata device yet.
+    pub(super) fn has_unsaved_sets(&self) -> bool {
+        self.sets
+    }
+
+    /// Whether a save is due: sets at once, clears when `flush` (the sync
+    /// ended, the device stops) or their timer says, none while a failed
+    /// save waits. Without `now`, timers aside (a sleeper's step names
+    /// its own deadline).
+    fn due(&self, now: Option<Instant>, flush: bool) -> bool {
+        let waiting = match (self.retry_at, now) {
+            (None, _) => false,
+            (Some(t), Some(n)) => n < t,
+            (Some(_), None) => true,
+        };
+        self.saving.is_none()
+            && self.range.is_some()
+            && !waiting
+            && (self.sets || flush || now.is_some_and(|n| due(self.at, n)))
+    }
+
+    /// The earliest timer.
+    fn deadline(&self) -> Option<Instant> {
+        match (self.retry_at, self.at) {
+            (Some(r), _) => Some(r),
+            (None, a) if self.range.is_some() => a,
+            _ => None,
+        }
+    }
+}
+
+impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSlot]>>
+    Source<P, H, I>
+{
+    /// Whether every change must be saved now: the sync ended or the
+    /// device stops.
+    fn save_flush(&self) -> bool {
+        self.stopping || !self.is_syncing()
+    }
+
+    /// Whether the worker has a block to save (timers aside).
+    pub(super) fn save_has_work(&self) -> bool {
+        self.resync
+            .as_ref()
+            .is_some_and(|r| r.unsaved.due(None, self.save_flush()))
+    }
+
+    /// The worker's save step, if one is due.
+    pub(super) fn save_step(&mut self, now: Instant) -> Option<WorkerStep> {
+        let flush = self.save_flush();
+        let r = self.resync.as_mut()?;
+        let u = &mut r.unsaved;
+        if !u.due(Some(now), flush) {
+            return None;
+        }
+        let (lo, hi) = u.range?;
+        u.range = (lo < hi).then_some((lo + 1, hi));
+        if u.range.is_none() {
+            u.at = None;
+        }
+        u.retry_at = None;
+        u.saving = Some(lo);
+        Some(WorkerStep::SaveBitmap { block: lo })
+    }
+
+    /// The device stops: a save waiting after a failure is tried once
+    /// more now.
+    pub(super) fn save_on_stop(&mut self) {
+        if let Some(r) = self.resync.as_mut() {
+            r.unsaved.retry_at = None;
+        }
+    }
+
+    /// When the next lazy save is due, if any.
+    pub(super) fn save_deadline(&self) -> Option<Instant> {
+        self.resync.as_ref().and_then(|r| r.unsaved.deadline())
+    }
+
+    /// Copies bytes `off..off + out.len()` of bitmap block `block`'s bits
+    /// for its save (see the module comment); false past the end.
+    pub fn bitmap_copy(&self, block: u64, off: usize, out: &mut [u8]) -> bool {
+        self.resync
+            .as_ref()
+            .is_some_and(|r| r.bits.copy_bits(block, off, out))
+    }
+
+    /// The save of `block` ended (`ok`: it is on the metadata device as
+    /// copied). A failed save is tried again after
+    /// [`BITMAP_SAVE_INTERVAL`]; while the device stops it is given up
+    /// (the block on the device then holds more dirty bits than memory,
+    /// or a set bit is lost, which the error count and log tell).
+    pub fn bitmap_saved(&mut self, block: u64, ok: bool, now: Instant) {
+        let stopping = self.stopping;
+        let Some(r) = self.resync.as_mut() else {
+            return;
+        };
+        let u = &mut r.unsaved;
+        if u.saving != Some(block) {
+            return;
+        }
+        u.saving = None;
+        if !ok {
+            u.errors = u.errors.saturating_add(1);
+            if !stopping {
+                // Tried again (with whatever changed meanwhile) later.
+                let t = now.saturating_add(BITMAP_SAVE_INTERVAL);
+                u.changed(block, block, false, None);
+                u.retry_at = Some(t);
+                u.at = Some(u.at.map_or(t, |a| a.max(t)));
+                return;
+            }
+            // Stopping: given up (the status's error count tells).
+        }
+        if u.range.is_none() {
+            u.sets = false;
+        }
+        self.unblock();
+    }
+
+    /// True when the metadata device holds the bitmap as memory does.
+    pub fn bitmap_is_saved(&self) -> bool {
+        match self.resync.as_ref() {
+            Some(r) => r.unsaved.range.is_none() && r.unsaved.saving.is_none(),
+            None => true,
+        }
+    }
+
+    /// Failed saves of bitmap blocks.
+    pub fn bitmap_save_errors(&self) -> u64 {
+        self.resync.as_ref().map_or(0, |r| r.unsaved.errors)
+    }
+}

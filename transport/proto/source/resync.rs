@@ -1,0 +1,552 @@
+//! The source's resync engine: the chunks its target may lack (the dirty
+//! bitmap) are read from the source's own device and sent as WRITE
+//! records through the same ordered stream as host writes.
+//!
+//! One piece (at most a chunk, at most one record) is read at a time, and
+//! the order of the stream is kept the way overlapping host writes keep
+//! it (see `inflight.rs`):
+//!
+//! - a piece is read only once no host write to its range has local I/O
+//!   outstanding, so the read sees every write whose record came before;
+//! - from the read's start until its record is appended, host writes to
+//!   the range wait (`WaitReason::Overlap`), so none gets a record before
+//!   the piece's record with bytes the read missed.
+//!
+//! The target therefore applies every piece after the host writes the
+//! read saw and before those it did not. A chunk's bit is cleared when
+//! the record of its last piece is acknowledged (the ring resends it
+//! until then, across reconnections).
+//!
+//! ```text
+//!   Idle --due--> Reading --read ends--> Read --append--> Idle
+//!                               \                  (bit cleared on ACK)
+//!                                +-- failed: chunk stays dirty, retried
+//!                                    on the next pass after RESYNC_RETRY
+//! ```
+//!
+//! A resync starts a read only while connected, while no host write is
+//! parked and while at least half the ring is free, so host writes keep
+//! the larger share of the ring and the link (the `sync_rate` controller
+//! of issue 18 refines this).
+
+use core::ops::DerefMut;
+
+use super::{Origin, Source, Submit};
+use crate::log::meta::bitmap::Bitmap;
+use crate::log::pages::Pages;
+use crate::log::record::{Crc32c, MAX_WRITE_SECTORS, SECTOR_SIZE};
+use crate::log::ring::{RingError, RingWriter};
+use crate::transport::proto::hot::HotSlot;
+use crate::transport::proto::inflight::InflightSlot;
+use crate::transport::proto::wake::{due, Instant, SEC};
+
+/// Resync records appended and not yet acknowledged, at most (the last
+/// piece of each chunk is remembered until its ACK clears the bit).
+pub const RESYNC_PENDING: usize = 16;
+
+/// Pause before another pass over chunks whose read failed.
+pub const RESYNC_RETRY: Instant = SEC;
+
+/// One piece of a dirty chunk to read and send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResyncJob {
+    /// The chunk.
+    pub chunk: u64,
+    /// First sector of the piece.
+    pub sector: u64,
+    /// Sectors of the piece.
+    pub count: u32,
+    /// Whether this is the chunk's last piece.
+    pub last: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// The glue reads the piece into its resync buffer.
+    Reading(ResyncJob),
+    /// The read ended (`ok`); the worker appends the record.
+    Read(ResyncJob, bool),
+}
+
+/// Why a bitmap cannot be attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResyncError {
+    /// The chunk size is not a power of two from 8 sectors to the region
+    /// size.
+    ChunkSize,
+    /// The bitmap does not cover the device in chunks of that size.
+    Chunks,
+}
+
+/// Progress and counters of the resync (status).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResyncStats {
+    /// Chunks still dirty.
+    pub dirty: u64,
+    /// Chunks of the device.
+    pub chunks: u64,
+    /// Chunks cleared since the bitmap was attached.
+    pub cleared: u64,
+    /// Chunks cleared since the current sync started (dirty went from
+    /// none to some): progress is `done / (done + dirty)`.
+    pub done: u64,
+    /// Resync records appended.
+    pub records: u64,
+    /// Reads of the source device that failed (their chunks stay dirty).
+    pub read_errors: u64,
+}
+
+/// The engine's state inside the source machine.
+///
+/// # Invariants
+///
+/// - `pending[..npending]` holds `(seq, chunk)` of appended last pieces,
+///   seqs increasing, none acknowledged;
+/// - `cursor_off` is 0 or the offset (sectors) of the next piece of chunk
+///   `cursor`, whose earlier pieces are appended.
+pub(super) struct Resync<P: Pages> {
+    pub(super) bits: Bitmap<P>,
+    shift: u32,
+    piece: u32,
+    dev_sectors: u64,
+    cursor: u64,
+    cursor_off: u64,
+    phase: Phase,
+    pending: [(u64, u64); RESYNC_PENDING],
+    npending: usize,
+    /// A read failed during this pass over the bitmap.
+    pass_errors: bool,
+    retry_at: Option<Instant>,
+    /// `unblock_gen` when the append last found no ring room.
+    wait_gen: Option<u64>,
+    /// The chunk of the piece being read was marked dirty again: the
+    /// piece is sent, but the chunk starts over.
+    stale: bool,
+    /// What the metadata device lacks (see `bitmap_save.rs`).
+    pub(super) unsaved: super::bitmap_save::Unsaved,
+    /// A sync started or ended: the worker raises a dm event.
+    pub(super) event: bool,
+    stats: ResyncStats,
+}
+
+impl<P: Pages> Resync<P> {
+    fn busy(&self) -> Option<ResyncJob> {
+        match self.phase {
+            Phase::Idle => None,
+            Phase::Reading(j) | Phase::Read(j, _) => Some(j),
+        }
+    }
+
+    fn is_pending(&self, chunk: u64) -> bool {
+        self.pending[..self.npending]
+            .iter()
+            .any(|&(_, c)| c == chunk)
+    }
+
+    /// The next piece to read and whether finding it ended a pass over
+    /// the bitmap; `None` when every dirty chunk is pending (or nothing is
+    /// dirty). The cursor moves only when the read starts.
+    fn peek_job(&self) -> Option<(ResyncJob, bool)> {
+        let mut wrapped = false;
+        let mut chunk = self.cursor;
+        if self.cursor_off == 0 {
+            let mut from = self.cursor;
+            loop {
+                match self.bits.next_dirty(from) {
+                    Some(c) if self.is_pending(c) => from = c + 1,
+                    Some(c) => {
+                        chunk = c;
+                        break;
+                    }
+                    None if !wrapped && from > 0 => {
+                        wrapped = true;
+                        from = 0;
+                    }
+                    None => return None,
+                }
+            }
+        }
+        let first = chunk << self.shift;
+        let end = first
+            .saturating_add(1u64 << self.shift)
+            .min(self.dev_sectors);
+        let sector = first + self.cursor_off;
+        let count = end.saturating_sub(sector).min(u64::from(self.piece));
+        let job = ResyncJob {
+            chunk,
+            sector,
+            // count <= piece, a u32.
+            count: count as u32,
+            last: sector + count >= end,
+        };
+        Some((job, wrapped))
+    }
+
+    /// Moves the cursor past `job` (appended or given up).
+    fn advance(&mut self, job: &ResyncJob, give_up: bool) {
+        if job.last || give_up {
+            self.cursor = job.chunk + 1;
+            self.cursor_off = 0;
+        } else {
+            self.cursor_off = job.sector + u64::from(job.count) - (job.chunk << self.shift);
+        }
+    }
+}
+
+impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSlot]>>
+    Source<P, H, I>
+{
+    /// Gives the source its dirty bitmap: `bits` covers the device in
+    /// chunks of `chunk_sectors`. Set bits are resynced once connected.
+    pub fn attach_bitmap(
+        &mut self,
+        bits: Bitmap<P>,
+        chunk_sectors: u32,
+    ) -> Result<(), ResyncError> {
+        if chunk_sectors < 8
+            || !chunk_sectors.is_power_of_two()
+            || chunk_sectors > self.cfg.region_sectors
+        {
+            return Err(ResyncError::ChunkSize);
+        }
+        if bits.chunks() != self.cfg.dev_sectors.div_ceil(u64::from(chunk_sectors)) {
+            return Err(ResyncError::Chunks);
+        }
+        // A piece leaves three quarters of the ring to host writes.
+        let ring_sectors = (self.ring.capacity_bytes() / 4 / SECTOR_SIZE) as u32;
+        let mut piece = chunk_sectors.min(MAX_WRITE_SECTORS);
+        while piece > 8 && piece > ring_sectors {
+            piece /= 2;
+        }
+        let dirty = bits.count();
+        self.resync = Some(Resync {
+            stats: ResyncStats {
+                dirty,
+                chunks: bits.chunks(),
+                ..ResyncStats::default()
+            },
+            bits,
+            shift: chunk_sectors.trailing_zeros(),
+            piece,
+            dev_sectors: self.cfg.dev_sectors,
+            cursor: 0,
+            cursor_off: 0,
+            phase: Phase::Idle,
+            pending: [(0, 0); RESYNC_PENDING],
+            npending: 0,
+            pass_errors: false,
+            retry_at: None,
+            wait_gen: None,
+            stale: false,
+            unsaved: super::bitmap_save::Unsaved::default(),
+            event: dirty > 0,
+        });
+        Ok(())
+    }
+
+    /// Marks chunks `[first, last]` dirty (clamped to the device): they
+    /// are sent again, whole, even those sent already and not yet
+    /// acknowledged (that ACK no longer clears them). Returns the bitmap
+    /// blocks whose bits changed.
+    pub fn mark_dirty(&mut self, first: u64, last: u64) -> Option<(u64, u64)> {
+        let r = self.resync.as_mut()?;
+        let within = |c: u64| c >= first && c <= last;
+        let mut kept = 0;
+        for i in 0..r.npending {
+            let p = r.pending[i];
+            if !within(p.1) {
+                r.pending[kept] = p;
+                kept += 1;
+            }
+        }
+        r.npending = kept;
+        if within(r.cursor) {
+            r.cursor_off = 0;
+        }
+        if r.busy().is_some_and(|j| within(j.chunk)) {
+            r.stale = true;
+        }
+        let was = r.bits.count();
+        let changed = r.bits.set_range(first, last);
+        if let Some((lo, hi)) = changed {
+            r.unsaved.changed(lo, hi, true, None);
+        }
+        r.stats.dirty = r.bits.count();
+        if was == 0 && r.stats.dirty > 0 {
+            r.stats.done = 0;
+            r.event = true;
+        }
+        changed
+    }
+
+    /// Blocks `[first, last]` of the bitmap on the metadata device did
+    /// not decode when it was loaded (their chunks were marked dirty): they
+    /// are rewritten soon.
+    pub fn bitmap_rewrite(&mut self, first: u64, last: u64) {
+        if let Some(r) = self.resync.as_mut() {
+            r.unsaved.changed(first, last, true, None);
+        }
+    }
+
+    /// The dirty bitmap, if attached.
+    pub fn bitmap(&self) -> Option<&Bitmap<P>> {
+        self.resync.as_ref().map(|r| &r.bits)
+    }
+
+    /// Progress and counters of the resync, if a bitmap is attached.
+    pub fn resync_stats(&self) -> Option<ResyncStats> {
+        self.resync.as_ref().map(|r| r.stats)
+    }
+
+    /// True while chunks are dirty (the target lacks some of the data).
+    pub fn is_syncing(&self) -> bool {
+        self.resync.as_ref().is_some_and(|r| r.bits.count() > 0)
+    }
+
+    /// Whether host write range `sector..+count` must wait for the piece
+    /// being read (see the module comment).
+    pub(super) fn resync_blocks(&self, sector: u64, count: u64) -> bool {
+        let Some(j) = self.resync.as_ref().and_then(|r| r.busy()) else {
+            return false;
+        };
+        #[cfg(feature = "mutants")]
+        if self.mutant == crate::transport::proto::mutant::Mutant::ResyncNoBlock {
+            return false;
+        }
+        count != 0
+            && sector < j.sector + u64::from(j.count)
+            && j.sector < sector.saturating_add(count)
+    }
+
+    /// Acknowledged up to `acked`: clears the chunks whose last piece is
+    /// covered.
+    pub(super) fn resync_acked(&mut self, acked: u64, now: Instant) {
+        let Some(r) = self.resync.as_mut() else {
+            return;
+        };
+        let n = r.pending[..r.npending]
+            .iter()
+            .take_while(|&&(s, _)| s <= acked)
+            .count();
+        if n == 0 {
+            return;
+        }
+        for i in 0..n {
+            let chunk = r.pending[i].1;
+            if let Some(block) = r.bits.clear(chunk) {
+                r.stats.cleared = r.stats.cleared.saturating_add(1);
+                r.stats.done = r.stats.done.saturating_add(1);
+                r.unsaved.changed(block, block, false, Some(now));
+            }
+        }
+        r.pending.copy_within(n..r.npending, 0);
+        r.npending -= n;
+        r.stats.dirty = r.bits.count();
+        if r.stats.dirty == 0 {
+            r.event = true;
+        }
+    }
+
+    /// Whether the worker has a resync step to take now (timers aside).
+    pub(super) fn resync_has_work(&self) -> bool {
+        let Some(r) = self.resync.as_ref() else {
+            return false;
+        };
+        match r.phase {
+            Phase::Reading(_) => false,
+            Phase::Read(_, false) => true,
+            Phase::Read(_, true) => r.wait_gen != Some(self.unblock_gen),
+            Phase::Idle => self.resync_next_read().is_some(),
+        }
+    }
+
+    /// The piece the worker would start reading now, and whether that
+    /// ends a pass with failed reads (then the pass waits for
+    /// [`RESYNC_RETRY`] instead).
+    fn resync_next_read(&self) -> Option<(ResyncJob, bool)> {
+        let r = self.resync.as_ref()?;
+        #[cfg(feature = "mutants")]
+        let unsaved_sets = r.unsaved.has_unsaved_sets()
+            && self.mutant != crate::transport::proto::mutant::Mutant::ReadBeforeSave;
+        #[cfg(not(feature = "mutants"))]
+        let unsaved_sets = r.unsaved.has_unsaved_sets();
+        let may = r.retry_at.is_none()
+            && !unsaved_sets
+            && r.npending < RESYNC_PENDING
+            && r.bits.count() > r.npending as u64
+            && self.deferred == 0
+            && !self.abandoning
+            && self.link_state() == super::LinkState::Connected
+            && self.ring.free_bytes() >= self.ring.capacity_bytes() / 2;
+        if !may {
+            return None;
+        }
+        let (job, wrapped) = r.peek_job()?;
+        let retry = wrapped && r.pass_errors;
+        #[cfg(feature = "mutants")]
+        if self.mutant == crate::transport::proto::mutant::Mutant::ResyncNoLocalWait {
+            return Some((job, retry));
+        }
+        // A host write to the piece on its way to the disk: its
+        // local_done unblocks, and the worker looks again.
+        if !retry
+            && self
+                .inflight
+                .overlaps_local(job.sector, u64::from(job.count), None)
+        {
+            return None;
+        }
+        Some((job, retry))
+    }
+
+    /// The worker's resync step, if any: append a piece that was read,
+    /// or start reading the next one.
+    pub(super) fn resync_step(&mut self, now: Instant) -> Option<super::WorkerStep> {
+        let unblock_gen = self.unblock_gen;
+        let r = self.resync.as_mut()?;
+        if due(r.retry_at, now) {
+            r.retry_at = None;
+        }
+        match r.phase {
+            Phase::Read(job, ok) if !ok || r.wait_gen != Some(unblock_gen) => {
+                return Some(super::WorkerStep::ResyncAppend { job, ok });
+            }
+            Phase::Idle => {}
+            _ => return None,
+        }
+        let (job, retry) = self.resync_next_read()?;
+        let r = self.resync.as_mut()?;
+        if retry {
+            r.pass_errors = false;
+            r.retry_at = Some(now.saturating_add(RESYNC_RETRY));
+            return None;
+        }
+        r.cursor = job.chunk;
+        r.phase = Phase::Reading(job);
+        Some(super::WorkerStep::ResyncRead(job))
+    }
+
+    /// Whether a sync started or ended since the worker last said so.
+    pub(super) fn sync_event_due(&self) -> bool {
+        self.resync.as_ref().is_some_and(|r| r.event)
+    }
+
+    /// The worker raises the event now.
+    pub(super) fn take_sync_event(&mut self) -> bool {
+        self.resync
+            .as_mut()
+            .is_some_and(|r| core::mem::replace(&mut r.event, false))
+    }
+
+    /// The deadline of the resync's retry, if any.
+    pub(super) fn resync_deadline(&self) -> Option<Instant> {
+        self.resync.as_ref().and_then(|r| r.retry_at)
+    }
+
+    /// Whether a resync read is in flight (the worker may not exit yet).
+    pub(super) fn resync_reading(&self) -> bool {
+        self.resync
+            .as_ref()
+            .is_some_and(|r| matches!(r.phase, Phase::Reading(_)))
+    }
+
+    /// A read that ended but was not appended is read again after the
+    /// next start (the threads stopped).
+    pub(super) fn resync_stopped(&mut self) {
+        if let Some(r) = self.resync.as_mut() {
+            if let Phase::Read(..) = r.phase {
+                r.phase = Phase::Idle;
+                r.stale = false;
+                r.wait_gen = None;
+            }
+        }
+    }
+
+    /// The resync read in flight ended (any context).
+    pub fn resync_read_ended(&mut self, ok: bool) {
+        if let Some(r) = self.resync.as_mut() {
+            if let Phase::Reading(job) = r.phase {
+                r.phase = Phase::Read(job, ok);
+                r.wait_gen = None;
+            }
+        }
+    }
+
+    /// The resync buffer could not be had: try again after
+    /// [`RESYNC_RETRY`].
+    pub fn resync_wait(&mut self, now: Instant) {
+        if let Some(r) = self.resync.as_mut() {
+            // The same piece is read again (the cursor did not move).
+            r.phase = Phase::Idle;
+            r.stale = false;
+            r.retry_at = Some(now.saturating_add(RESYNC_RETRY));
+        }
+        self.unblock();
+    }
+
+    /// The read of `job` failed: its chunk stays dirty and is tried again
+    /// on the next pass.
+    pub fn resync_failed(&mut self) {
+        if let Some(r) = self.resync.as_mut() {
+            if let Phase::Read(job, _) | Phase::Reading(job) = r.phase {
+                r.stale = false;
+                r.advance(&job, true);
+                r.pass_errors = true;
+                r.stats.read_errors = r.stats.read_errors.saturating_add(1);
+            }
+            r.phase = Phase::Idle;
+            r.wait_gen = None;
+        }
+        self.unblock();
+    }
+
+    /// Appends the piece that was read: a WRITE record whose payload
+    /// (`fill`, exactly `count * 512` bytes) is what the source's device
+    /// held. `Wait`: no ring room; the worker tries again once something
+    /// is freed. `Invalid`: given up like a failed read.
+    pub fn resync<C, F>(&mut self, c: &C, fill: F) -> Submit
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
+        let Some(Phase::Read(job, true)) = self.resync.as_ref().map(|r| r.phase) else {
+            return Submit::Invalid(super::Invalid::Internal);
+        };
+        let w = super::HostWrite {
+            op: super::HostOp::Write,
+            sector: job.sector,
+            count: job.count,
+            flags: 0,
+        };
+        let res = self.append_write(c, &w, fill, Origin::Resync);
+        let unblock_gen = self.unblock_gen;
+        let Some(r) = self.resync.as_mut() else {
+            return res;
+        };
+        match res {
+            Submit::Accepted(seq) => {
+                r.stats.records = r.stats.records.saturating_add(1);
+                if r.stale {
+                    r.stale = false;
+                    r.cursor = job.chunk;
+                    r.cursor_off = 0;
+                } else {
+                    if job.last {
+                        if let Some(slot) = r.pending.get_mut(r.npending) {
+                            *slot = (seq, job.chunk);
+                            r.npending += 1;
+                        }
+                    }
+                    r.advance(&job, false);
+                }
+                r.phase = Phase::Idle;
+                r.wait_gen = None;
+                self.unblock();
+            }
+            Submit::Wait(_) => r.wait_gen = Some(unblock_gen),
+            Submit::Invalid(_) => self.resync_failed(),
+        }
+        res
+    }
+}
