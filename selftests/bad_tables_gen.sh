@@ -60,6 +60,7 @@ validopt() {
 	mode) pick speculative lock-sync ;;
 	completion) pick async sync ;;
 	hot_regions) pick 1 64 65536 ;;
+	sync_rate) pick 0 1024 4194304 ;;
 	secret) pick s3cr3t 'A!b%c$d' x ;;
 	esac
 	V=$P P=$p
@@ -67,7 +68,7 @@ validopt() {
 # keys: the keys valid for ROLE into KEYS.
 keys() {
 	KEYS=(region_size ring_mb secret)
-	[ "$ROLE" = target ] || KEYS+=(mode completion hot_regions)
+	[ "$ROLE" = target ] || KEYS+=(mode completion hot_regions sync_rate)
 }
 add() { GEN_CAT+=("$1"); GEN_ARGS+=("$2"); GEN_WANT+=("$3"); }
 
@@ -238,7 +239,7 @@ gen_keys() { # 20: unknown keys, a key twice, source keys on a target
 			;;
 		3)
 			ROLE=target; endpoint
-			pick mode completion hot_regions; k=$P; validopt "$k"
+			pick mode completion hot_regions sync_rate; k=$P; validopt "$k"
 			if ((RANDOM % 2)); then
 				add keys "target $DEV $EP 2 $k $V" "source role only"
 			else
@@ -268,6 +269,10 @@ gen_values() { # 24: values out of range or malformed
 		hot_regions)
 			if ((RANDOM % 2)); then pick 0 65537 131072 "$((TWO32 + 64))"; else badnum 64; fi
 			add values "$ROLE $DEV $EP 2 hot_regions $P" "Invalid hot_regions"
+			;;
+		sync_rate)
+			if ((RANDOM % 2)); then pick 4194305 8388608 "$((TWO32 + 1))"; else badnum 1024; fi
+			add values "$ROLE $DEV $EP 2 sync_rate $P" "Invalid sync_rate"
 			;;
 		mode)
 			token; pick Speculative LOCK-SYNC lock_sync locksync sync async "$T"

@@ -132,6 +132,10 @@ const GIVEN_COMPLETION: u8 = 1 << 3;
 const GIVEN_HOT_REGIONS: u8 = 1 << 4;
 const GIVEN_SECRET: u8 = 1 << 5;
 const GIVEN_CHUNK_SIZE: u8 = 1 << 6;
+const GIVEN_SYNC_RATE: u8 = 1 << 7;
+
+/// Largest `sync_rate` in KiB/s (4 GiB/s).
+pub const SYNC_RATE_MAX: u32 = 1 << 22;
 
 /// A parsed and range-checked table line, minus the data device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +159,8 @@ pub struct TableConfig {
     /// Sectors per chunk of the metadata's dirty bitmap, a power of two
     /// from [`CHUNK_SECTORS_MIN`] to `region_sectors`.
     pub chunk_sectors: u32,
+    /// Resync cap in KiB/s, 0 for none (source only).
+    pub sync_rate: u32,
     given: u8,
 }
 
@@ -197,6 +203,8 @@ pub enum TableError {
     BadSecret,
     /// chunk_size not a power of two from 8 to region_size.
     BadChunkSize,
+    /// sync_rate out of range.
+    BadSyncRate,
 }
 
 impl TableError {
@@ -220,7 +228,7 @@ impl TableError {
             TableError::UnknownKey => "Unknown optional argument\0",
             TableError::DuplicateKey => "Optional argument given twice\0",
             TableError::SourceOnlyKey => {
-                "mode, completion and hot_regions apply to the source role only\0"
+                "mode, completion, hot_regions and sync_rate apply to the source role only\0"
             }
             TableError::BadRegionSize => {
                 "Invalid region_size: must be a power of two from 8 to 2097152 sectors\0"
@@ -233,6 +241,7 @@ impl TableError {
             TableError::BadChunkSize => {
                 "Invalid chunk_size: must be a power of two from 8 sectors to region_size\0"
             }
+            TableError::BadSyncRate => "Invalid sync_rate: must be 0 to 4194304 KiB/s\0",
         }
     }
 
@@ -287,6 +296,7 @@ where
         hot_regions: HOT_REGIONS_DEFAULT,
         secret: None,
         chunk_sectors: CHUNK_SECTORS_DEFAULT,
+        sync_rate: 0,
         given: 0,
     };
     if let Some(count) = it.next() {
@@ -321,12 +331,13 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         b"hot_regions" => GIVEN_HOT_REGIONS,
         b"secret" => GIVEN_SECRET,
         b"chunk_size" => GIVEN_CHUNK_SIZE,
+        b"sync_rate" => GIVEN_SYNC_RATE,
         _ => return Err(TableError::UnknownKey),
     };
     if c.given & bit != 0 {
         return Err(TableError::DuplicateKey);
     }
-    let source_only = GIVEN_MODE | GIVEN_COMPLETION | GIVEN_HOT_REGIONS;
+    let source_only = GIVEN_MODE | GIVEN_COMPLETION | GIVEN_HOT_REGIONS | GIVEN_SYNC_RATE;
     if c.role == Role::Target && bit & source_only != 0 {
         return Err(TableError::SourceOnlyKey);
     }
@@ -370,6 +381,9 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
                 return Err(TableError::BadChunkSize);
             }
             c.chunk_sectors = v;
+        }
+        GIVEN_SYNC_RATE => {
+            c.sync_rate = parse_in(value, 0, SYNC_RATE_MAX, TableError::BadSyncRate)?;
         }
         _ => {
             // GIVEN_SECRET: printable, no spaces (dm splits words on them).
@@ -600,6 +614,9 @@ impl TableConfig {
         if self.given & GIVEN_CHUNK_SIZE != 0 {
             write!(f, " chunk_size {}", self.chunk_sectors)?;
         }
+        if self.given & GIVEN_SYNC_RATE != 0 {
+            write!(f, " sync_rate {}", self.sync_rate)?;
+        }
         if let Some(s) = &self.secret {
             // Like dm-crypt's key: root can read it back to recreate the
             // device; IMA and INFO never show it.
@@ -616,7 +633,7 @@ impl TableConfig {
         let role = self.role_str();
         write!(
             f,
-            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},auth={};",
+            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},sync_rate={},auth={};",
             role,
             data_dev,
             meta_dev,
@@ -627,6 +644,7 @@ impl TableConfig {
             self.mode_str(),
             self.completion_str(),
             self.hot_regions,
+            self.sync_rate,
             if self.secret.is_some() { "hmac" } else { "none" },
         )
     }

@@ -198,6 +198,7 @@ impl SourceDev {
         // Local writes go from the ring: payloads start on a block.
         m.set_payload_align((lbs as usize).max(SECTOR_ALIGN)).map_err(inval)?;
         Self::attach_bitmap(&mut m, &cfg, &meta, dev_sectors)?;
+        m.set_sync_rate(cfg.sync_rate);
         let ns = NetNs::current().map_err(nomem)?;
         let state = State { m, deferred: BioList::new(), writing: BioList::new(), sock: None, invalid_bios: 0 };
         let dev = Arc::pin_init(

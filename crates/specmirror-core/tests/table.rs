@@ -66,6 +66,9 @@ fn every_option_is_parsed() {
     assert_eq!(small.chunk_sectors, 16, "a default chunk never exceeds the region");
     let c = parse_str("source /dev/sdb /dev/m 1.2.3.4:7000 4 chunk_size 8 region_size 8").unwrap();
     assert_eq!(c.chunk_sectors, 8);
+    assert_eq!(c.sync_rate, 0, "no cap by default");
+    let r = parse_str("source /dev/sdb /dev/m 1.2.3.4:7000 2 sync_rate 4194304").unwrap();
+    assert_eq!(r.sync_rate, 4194304);
 }
 
 #[test]
@@ -76,6 +79,8 @@ fn table_status_recreates_the_line() {
         "source 7:0 7:9 [fd00::1]:7000 12 region_size 4096 ring_mb 8 mode lock-sync completion sync hot_regions 128 secret k",
         "source 7:0 7:9 [::ffff:10.0.0.1]:1 2 mode speculative",
         "target 7:0 7:9 1.2.3.4:5 2 chunk_size 2048",
+        "source 7:0 7:9 1.2.3.4:5 4 sync_rate 0 chunk_size 64",
+        "source 7:0 7:9 1.2.3.4:5 2 sync_rate 10240",
         "target 7:0 7:9 [1:0:0:2:0:0:0:3]:65535",
     ] {
         let out = table_of(line);
@@ -150,6 +155,10 @@ fn malformed_lines_are_rejected_precisely() {
         ("target /dev/x /dev/m 1.2.3.4:5 2 mode speculative", SourceOnlyKey),
         ("target /dev/x /dev/m 1.2.3.4:5 2 completion sync", SourceOnlyKey),
         ("target /dev/x /dev/m 1.2.3.4:5 2 hot_regions 8", SourceOnlyKey),
+        ("target /dev/x /dev/m 1.2.3.4:5 2 sync_rate 1024", SourceOnlyKey),
+        ("source /dev/x /dev/m 1.2.3.4:5 2 sync_rate 4194305", BadSyncRate),
+        ("source /dev/x /dev/m 1.2.3.4:5 2 sync_rate -1", BadSyncRate),
+        ("source /dev/x /dev/m 1.2.3.4:5 4 sync_rate 1 sync_rate 2", DuplicateKey),
         ("source /dev/x /dev/m 1.2.3.4:5 2 region_size 1000", BadRegionSize),
         ("source /dev/x /dev/m 1.2.3.4:5 2 region_size 4", BadRegionSize),
         ("source /dev/x /dev/m 1.2.3.4:5 2 region_size 0", BadRegionSize),

@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 8;
+pub const GEN_VERSION: u32 = 9;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -132,6 +132,8 @@ pub struct Params {
     pub marks: Vec<u64>,
     /// Windows in which writes to the source's metadata device fail.
     pub meta_fails: Vec<(u64, u64)>,
+    /// The resync's `sync_rate` cap in KiB/s; 0: none.
+    pub sync_rate_kib: u32,
 }
 
 impl Params {
@@ -221,6 +223,7 @@ impl Params {
             presync_all: false,
             marks: Vec::new(),
             meta_fails: Vec::new(),
+            sync_rate_kib: 0,
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -346,6 +349,14 @@ impl Params {
                     }
                     p.meta_fails.sort();
                 }
+            }
+        }
+        if gen >= 9 && p.chunk_sectors > 0 {
+            // Version 9: a third of the resyncs are capped by `sync_rate`,
+            // from 1 to 64 MiB/s.
+            let mut r9 = Rng::new(mix(seed, 0x9009));
+            if r9.chance(1, 3) {
+                p.sync_rate_kib = (1 << r9.range(10, 16)) as u32;
             }
         }
         p

@@ -284,6 +284,8 @@ pub struct Sim {
     meta_bitmap: Vec<[u8; PAGE_SIZE]>,
     /// The block the worker is writing.
     meta_write: Option<[u8; PAGE_SIZE]>,
+    /// `sync_rate`: time of the first resync read and bytes read since.
+    rate_books: Option<(u64, u64)>,
     /// Source incarnation (local writes of a stopped source still end).
     src_epoch: u64,
     src_running: bool,
@@ -378,6 +380,7 @@ impl Sim {
             resync_buf: None,
             meta_bitmap: vec![[0u8; PAGE_SIZE]; meta_blocks],
             meta_write: None,
+            rate_books: None,
             src_epoch: 0,
             src_running: false,
             suspending: None,
@@ -1362,6 +1365,18 @@ impl Sim {
             }
             WorkerStep::ResyncRead(job) => {
                 self.log(|| format!("resync read of {job:?}"));
+                // `sync_rate`: never more bytes read than the rate allows
+                // since the first read, give or take this piece.
+                let piece = u64::from(job.count) * SECT as u64;
+                let rate = u64::from(self.p.sync_rate_kib) * 1024;
+                let (t0, before) = *self.rate_books.get_or_insert((self.now, 0));
+                if rate > 0 && u128::from(before) * u128::from(SEC) > u128::from(rate) * u128::from(self.now - t0) {
+                    return Err(Violation::Protocol(format!(
+                        "resync read {before} bytes in {} ns, over sync_rate {rate} bytes/s",
+                        self.now - t0
+                    )));
+                }
+                self.rate_books = Some((t0, before + piece));
                 // Its bit is on the metadata device: a crash now would not
                 // forget the chunk.
                 let cpb = bitmap::CHUNKS_PER_BLOCK;
@@ -2194,6 +2209,7 @@ fn presync(seed: u64, p: &Params, src: &mut Src, books: &mut Books) {
     let pages = bitmap::blocks_for(chunks) as usize;
     let bits = Bitmap::new(VecPages::new(pages), chunks).expect("bitmap pages");
     src.attach_bitmap(bits, p.chunk_sectors).expect("bitmap fits");
+    src.set_sync_rate(p.sync_rate_kib);
     let mut r = Rng::new(mix(seed, 0x5C5C));
     let cs = u64::from(p.chunk_sectors);
     for c in 0..chunks {

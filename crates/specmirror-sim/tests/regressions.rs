@@ -70,6 +70,12 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     // an instant already past, again and again. Fixed: a failed save
     // also moves the lazy save's time to the retry.
     (117, Mode::Speculative, 8, "worker spun on a failed bitmap save's retry"),
+    // Generator 9. Chunks were marked dirty, their bitmap block's save
+    // failed, and a second failure came while the source was suspended:
+    // the save was given up and the set bits forgotten, so after the
+    // resume the resync read chunks whose bits were not on the metadata
+    // device. Fixed: a failed save is always kept for a retry.
+    (1399, Mode::Speculative, 9, "bitmap set given up when a save failed during a suspend"),
 ];
 
 #[test]

@@ -145,11 +145,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
 
     /// The save of `block` ended (`ok`: it is on the metadata device as
     /// copied). A failed save is tried again after
-    /// [`BITMAP_SAVE_INTERVAL`]; while the device stops it is given up
-    /// (the block on the device then holds more dirty bits than memory,
-    /// or a set bit is lost, which the error count and log tell).
+    /// [`BITMAP_SAVE_INTERVAL`] (and once more when the device stops).
     pub fn bitmap_saved(&mut self, block: u64, ok: bool, now: Instant) {
-        let stopping = self.stopping;
         let Some(r) = self.resync.as_mut() else {
             return;
         };
@@ -159,16 +156,16 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
         u.saving = None;
         if !ok {
+            // Tried again (with whatever changed meanwhile) later; a set
+            // bit it held still keeps resync reads back. A device that
+            // stops exits without it and tries again when it starts (or,
+            // removed, has lost it: the log and `bitmap_errors` say so).
             u.errors = u.errors.saturating_add(1);
-            if !stopping {
-                // Tried again (with whatever changed meanwhile) later.
-                let t = now.saturating_add(BITMAP_SAVE_INTERVAL);
-                u.changed(block, block, false, None);
-                u.retry_at = Some(t);
-                u.at = Some(u.at.map_or(t, |a| a.max(t)));
-                return;
-            }
-            // Stopping: given up (the status's error count tells).
+            let t = now.saturating_add(BITMAP_SAVE_INTERVAL);
+            u.changed(block, block, false, None);
+            u.retry_at = Some(t);
+            u.at = Some(u.at.map_or(t, |a| a.max(t)));
+            return;
         }
         if u.range.is_none() {
             u.sets = false;

@@ -297,6 +297,8 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     repair_retry_at: Option<Instant>,
     /// The resync engine, once a dirty bitmap is attached.
     resync: Option<resync::Resync<P>>,
+    /// `sync_rate` in bytes/s; 0: no cap.
+    sync_rate: u64,
     /// A suspend is under way: waiting writes are given up at this instant.
     suspend_until: Option<Instant>,
     /// The suspend's grace ran out: sync writes complete without their
@@ -364,6 +366,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             repair: Repair::Idle,
             repair_retry_at: None,
             resync: None,
+            sync_rate: 0,
             suspend_until: None,
             abandoning: false,
             stopping: true,

@@ -26,8 +26,8 @@
 //!
 //! A resync starts a read only while connected, while no host write is
 //! parked and while at least half the ring is free, so host writes keep
-//! the larger share of the ring and the link (the `sync_rate` controller
-//! of issue 18 refines this).
+//! the larger share of the ring and the link; `sync_rate` caps it further
+//! (each read starts no sooner than its bytes at that rate allow).
 
 use core::ops::DerefMut;
 
@@ -120,6 +120,10 @@ pub(super) struct Resync<P: Pages> {
     retry_at: Option<Instant>,
     /// `unblock_gen` when the append last found no ring room.
     wait_gen: Option<u64>,
+    /// `sync_rate`: the pieces read so far are paid for until then.
+    pace_end: Instant,
+    /// `sync_rate`: no read before then.
+    pace_at: Option<Instant>,
     /// The chunk of the piece being read was marked dirty again: the
     /// piece is sent, but the chunk starts over.
     stale: bool,
@@ -194,6 +198,12 @@ impl<P: Pages> Resync<P> {
     }
 }
 
+/// How long reading `count` sectors takes at `rate` bytes/s (`None`: no
+/// cap).
+fn pace(rate: u64, count: u32) -> Option<Instant> {
+    (rate > 0).then(|| (u64::from(count) * SECTOR_SIZE as u64 * SEC).div_ceil(rate))
+}
+
 impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSlot]>>
     Source<P, H, I>
 {
@@ -238,6 +248,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             pass_errors: false,
             retry_at: None,
             wait_gen: None,
+            pace_end: 0,
+            pace_at: None,
             stale: false,
             unsaved: super::bitmap_save::Unsaved::default(),
             event: dirty > 0,
@@ -372,6 +384,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         #[cfg(not(feature = "mutants"))]
         let unsaved_sets = r.unsaved.has_unsaved_sets();
         let may = r.retry_at.is_none()
+            && r.pace_at.is_none()
             && !unsaved_sets
             && r.npending < RESYNC_PENDING
             && r.bits.count() > r.npending as u64
@@ -408,6 +421,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if due(r.retry_at, now) {
             r.retry_at = None;
         }
+        if due(r.pace_at, now) {
+            r.pace_at = None;
+        }
         match r.phase {
             Phase::Read(job, ok) if !ok || r.wait_gen != Some(unblock_gen) => {
                 return Some(super::WorkerStep::ResyncAppend { job, ok });
@@ -424,6 +440,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
         r.cursor = job.chunk;
         r.phase = Phase::Reading(job);
+        if let Some(dt) = pace(self.sync_rate, job.count) {
+            r.pace_end = r.pace_end.max(now).saturating_add(dt);
+            r.pace_at = Some(r.pace_end);
+        }
         Some(super::WorkerStep::ResyncRead(job))
     }
 
@@ -441,7 +461,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
 
     /// The deadline of the resync's retry, if any.
     pub(super) fn resync_deadline(&self) -> Option<Instant> {
-        self.resync.as_ref().and_then(|r| r.retry_at)
+        self.resync
+            .as_ref()
+            .and_then(|r| crate::transport::proto::wake::earliest(r.retry_at, r.pace_at))
+    }
+
+    /// Caps the resync at `kib_per_s` KiB/s (`sync_rate`; 0: no cap, the
+    /// resync still yields to host writes and keeps half the ring free).
+    pub fn set_sync_rate(&mut self, kib_per_s: u32) {
+        self.sync_rate = u64::from(kib_per_s) * 1024;
     }
 
     /// Whether a resync read is in flight (the worker may not exit yet).
