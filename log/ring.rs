@@ -439,6 +439,15 @@ impl<P: Pages> RollbackRing<P> {
         }
     }
 
+    /// Where the oldest record held is stored (the start of
+    /// [`RollbackRing::views_at`] over every record held).
+    pub fn oldest_cursor(&self) -> Cursor {
+        Cursor {
+            seq: self.oldest_seq,
+            pos: self.head,
+        }
+    }
+
     /// The `count` records from `at` on, in order, walking the ring once
     /// (stops early at the tail or at a record no longer held).
     pub fn views_at(&self, at: Cursor, count: usize) -> impl Iterator<Item = RecordView> + '_ {

@@ -10,7 +10,7 @@
 sm_require
 trap sm_cleanup EXIT
 ktap_print_header
-ktap_set_plan 14
+ktap_set_plan 17
 sm_load
 MB=${DMSM_RESYNC_MB:-32}
 src=$(sm_loop "$MB"); dst=$(sm_loop "$MB")
@@ -109,5 +109,21 @@ cat "$rates"
 uncapped() { dmsetup remove "$S" && sm_create "$S" "0 $n specmirror $stable" && synced "$S" 300; }
 sm_check "loaded again without the cap, the resync resumes and ends" uncapped
 sm_check "data devices equal after the capped resync (cmp)" sm_equal "$src" "$dst"
+
+# A reload with records the target never acknowledged: the new table
+# starts a new ring, and the chunks of the old ring's records are dirty in
+# the bitmap it saved when it stopped.
+unacked() {
+	local line
+	dmsetup message "$S" 0 disconnect &&
+		dd if=/dev/urandom of="/dev/mapper/$S" bs=64k count=64 seek=100 oflag=direct status=none &&
+		line=$(dmsetup status "$S") && sm_parse_status "$line" && echo "$line" &&
+		[ "${SM_F[lag]}" -gt 4000000 ] &&
+		dmsetup remove "$S" && sm_create "$S" "0 $n specmirror $stable" &&
+		dmesg | tail -n 30 | grep "specmirror: metadata device .*: 64 of $chunks chunks dirty"
+}
+sm_check "4 MiB unacknowledged, then a reload: their chunks are dirty" unacked
+sm_check "the resync after the reload ends" synced "$S" 300
+sm_check "data devices equal after the reload (cmp)" sm_equal "$src" "$dst"
 dmsetup remove "$S"; dmsetup remove "$D"
 ktap_finished

@@ -622,11 +622,20 @@ fuzz_target!(|data: &[u8]| {
                 0 => s.begin_suspend(g.now),
                 1 => s.cancel_suspend(),
                 2 => {
-                    // Stop: the threads exit (a repair read ends first).
+                    // Stop: the threads exit (a repair or resync read ends
+                    // first; the worker saves the bitmap, each save tried
+                    // once, before it exits).
                     s.stop();
                     s.repair_read_ended(false);
+                    s.resync_read_ended(false);
                     if g.lease.is_some() {
                         g.end_send(&mut s, false);
+                    }
+                    let mut saves = 0;
+                    while let WorkerStep::SaveBitmap { block } = s.poll_worker(g.now) {
+                        s.bitmap_saved(block, inp.b() % 4 != 0, g.now);
+                        saves += 1;
+                        assert!(saves <= 64, "the stopping worker keeps saving");
                     }
                     assert_eq!(s.poll_worker(g.now), WorkerStep::Exit);
                     assert_eq!(s.poll_sender(&Crc, g.now), SenderStep::Exit);

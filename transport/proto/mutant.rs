@@ -43,11 +43,14 @@ pub enum Mutant {
     /// The resync engine reads a chunk before its dirty bit is on the
     /// metadata device: a crash then forgets a sync under way.
     ReadBeforeSave,
+    /// A stopping source does not mark the chunks of its unacknowledged
+    /// records dirty: a reload (a new ring) loses them for the target.
+    NoMarkAtStop,
 }
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 9] = [
+    pub const ALL: [Mutant; 10] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
@@ -57,5 +60,6 @@ impl Mutant {
         Mutant::ResyncNoBlock,
         Mutant::ResyncNoLocalWait,
         Mutant::ReadBeforeSave,
+        Mutant::NoMarkAtStop,
     ];
 }

@@ -398,11 +398,10 @@ impl SourceDev {
     /// The saves the worker makes before it exits, for a device whose
     /// threads do not run (stopped, or never started).
     pub(super) fn save_stopped(&self) {
+        // Once: stop() gives a failed save one more try.
+        self.with(|g| g.m.stop());
         loop {
-            let step = self.with(|g| {
-                g.m.stop();
-                g.m.poll_worker(sys::now())
-            });
+            let step = self.with(|g| g.m.poll_worker(sys::now()));
             match step {
                 WorkerStep::SaveBitmap { block } => self.save_bitmap(block),
                 _ => return,

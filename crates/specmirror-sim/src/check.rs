@@ -140,6 +140,14 @@ pub struct Books {
     /// After a target restart or reload: replays up to here may apply
     /// records again.
     pub replay_until: u64,
+    /// Sectors a source reload left stale on the target: a record of the
+    /// old ring that never reached it wrote them. Until a record of the
+    /// new ring (a host write or the resync) writes them again, the
+    /// target is not checked there at flush boundaries; at quiesce it is
+    /// (I1, bytes).
+    pub stale: Vec<bool>,
+    /// First seq of the current source incarnation.
+    pub floor: u64,
 }
 
 impl Books {
@@ -157,7 +165,27 @@ impl Books {
             pending_tgt: BTreeSet::new(),
             max_applied: 0,
             replay_until: 0,
+            stale: vec![false; n],
+            floor: 0,
         }
+    }
+
+    /// The source was reloaded: records before `floor` that the target
+    /// has not applied may never arrive (the old ring is gone); their
+    /// sectors are stale until written again.
+    pub fn source_reloaded(&mut self, floor: u64) {
+        let dead: Vec<u64> = self.pending_tgt.range(..floor).copied().collect();
+        for seq in dead {
+            self.pending_tgt.remove(&seq);
+            if let Some(h) = self.hist.get(&seq) {
+                if h.kind != Kind::Flush {
+                    for s in h.sector..h.sector + u64::from(h.count) {
+                        self.stale[s as usize] = true;
+                    }
+                }
+            }
+        }
+        self.floor = floor;
     }
 
     /// Records data or flush record `seq` of the history.
@@ -241,6 +269,9 @@ impl Books {
                 )));
             }
             self.tgt_seq[su] = seq;
+            if seq >= self.floor {
+                self.stale[su] = false;
+            }
             let off = su * SECT;
             self.expected(&h, i, s, &mut expect);
             let dst = &mut self.tgt_disk[off..off + SECT];
@@ -299,6 +330,9 @@ impl Books {
             }
         }
         for (s, hs) in self.sec_hist.iter().enumerate() {
+            if self.stale[s] {
+                continue;
+            }
             let idx = hs.partition_point(|&x| x <= f);
             let want = if idx == 0 { 0 } else { hs[idx - 1] };
             if self.tgt_seq[s] != want {

@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 9;
+pub const GEN_VERSION: u32 = 10;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -134,6 +134,9 @@ pub struct Params {
     pub meta_fails: Vec<(u64, u64)>,
     /// The resync's `sync_rate` cap in KiB/s; 0: none.
     pub sync_rate_kib: u32,
+    /// Source table reloads (suspend, a new table and machine over the
+    /// same data and metadata devices, resume) at these times.
+    pub src_reloads: Vec<u64>,
 }
 
 impl Params {
@@ -224,6 +227,7 @@ impl Params {
             marks: Vec::new(),
             meta_fails: Vec::new(),
             sync_rate_kib: 0,
+            src_reloads: Vec::new(),
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -357,6 +361,18 @@ impl Params {
             let mut r9 = Rng::new(mix(seed, 0x9009));
             if r9.chance(1, 3) {
                 p.sync_rate_kib = (1 << r9.range(10, 16)) as u32;
+            }
+        }
+        if gen >= 10 && p.chunk_sectors > 0 {
+            // Version 10: a third of the seeds with a bitmap reload the
+            // source table once or twice, with records not acknowledged
+            // yet: the new ring does not hold them, the bitmap must.
+            let mut r10 = Rng::new(mix(seed, 0x1010));
+            if r10.chance(1, 3) {
+                for _ in 0..r10.range(1, 2) {
+                    p.src_reloads.push(r10.below(p.faults_end));
+                }
+                p.src_reloads.sort();
             }
         }
         p

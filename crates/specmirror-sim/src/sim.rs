@@ -205,6 +205,8 @@ enum Ev {
     ResyncReadDone { sector: u64, count: u64 },
     /// Chunks are marked dirty again.
     MarkDirty,
+    /// The source table is reloaded.
+    ReloadSource,
     /// The worker's write of bitmap block `block` ends.
     BitmapWritten { block: u64, ok: bool },
     DevDone { seq: u64, ok: bool, epoch: u64 },
@@ -286,6 +288,10 @@ pub struct Sim {
     meta_write: Option<[u8; PAGE_SIZE]>,
     /// `sync_rate`: time of the first resync read and bytes read since.
     rate_books: Option<(u64, u64)>,
+    /// The suspend under way ends in a new table (a source reload).
+    reloading: bool,
+    /// Source configuration (a reload changes its generation).
+    scfg: SourceConfig,
     /// Source incarnation (local writes of a stopped source still end).
     src_epoch: u64,
     src_running: bool,
@@ -344,7 +350,7 @@ impl Sim {
             ack_every: p.ack_every,
             secret,
         };
-        let mut src = new_source(scfg, &p, mutant);
+        let mut src = new_source(scfg, &p, mutant, 1);
         let tgt = new_target(tcfg, &p, mutant);
         let mut books = Books::new(seed, p.dev_sectors);
         presync(seed, &p, &mut src, &mut books);
@@ -381,6 +387,8 @@ impl Sim {
             meta_bitmap: vec![[0u8; PAGE_SIZE]; meta_blocks],
             meta_write: None,
             rate_books: None,
+            reloading: false,
+            scfg,
             src_epoch: 0,
             src_running: false,
             suspending: None,
@@ -653,6 +661,9 @@ impl Sim {
         for t in self.p.marks.clone() {
             self.at(t, Ev::MarkDirty);
         }
+        for t in self.p.src_reloads.clone() {
+            self.at(t, Ev::ReloadSource);
+        }
         for id in 0..self.p.lockers {
             let t = self.rng.range(0, self.p.faults_end);
             self.at(t, Ev::LockerTry { id });
@@ -760,7 +771,8 @@ impl Sim {
         let r = self.src.ring();
         let freed = r.oldest_seq().unwrap_or(r.next_seq()) - 1;
         // (A new target knows nothing until the next handshake.)
-        let applied = (self.tgt.generation() != 0).then(|| self.tgt.applied_seq());
+        // (Nor does a target still on a reloaded source's old stream.)
+        let applied = (self.tgt.generation() == self.src.config().generation).then(|| self.tgt.applied_seq());
         self.books.check_i3(freed, applied)
     }
 
@@ -883,6 +895,12 @@ impl Sim {
             Ev::TargetRestart => self.target_restart(),
             Ev::TargetReload => self.target_reload(),
             Ev::SuspendSource => self.suspend_source(),
+            Ev::ReloadSource => {
+                if self.faults_on && self.src_running && self.suspending.is_none() {
+                    self.reloading = true;
+                }
+                self.suspend_source()
+            }
             Ev::ResumeSource => {
                 self.log(|| "source resumes".into());
                 self.start_source();
@@ -1356,7 +1374,10 @@ impl Sim {
                 }
                 bitmap::seal_block(block, &mut page, &self.c);
                 self.meta_write = Some(page);
-                let ok = !self.in_windows(&self.p.src_fails) && !self.in_windows(&self.p.meta_fails);
+                // (A metadata device failing while a reloaded source saves
+                // its last bits loses them: logged, not modelled.)
+                let ok = !self.src_running && self.reloading
+                    || !self.in_windows(&self.p.src_fails) && !self.in_windows(&self.p.meta_fails);
                 self.log(|| format!("bitmap block {block} saved ({ok})"));
                 let t = self.now + self.p.src_lat;
                 self.at(t, Ev::BitmapWritten { block, ok });
@@ -1465,6 +1486,9 @@ impl Sim {
             self.s_connecting = None;
             self.suspending = None;
             self.log(|| "source stopped (suspended)".into());
+            if std::mem::take(&mut self.reloading) {
+                self.reload_source();
+            }
             let t = self.now + self.rng.range(MS, 200 * MS);
             self.at(t, Ev::ResumeSource);
         }
@@ -1661,6 +1685,29 @@ impl Sim {
         self.src_wakes();
         self.check_suspend_drained();
         Ok(())
+    }
+
+    /// A new table replaces the stopped source: a new machine (a new ring
+    /// whose seqs go on from the old one's, and a new stream generation)
+    /// with the bitmap read back from the metadata device. The old ring's
+    /// unacknowledged records are gone.
+    fn reload_source(&mut self) {
+        let floor = self.src.ring().next_seq();
+        self.log(|| format!("source reloaded: the new ring starts at {floor}"));
+        self.books.source_reloaded(floor);
+        self.scfg.generation = mix(self.seed, 7 + self.src_epoch) | 1;
+        let mut src = new_source(self.scfg, &self.p, self.mutant, floor);
+        let chunks = self.p.dev_sectors.div_ceil(u64::from(self.p.chunk_sectors));
+        let mut bits = Bitmap::new(VecPages::new(self.meta_bitmap.len()), chunks).expect("bitmap pages");
+        for (i, b) in self.meta_bitmap.iter().enumerate() {
+            bits.load_block(i as u64, b, &self.c);
+        }
+        src.attach_bitmap(bits, self.p.chunk_sectors).expect("bitmap fits");
+        src.set_sync_rate(self.p.sync_rate_kib);
+        self.src = src;
+        self.resync_buf = None;
+        self.repair_buf = None;
+        self.rate_books = None;
     }
 
     /// dm's wait for in-flight bios ended: postsuspend stops the threads.
@@ -2185,11 +2232,11 @@ fn fill(
     Ok(())
 }
 
-fn new_source(cfg: SourceConfig, p: &Params, mutant: Mutant) -> Src {
+fn new_source(cfg: SourceConfig, p: &Params, mutant: Mutant, first_seq: u64) -> Src {
     let mut s = Source::new(
         cfg,
         VecPages::new(p.ring_pages),
-        1,
+        first_seq,
         vec![HotSlot::default(); p.hot_regions],
         vec![InflightSlot::default(); p.inflight_slots],
     )

@@ -163,7 +163,8 @@ fn small_target_storage_seeds_pass() {
 /// simulator must still catch it there, with the kind of failure it
 /// caught it with. The wake-up bugs lose a wake-up or use freed memory;
 /// the resync bugs make the devices differ or let a host write race a
-/// resync read (generator version 8, whose seeds start dirty).
+/// resync read (generator version 8, whose seeds start dirty; 10 reloads
+/// the source).
 const MUTANTS: &[(Mutant, u64, Mode, u32, &str)] = &[
     (Mutant::LostFinalAck, 0, Mode::Speculative, 6, "lost wake-up: TgtSender"),
     (Mutant::NoCompletionAfterHandshake, 0, Mode::Speculative, 6, "lost wake-up: SrcWorker"),
@@ -174,6 +175,7 @@ const MUTANTS: &[(Mutant, u64, Mode, u32, &str)] = &[
     (Mutant::ResyncNoBlock, 42, Mode::LockSync, 8, "devices differ after quiesce"),
     (Mutant::ResyncNoLocalWait, 12, Mode::Speculative, 8, "while the resync read it"),
     (Mutant::ReadBeforeSave, 12, Mode::LockSync, 8, "not on the metadata device"),
+    (Mutant::NoMarkAtStop, 15, Mode::Speculative, 10, "devices differ after quiesce"),
 ];
 
 #[test]

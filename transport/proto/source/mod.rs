@@ -962,6 +962,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// the sockets down, joins the threads, then calls [`Source::stopped`].
     pub fn stop(&mut self) {
         self.stopping = true;
+        self.mark_unacked();
         self.save_on_stop();
     }
 

@@ -135,6 +135,37 @@ pub(super) struct Resync<P: Pages> {
 }
 
 impl<P: Pages> Resync<P> {
+    /// See [`Source::mark_dirty`].
+    fn mark(&mut self, first: u64, last: u64) -> Option<(u64, u64)> {
+        let within = |c: u64| c >= first && c <= last;
+        let mut kept = 0;
+        for i in 0..self.npending {
+            let p = self.pending[i];
+            if !within(p.1) {
+                self.pending[kept] = p;
+                kept += 1;
+            }
+        }
+        self.npending = kept;
+        if within(self.cursor) {
+            self.cursor_off = 0;
+        }
+        if self.busy().is_some_and(|j| within(j.chunk)) {
+            self.stale = true;
+        }
+        let was = self.bits.count();
+        let changed = self.bits.set_range(first, last);
+        if let Some((lo, hi)) = changed {
+            self.unsaved.changed(lo, hi, true, None);
+        }
+        self.stats.dirty = self.bits.count();
+        if was == 0 && self.stats.dirty > 0 {
+            self.stats.done = 0;
+            self.event = true;
+        }
+        changed
+    }
+
     fn busy(&self) -> Option<ResyncJob> {
         match self.phase {
             Phase::Idle => None,
@@ -262,34 +293,31 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// acknowledged (that ACK no longer clears them). Returns the bitmap
     /// blocks whose bits changed.
     pub fn mark_dirty(&mut self, first: u64, last: u64) -> Option<(u64, u64)> {
-        let r = self.resync.as_mut()?;
-        let within = |c: u64| c >= first && c <= last;
-        let mut kept = 0;
-        for i in 0..r.npending {
-            let p = r.pending[i];
-            if !within(p.1) {
-                r.pending[kept] = p;
-                kept += 1;
+        self.resync.as_mut()?.mark(first, last)
+    }
+
+    /// Marks dirty the chunks of every data record the target has not
+    /// acknowledged: at stop, so that a reload (which starts a new ring)
+    /// resyncs what the old ring still held. After a resume instead, those
+    /// records are sent again and the chunks resynced as well (harmless).
+    pub(super) fn mark_unacked(&mut self) {
+        #[cfg(feature = "mutants")]
+        if self.mutant == crate::transport::proto::mutant::Mutant::NoMarkAtStop {
+            return;
+        }
+        let acked = self.acked;
+        let ring = &self.ring;
+        let Some(r) = self.resync.as_mut() else {
+            return;
+        };
+        for v in ring.views_at(ring.oldest_cursor(), usize::MAX) {
+            let h = v.header;
+            if v.seq <= acked || !h.kind.is_data() || h.count == 0 {
+                continue;
             }
+            let last = h.sector.saturating_add(u64::from(h.count) - 1);
+            r.mark(h.sector >> r.shift, last >> r.shift);
         }
-        r.npending = kept;
-        if within(r.cursor) {
-            r.cursor_off = 0;
-        }
-        if r.busy().is_some_and(|j| within(j.chunk)) {
-            r.stale = true;
-        }
-        let was = r.bits.count();
-        let changed = r.bits.set_range(first, last);
-        if let Some((lo, hi)) = changed {
-            r.unsaved.changed(lo, hi, true, None);
-        }
-        r.stats.dirty = r.bits.count();
-        if was == 0 && r.stats.dirty > 0 {
-            r.stats.done = 0;
-            r.event = true;
-        }
-        changed
     }
 
     /// Blocks `[first, last]` of the bitmap on the metadata device did
