@@ -10,7 +10,7 @@
 sm_require
 trap sm_cleanup EXIT
 ktap_print_header
-ktap_set_plan 17
+ktap_set_plan 18
 sm_load
 MB=${DMSM_RESYNC_MB:-32}
 src=$(sm_loop "$MB"); dst=$(sm_loop "$MB")
@@ -125,5 +125,16 @@ unacked() {
 sm_check "4 MiB unacknowledged, then a reload: their chunks are dirty" unacked
 sm_check "the resync after the reload ends" synced "$S" 300
 sm_check "data devices equal after the reload (cmp)" sm_equal "$src" "$dst"
+
+# A range: bytes changed under the source (on its data device, as after
+# an unrepaired write), then `resync <sector> <sectors>` for that range.
+ranged() {
+	dd if=/dev/urandom of="$src" bs=4k count=3 seek=1001 oflag=direct status=none &&
+		! sm_equal "$src" "$dst" >/dev/null 2>&1 &&
+		! dmsetup message "$S" 0 resync "$n" 8 2>/dev/null &&
+		! dmsetup message "$S" 0 resync 0 0 2>/dev/null &&
+		dmsetup message "$S" 0 resync $((1001 * 8)) 24 && synced "$S" 300 && sm_equal "$src" "$dst"
+}
+sm_check "resync <sector> <sectors> brings a range in line (cmp); bad ranges refused" ranged
 dmsetup remove "$S"; dmsetup remove "$D"
 ktap_finished

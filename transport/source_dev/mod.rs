@@ -483,6 +483,14 @@ impl SourceDev {
         drop(old);
     }
 
+    /// A device whose threads do not run saves what a message marked now
+    /// (the resync then runs after resume).
+    fn save_if_stopped(&self) {
+        if self.threads.lock().is_none() {
+            self.save_stopped();
+        }
+    }
+
     /// The socket of connection `conn`, if it is the current one.
     pub(super) fn sock_of(g: &State, conn: u64) -> Option<Arc<Socket>> {
         g.sock.as_ref().filter(|(c, _)| *c == conn).map(|(_, s)| s.clone())
@@ -501,10 +509,17 @@ impl SourceDev {
                     g.m.resync_stats().map_or(0, |r| r.dirty)
                 });
                 pr_info!("specmirror: source for {}: resync of all {} chunks requested\n", self.cfg.endpoint, chunks);
-                if self.threads.lock().is_none() {
-                    // Suspended: saved now, the sync runs after resume.
-                    self.save_stopped();
-                }
+                self.save_if_stopped();
+            }
+            [b"resync", sector, count] => {
+                let sector = crate::transport::table::parse_u64(sector).ok_or(EINVAL)?;
+                let count = crate::transport::table::parse_u64(count).ok_or(EINVAL)?;
+                let (first, last) = self.with(|g| g.m.mark_dirty_sectors(sector, count)).ok_or(EINVAL)?;
+                pr_info!(
+                    "specmirror: source for {}: resync of {} (+{}) requested: chunks {}..={}\n",
+                    self.cfg.endpoint, sector, count, first, last
+                );
+                self.save_if_stopped();
             }
             [b"fault", b"corrupt", n] if sys::fault_injection() => {
                 let n = crate::transport::table::parse_u32(n).ok_or(EINVAL)?;

@@ -311,6 +311,21 @@ fn bitmap_sets_are_saved_before_any_read_and_clears_when_the_sync_ends() {
 }
 
 #[test]
+fn a_sector_range_marks_the_chunks_it_touches() {
+    let mut p = pair(64);
+    let dev = p.s.config().dev_sectors;
+    assert_eq!(p.s.mark_dirty_sectors(15, 2), Some((1, 2)));
+    assert_eq!(
+        p.s.mark_dirty_sectors(dev - 1, 1),
+        Some((dev / 8 - 1, dev / 8 - 1))
+    );
+    assert_eq!(p.s.mark_dirty_sectors(0, 0), None, "empty");
+    assert_eq!(p.s.mark_dirty_sectors(dev, 1), None, "past the end");
+    assert_eq!(p.s.mark_dirty_sectors(u64::MAX, 2), None, "overflow");
+    assert_eq!(p.s.resync_stats().unwrap().dirty, 3);
+}
+
+#[test]
 fn stopping_saves_the_bitmap_before_the_worker_exits() {
     let mut p = pair(64);
     p.s.mark_dirty(1, 1);

@@ -296,6 +296,20 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.resync.as_mut()?.mark(first, last)
     }
 
+    /// Marks dirty the chunks that `count` sectors at `sector` touch (an
+    /// operator's `resync <sector> <sectors>`); `None` for an empty range,
+    /// one past the device's end, or no bitmap. Returns the chunks.
+    pub fn mark_dirty_sectors(&mut self, sector: u64, count: u64) -> Option<(u64, u64)> {
+        let end = sector.checked_add(count)?;
+        if count == 0 || end > self.cfg.dev_sectors {
+            return None;
+        }
+        let shift = self.resync.as_ref()?.shift;
+        let (first, last) = (sector >> shift, (end - 1) >> shift);
+        self.mark_dirty(first, last);
+        Some((first, last))
+    }
+
     /// Marks dirty the chunks of every data record the target has not
     /// acknowledged: at stop, so that a reload (which starts a new ring)
     /// resyncs what the old ring still held. After a resume instead, those
