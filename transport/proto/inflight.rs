@@ -79,7 +79,9 @@ pub struct Inflight<S: DerefMut<Target = [InflightSlot]>> {
     repairs: usize,
 }
 
-fn overlaps(a: u64, an: u64, b: u64, bn: u64) -> bool {
+/// Whether the ranges `a..a+an` and `b..b+bn` share a sector (never when
+/// either is empty).
+pub(crate) fn overlaps(a: u64, an: u64, b: u64, bn: u64) -> bool {
     an != 0 && bn != 0 && a < b.saturating_add(bn) && b < a.saturating_add(an)
 }
 

@@ -368,9 +368,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if self.mutant == crate::transport::proto::mutant::Mutant::ResyncNoBlock {
             return false;
         }
-        count != 0
-            && sector < j.sector + u64::from(j.count)
-            && j.sector < sector.saturating_add(count)
+        crate::transport::proto::inflight::overlaps(j.sector, u64::from(j.count), sector, count)
     }
 
     /// Acknowledged up to `acked`: clears the chunks whose last piece is
