@@ -32,7 +32,7 @@ use transport::metadata::Metadata;
 use transport::{source_dev::SourceDev, target_dev::TargetDev};
 
 /// The version dmsetup shows; the wire protocol's is in `log/record.rs`.
-const VERSION: [u32; 3] = [0, 4, 0];
+const VERSION: [u32; 3] = [0, 5, 0];
 
 module! {
     type: SpecMirrorModule,
@@ -136,7 +136,7 @@ impl TargetOps for SpecMirror {
         let nomem = |_| CtrError { msg: c_str!("Cannot allocate the ring or the threads' state"), err: ENOMEM };
         let role = match line.config.role {
             Role::Source => RoleDev::Source(SourceDev::new(line.config, data, meta.clone(), ctx.events(), ctx.target(), ctx.len())?),
-            Role::Target => RoleDev::Target(TargetDev::new(line.config, data, ctx.events(), ctx.len()).map_err(nomem)?),
+            Role::Target => RoleDev::Target(TargetDev::new(line.config, data, meta.clone(), ctx.events(), ctx.len()).map_err(nomem)?),
         };
         KBox::new(SpecMirror { role, meta }, GFP_KERNEL).map_err(|_| CtrError { msg: c_str!("Cannot allocate target context"), err: ENOMEM })
     }
@@ -199,8 +199,8 @@ impl TargetOps for SpecMirror {
                     RoleDev::Source(s) => s.status(out, dev),
                     RoleDev::Target(t) => t.status(out, dev),
                 }
-                // The generation the metadata holds (0: a target never
-                // synced). Not used by the handshake yet (version 0.4.0).
+                // The current generation the superblock holds (0: a target
+                // never synced).
                 write!(out, " meta={} gen={:016x}", meta, gen)
             }
             StatusType::Table => self.config().write_table(out, dev, meta),

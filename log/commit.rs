@@ -18,7 +18,7 @@
 //!   in flight together, except that a record never starts while an
 //!   earlier unfinished data record overlaps its sectors: overlapping
 //!   writes land in stream order.
-//! - A barrier (FLUSH, or any record with `FLAG_PREFLUSH`) starts only when
+//! - A barrier (FLUSH, SYNC, or any record with `FLAG_PREFLUSH`) starts only when
 //!   every earlier record is done, and nothing after it starts before it is
 //!   done.
 //! - LOCK and UNLOCK take no device I/O but still pass through here so that
@@ -160,7 +160,7 @@ impl WindowSlot {
     }
 
     fn is_barrier(&self) -> bool {
-        self.kind == Kind::Flush || self.flags & FLAG_PREFLUSH != 0
+        matches!(self.kind, Kind::Flush | Kind::Sync) || self.flags & FLAG_PREFLUSH != 0
     }
 
     /// An unfinished data record: later overlapping data waits for it.

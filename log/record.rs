@@ -12,7 +12,7 @@
 /// Frame magic, `"SMR1"` read as little-endian bytes; cheap resync check.
 pub const MAGIC: u32 = 0x3152_4D53;
 /// Wire format version this code speaks; any other value is rejected.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Size of the fixed frame header in bytes (a multiple of 8 so that
 /// payloads stay 8-byte aligned inside the rings).
 pub const HEADER_LEN: usize = 40;
@@ -32,6 +32,13 @@ pub const FLAG_PREFLUSH: u16 = 1 << 1;
 /// Every flag this version understands; a frame with any other bit set is
 /// rejected so that a newer peer cannot be silently misunderstood.
 pub const FLAGS_KNOWN: u16 = FLAG_FUA | FLAG_PREFLUSH;
+
+/// SYNC `count`: a sync starts; the target's image becomes the
+/// generation in `sector` plus some of the sync's writes (inconsistent).
+pub const SYNC_START: u32 = 1;
+/// SYNC `count`: the sync is complete; the target's image is the
+/// generation in `sector` (consistent, once its device flushed).
+pub const SYNC_DONE: u32 = 2;
 
 /// NAK reason (in `count`): the record failed its checksum or did not
 /// decode.
@@ -77,6 +84,10 @@ pub enum Kind {
     WriteZeroes = 0x07,
     /// Keepalive: the source is alive and idle. Never stored; `seq` is 0.
     Ping = 0x08,
+    /// A sync's start or end (`count`: [`SYNC_START`] or [`SYNC_DONE`];
+    /// `sector`: the generation). A barrier on the target, which records
+    /// it on its metadata device before anything after it is applied.
+    Sync = 0x09,
     /// Target answer to HELLO; payload is a [`Hello`].
     HelloReply = 0x81,
     /// Cumulative acknowledgement: every record with seq <= `seq` applied.
@@ -106,6 +117,7 @@ impl Kind {
             0x06 => Kind::Discard,
             0x07 => Kind::WriteZeroes,
             0x08 => Kind::Ping,
+            0x09 => Kind::Sync,
             0x81 => Kind::HelloReply,
             0x82 => Kind::Ack,
             0x83 => Kind::Nak,
@@ -279,6 +291,7 @@ impl Header {
                     && self.count > 0
                     && self.sector.checked_add(u64::from(self.count)).is_some()
             }
+            Kind::Sync => self.len == 0 && (self.count == SYNC_START || self.count == SYNC_DONE),
             Kind::Lock
             | Kind::Unlock
             | Kind::Flush
@@ -388,7 +401,7 @@ pub fn decode_frame<'a>(c: &impl Crc32c, buf: &'a [u8]) -> Result<(Header, &'a [
 }
 
 /// Size of the [`Hello`] payload in bytes.
-pub const HELLO_LEN: usize = 88;
+pub const HELLO_LEN: usize = 168;
 
 /// Size of the CHALLENGE payload in bytes: the target's nonce.
 pub const CHALLENGE_LEN: usize = 16;
@@ -421,6 +434,11 @@ pub struct Hello {
     /// not stated. A target refuses a source whose blocks are smaller than
     /// its own (it could not apply the source's smallest writes).
     pub block_size: u32,
+    /// The sender's data generations (`log::meta::generation`): the
+    /// source's current, bitmap and history; the target's image
+    /// generation (in `gen_current`) and history, `gen_bitmap` 0. All 0:
+    /// the sender keeps no generations.
+    pub gens: crate::log::meta::generation::Generations,
 }
 
 // Hello field offsets (little-endian).
@@ -433,6 +451,9 @@ const H_NONCE: usize = 32;
 const H_MAC: usize = 48;
 const H_FLAGS: usize = 80;
 const H_BLOCK: usize = 84;
+const H_GEN_CURRENT: usize = 88;
+const H_GEN_BITMAP: usize = 96;
+const H_GEN_HISTORY: usize = 104;
 
 impl Hello {
     /// Serializes into a fixed array.
@@ -447,6 +468,11 @@ impl Hello {
         wr(&mut o, H_MAC, &self.mac);
         wr(&mut o, H_FLAGS, &self.flags.to_le_bytes());
         wr(&mut o, H_BLOCK, &self.block_size.to_le_bytes());
+        wr(&mut o, H_GEN_CURRENT, &self.gens.current.to_le_bytes());
+        wr(&mut o, H_GEN_BITMAP, &self.gens.bitmap.to_le_bytes());
+        for (i, g) in self.gens.history.iter().enumerate() {
+            wr(&mut o, H_GEN_HISTORY + 8 * i, &g.to_le_bytes());
+        }
         o
     }
 
@@ -476,6 +502,14 @@ impl Hello {
         if let Some(s) = buf.get(H_MAC..H_MAC + 32) {
             mac.copy_from_slice(s);
         }
+        let mut gens = crate::log::meta::generation::Generations {
+            current: rd_u64(buf, H_GEN_CURRENT),
+            bitmap: rd_u64(buf, H_GEN_BITMAP),
+            ..Default::default()
+        };
+        for (i, g) in gens.history.iter_mut().enumerate() {
+            *g = rd_u64(buf, H_GEN_HISTORY + 8 * i);
+        }
         Ok(Hello {
             proto_version: rd_u32(buf, H_PROTO),
             dev_sectors: rd_u64(buf, H_DEV),
@@ -486,6 +520,7 @@ impl Hello {
             mac,
             flags: rd_u32(buf, H_FLAGS),
             block_size: rd_u32(buf, H_BLOCK),
+            gens,
         })
     }
 }

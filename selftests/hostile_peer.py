@@ -22,9 +22,9 @@ import sys
 import time
 
 MAGIC = 0x31524D53
-VERSION = 2  # Documentation/wire-protocol.rst: version 1 is refused
+VERSION = 3  # Documentation/wire-protocol.rst: versions 1 and 2 are refused
 HEADER = struct.Struct("<IBBHQQIIII")  # 40 bytes, little-endian
-HELLO = struct.Struct("<IIQQQ16s32sII")  # 88 bytes
+HELLO = struct.Struct("<IIQQQ16s32sIIQQ64s")  # 168 bytes (generations last)
 K_HELLO, K_WRITE, K_HELLO_REPLY, K_CHALLENGE = 0x01, 0x04, 0x81, 0x86
 OFF_CRC = 32
 
@@ -63,7 +63,8 @@ def frame(kind, payload=b"", seq=0, sector=0, count=0, length=None, magic=MAGIC,
 
 def hello(dev_sectors, mac=bytes(32)):
     gen = int.from_bytes(os.urandom(8), "little") | 1
-    return HELLO.pack(VERSION, 2048, dev_sectors, gen, 0, os.urandom(16), mac, 0, 0)
+    # No generations (all zero): the target applies no generation rule.
+    return HELLO.pack(VERSION, 2048, dev_sectors, gen, 0, os.urandom(16), mac, 0, 0, 0, 0, bytes(64))
 
 
 def recv_exact(s, n):
@@ -127,7 +128,7 @@ def main():
         elif case == "magic":
             s.sendall(frame(K_HELLO, hello(dev_sectors), magic=MAGIC ^ 0x01000000))
         elif case == "truncated":
-            # A HELLO cut short: the header and 40 of its 88 payload bytes,
+            # A HELLO cut short: the header and 40 of its 168 payload bytes,
             # then silence with the connection left open.
             s.sendall(frame(K_HELLO, hello(dev_sectors))[:80])
         elif case == "oversized":

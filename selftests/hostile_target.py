@@ -74,9 +74,10 @@ def read_hello(s):
 def reply(hello, nonce_t, secret, dev_delta=0, region_mul=1):
     """A HELLO_REPLY accepting the source's HELLO (unless the sizes are
     changed), signed with `secret` (None: an all-zero MAC)."""
-    ver, region, dev, gen, base, nonce_s, _mac, _flags, _res = hello
+    ver, region, dev, gen, base, nonce_s, _mac, _flags, _res = hello[:9]
+    # A new target (no generation): the source plans an initial sync.
     body = HELLO.pack(ver, region * region_mul, dev + dev_delta, gen, base, nonce_t,
-                      bytes(32), 0, 0)
+                      bytes(32), 0, 0, 0, 0, bytes(64))
     if secret is not None:
         mac = hmac.new(secret, b"specmirror reply v1" + nonce_s + body, hashlib.sha256).digest()
         body = body[:48] + mac + body[80:]

@@ -189,6 +189,15 @@ sm_quiesce() {
 	return 1
 }
 
+# sm_synced SRC TIMEOUT_S: waits until the source has no dirty chunk left
+# and its ring and in-flight writes are empty (a resync ended and the
+# stream quiesced).
+sm_synced() {
+	sm_until_f "$2" "$1" '[ "${SM_F[dirty]}" = 0 ] && [ "${SM_F[ring]%/*}" = 0 ] && [ "${SM_F[inflight]}" = 0 ]' && return 0
+	echo "not synced after $2 s: $(dmsetup status "$1")"
+	return 1
+}
+
 # sm_equal A B: byte-for-byte equality of two block devices.
 sm_equal() {
 	cmp <(dd if="$1" bs=1M iflag=direct status=none) <(dd if="$2" bs=1M iflag=direct status=none)

@@ -1,7 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # The resync (Documentation/dm-specmirror.rst, "Resync"): a source whose
-# data device already holds data the target lacks is brought in line by
+# data device already holds data the target lacks, paired with
+# `initial_sync none` (the operator wrongly asserts the devices are equal,
+# so the handshake sends nothing), is brought in line by
 # `dmsetup message <source> 0 resync`, while the host keeps writing; the
 # dirty bitmap is on the metadata device, so a resync interrupted by a
 # table reload resumes after it; a dm event marks its start and its end.
@@ -17,19 +19,14 @@ src=$(sm_loop "$MB"); dst=$(sm_loop "$MB")
 n=$(sm_sectors "$src")
 chunks=$(((n + 127) / 128))
 S=$PREFIX-rsrc D=$PREFIX-rdst
-stable="source $src $(sm_meta "$src") 127.0.0.1:7801"
+sbase="source $src $(sm_meta "$src") 127.0.0.1:7801"
+stable="$sbase 2 initial_sync none"
 ttable="target $dst $(sm_meta "$dst") 127.0.0.1:7801"
 # Data the target never saw: written to the source's data device before
 # the table exists (a device that held data before it was mirrored).
 dd if=/dev/urandom of="$src" bs=1M count="$MB" oflag=direct status=none
 
 events() { dmsetup info -c --noheadings -o events "$1" | tr -d ' '; }
-# synced DEV TIMEOUT: no dirty chunk left and nothing in flight.
-synced() {
-	sm_until_f "$2" "$1" '[ "${SM_F[dirty]}" = 0 ] && [ "${SM_F[ring]%/*}" = 0 ] && [ "${SM_F[inflight]}" = 0 ]' && return 0
-	echo "not synced after $2 s: $(dmsetup status "$1")"
-	return 1
-}
 
 created() {
 	sm_create "$D" "0 $n specmirror $ttable" && sm_create "$S" "0 $n specmirror $stable" &&
@@ -61,7 +58,7 @@ dmsetup message "$S" 0 resync
 sm_check "resync: status shows dirty chunks and progress" progress
 sm_nap 2
 sm_check_load "host writes during the resync completed without error"
-sm_check "resync ends (dirty=0) and the stream quiesces" synced "$S" 300
+sm_check "resync ends (dirty=0) and the stream quiesces" sm_synced "$S" 300
 sm_check "a dm event marked the resync" evented
 sm_check "data devices equal (cmp)" sm_equal "$src" "$dst"
 echo "# source: $(dmsetup status $S)"
@@ -74,7 +71,7 @@ dmsetup message "$S" 0 disconnect
 dmsetup message "$S" 0 resync
 sm_check "disconnected: the resync waits with every chunk dirty" all_dirty
 sm_check "remove and load the source again: the bitmap is still dirty" reloaded
-sm_check "the resumed resync ends" synced "$S" 300
+sm_check "the resumed resync ends" sm_synced "$S" 300
 sm_check "data devices equal after the interrupted resync (cmp)" sm_equal "$src" "$dst"
 echo "# source: $(dmsetup status $S)"
 
@@ -87,14 +84,14 @@ idle=$(bw)
 dmsetup message "$S" 0 resync
 t0=$EPOCHSECONDS
 busy=$(bw)
-synced "$S" 300 >/dev/null
+sm_synced "$S" 300 >/dev/null
 echo "# host writes: ${idle:-?} KiB/s with no resync, ${busy:-?} KiB/s during a resync of $chunks chunks (which took $((EPOCHSECONDS - t0)) s)"
 
 # sync_rate caps the resync: at 1024 KiB/s, 2 s move at most about 2 MiB
 # (plus a piece), and something moves.
 capped() {
 	local t0 line done_
-	dmsetup remove "$S" && sm_create "$S" "0 $n specmirror $stable 2 sync_rate 1024" && sm_state "$S" connected || return 1
+	dmsetup remove "$S" && sm_create "$S" "0 $n specmirror $sbase 4 initial_sync none sync_rate 1024" && sm_state "$S" connected || return 1
 	dmsetup message "$S" 0 resync
 	t0=$EPOCHSECONDS
 	sm_nap 2
@@ -106,7 +103,7 @@ capped() {
 rates=$(mktemp /tmp/smt-out.XXXXXX); SM_FILES+=("$rates")
 sm_check "sync_rate 1024 KiB/s caps the resync" capped
 cat "$rates"
-uncapped() { dmsetup remove "$S" && sm_create "$S" "0 $n specmirror $stable" && synced "$S" 300; }
+uncapped() { dmsetup remove "$S" && sm_create "$S" "0 $n specmirror $stable" && sm_synced "$S" 300; }
 sm_check "loaded again without the cap, the resync resumes and ends" uncapped
 sm_check "data devices equal after the capped resync (cmp)" sm_equal "$src" "$dst"
 
@@ -123,7 +120,7 @@ unacked() {
 		dmesg | tail -n 30 | grep "specmirror: metadata device .*: 64 of $chunks chunks dirty"
 }
 sm_check "4 MiB unacknowledged, then a reload: their chunks are dirty" unacked
-sm_check "the resync after the reload ends" synced "$S" 300
+sm_check "the resync after the reload ends" sm_synced "$S" 300
 sm_check "data devices equal after the reload (cmp)" sm_equal "$src" "$dst"
 
 # A range: bytes changed under the source (on its data device, as after
@@ -133,7 +130,7 @@ ranged() {
 		! sm_equal "$src" "$dst" >/dev/null 2>&1 &&
 		! dmsetup message "$S" 0 resync "$n" 8 2>/dev/null &&
 		! dmsetup message "$S" 0 resync 0 0 2>/dev/null &&
-		dmsetup message "$S" 0 resync $((1001 * 8)) 24 && synced "$S" 300 && sm_equal "$src" "$dst"
+		dmsetup message "$S" 0 resync $((1001 * 8)) 24 && sm_synced "$S" 300 && sm_equal "$src" "$dst"
 }
 sm_check "resync <sector> <sectors> brings a range in line (cmp); bad ranges refused" ranged
 dmsetup remove "$S"; dmsetup remove "$D"

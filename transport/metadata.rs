@@ -8,6 +8,7 @@
 use kernel::{c_str, error::code::ENOMEM, prelude::*};
 
 use crate::log::meta::bitmap::{self, BlockState, Bitmap};
+use crate::log::meta::generation::Generations;
 use crate::log::meta::superblock::{self, Expect, MetaError, MetaRole, Superblock};
 use crate::log::meta::BLOCK_SIZE;
 use crate::transport::sys::{self, metaio::MetaIo, pages::{KPages, KernelCrc}, CtrError, DmDev};
@@ -100,6 +101,24 @@ impl Metadata {
             }
         }
         Ok(damaged)
+    }
+
+    /// Writes a new superblock with generations `gens` and the
+    /// consistency flag `consistent` durably over the older of the two
+    /// copies; memory takes it once the write completed.
+    pub(crate) fn save_superblock(&mut self, gens: Generations, consistent: bool) -> Result {
+        let mut sb = self.sb.next();
+        sb.gens = gens;
+        sb.flags = if consistent {
+            sb.flags | superblock::FLAG_CONSISTENT
+        } else {
+            sb.flags & !superblock::FLAG_CONSISTENT
+        };
+        let out = self.io.buf_mut(OUT).ok_or(ENOMEM)?;
+        sb.encode(out, &KernelCrc);
+        self.io.write(sb.slot(), OUT)?;
+        self.sb = sb;
+        Ok(())
     }
 
     /// Writes bitmap block `block` durably: `fill` puts its bits in place

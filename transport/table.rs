@@ -125,14 +125,15 @@ impl fmt::Debug for Secret {
 
 // Bits of `TableConfig::given`: which optional keys the line named, so the
 // TABLE status line prints back exactly what recreates the device.
-const GIVEN_REGION_SIZE: u8 = 1 << 0;
-const GIVEN_RING_MB: u8 = 1 << 1;
-const GIVEN_MODE: u8 = 1 << 2;
-const GIVEN_COMPLETION: u8 = 1 << 3;
-const GIVEN_HOT_REGIONS: u8 = 1 << 4;
-const GIVEN_SECRET: u8 = 1 << 5;
-const GIVEN_CHUNK_SIZE: u8 = 1 << 6;
-const GIVEN_SYNC_RATE: u8 = 1 << 7;
+const GIVEN_REGION_SIZE: u16 = 1 << 0;
+const GIVEN_RING_MB: u16 = 1 << 1;
+const GIVEN_MODE: u16 = 1 << 2;
+const GIVEN_COMPLETION: u16 = 1 << 3;
+const GIVEN_HOT_REGIONS: u16 = 1 << 4;
+const GIVEN_SECRET: u16 = 1 << 5;
+const GIVEN_CHUNK_SIZE: u16 = 1 << 6;
+const GIVEN_SYNC_RATE: u16 = 1 << 7;
+const GIVEN_INITIAL_SYNC: u16 = 1 << 8;
 
 /// Largest `sync_rate` in KiB/s (4 GiB/s).
 pub const SYNC_RATE_MAX: u32 = 1 << 22;
@@ -161,7 +162,9 @@ pub struct TableConfig {
     pub chunk_sectors: u32,
     /// Resync cap in KiB/s, 0 for none (source only).
     pub sync_rate: u32,
-    given: u8,
+    /// How a new target is brought in line (source only).
+    pub initial_sync: crate::log::meta::generation::InitialSync,
+    given: u16,
 }
 
 /// Why a table line was refused. Each maps to one `ti->error` message.
@@ -205,6 +208,8 @@ pub enum TableError {
     BadChunkSize,
     /// sync_rate out of range.
     BadSyncRate,
+    /// initial_sync neither `full` nor `none`.
+    BadInitialSync,
 }
 
 impl TableError {
@@ -228,7 +233,7 @@ impl TableError {
             TableError::UnknownKey => "Unknown optional argument\0",
             TableError::DuplicateKey => "Optional argument given twice\0",
             TableError::SourceOnlyKey => {
-                "mode, completion, hot_regions and sync_rate apply to the source role only\0"
+                "mode, completion, hot_regions, sync_rate and initial_sync apply to the source role only\0"
             }
             TableError::BadRegionSize => {
                 "Invalid region_size: must be a power of two from 8 to 2097152 sectors\0"
@@ -242,6 +247,7 @@ impl TableError {
                 "Invalid chunk_size: must be a power of two from 8 sectors to region_size\0"
             }
             TableError::BadSyncRate => "Invalid sync_rate: must be 0 to 4194304 KiB/s\0",
+            TableError::BadInitialSync => "Invalid initial_sync: expected full or none\0",
         }
     }
 
@@ -297,6 +303,7 @@ where
         secret: None,
         chunk_sectors: CHUNK_SECTORS_DEFAULT,
         sync_rate: 0,
+        initial_sync: crate::log::meta::generation::InitialSync::Full,
         given: 0,
     };
     if let Some(count) = it.next() {
@@ -332,12 +339,14 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         b"secret" => GIVEN_SECRET,
         b"chunk_size" => GIVEN_CHUNK_SIZE,
         b"sync_rate" => GIVEN_SYNC_RATE,
+        b"initial_sync" => GIVEN_INITIAL_SYNC,
         _ => return Err(TableError::UnknownKey),
     };
     if c.given & bit != 0 {
         return Err(TableError::DuplicateKey);
     }
-    let source_only = GIVEN_MODE | GIVEN_COMPLETION | GIVEN_HOT_REGIONS | GIVEN_SYNC_RATE;
+    let source_only =
+        GIVEN_MODE | GIVEN_COMPLETION | GIVEN_HOT_REGIONS | GIVEN_SYNC_RATE | GIVEN_INITIAL_SYNC;
     if c.role == Role::Target && bit & source_only != 0 {
         return Err(TableError::SourceOnlyKey);
     }
@@ -384,6 +393,13 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         }
         GIVEN_SYNC_RATE => {
             c.sync_rate = parse_in(value, 0, SYNC_RATE_MAX, TableError::BadSyncRate)?;
+        }
+        GIVEN_INITIAL_SYNC => {
+            c.initial_sync = match value {
+                b"full" => crate::log::meta::generation::InitialSync::Full,
+                b"none" => crate::log::meta::generation::InitialSync::None,
+                _ => return Err(TableError::BadInitialSync),
+            }
         }
         _ => {
             // GIVEN_SECRET: printable, no spaces (dm splits words on them).
@@ -617,6 +633,9 @@ impl TableConfig {
         if self.given & GIVEN_SYNC_RATE != 0 {
             write!(f, " sync_rate {}", self.sync_rate)?;
         }
+        if self.given & GIVEN_INITIAL_SYNC != 0 {
+            write!(f, " initial_sync {}", self.initial_sync_str())?;
+        }
         if let Some(s) = &self.secret {
             // Like dm-crypt's key: root can read it back to recreate the
             // device; IMA and INFO never show it.
@@ -633,7 +652,7 @@ impl TableConfig {
         let role = self.role_str();
         write!(
             f,
-            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},sync_rate={},auth={};",
+            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},sync_rate={},initial_sync={},auth={};",
             role,
             data_dev,
             meta_dev,
@@ -645,8 +664,17 @@ impl TableConfig {
             self.completion_str(),
             self.hot_regions,
             self.sync_rate,
+            self.initial_sync_str(),
             if self.secret.is_some() { "hmac" } else { "none" },
         )
+    }
+
+    /// `full` or `none`.
+    pub fn initial_sync_str(&self) -> &'static str {
+        match self.initial_sync {
+            crate::log::meta::generation::InitialSync::None => "none",
+            _ => "full",
+        }
     }
 
     /// `source` or `target`.

@@ -26,6 +26,7 @@ use libfuzzer_sys::fuzz_target;
 use specmirror_core::log::record::{
     decode_frame, encode_frame, Crc32c, Header, Hello, Kind, FLAGS_KNOWN, HEADER_LEN, VERSION,
 };
+use specmirror_core::log::meta::generation::{Generations, InitialSync};
 use specmirror_core::log::meta::bitmap::{self, Bitmap};
 use specmirror_core::pair::{gather, Src};
 use specmirror_core::transport::proto::auth::{self, encode_challenge, MacLabel};
@@ -37,7 +38,7 @@ use specmirror_core::transport::proto::source::{
 };
 use specmirror_core::transport::proto::wake::{Instant, MS};
 use specmirror_core::transport::proto::{
-    encode_hello, Completion, Mode, Refusal, MAX_CONTROL_FRAME,
+    encode_hello, Completion, Mode, Refusal, HELLO_FLAG_CONSISTENT, MAX_CONTROL_FRAME,
 };
 use specmirror_core::transport::table::Secret;
 use specmirror_core::vec_pages::VecPages;
@@ -290,6 +291,11 @@ impl Glue {
                 }
             }
             WorkerStep::SyncEvent => {}
+            WorkerStep::AppendSync => s.append_sync(&Crc),
+            WorkerStep::SaveGens => {
+                assert!(s.gens_copy().is_some());
+                s.gens_saved(inp.b() % 4 != 0, now);
+            }
             WorkerStep::SaveBitmap { block } => {
                 let mut piece = [0u8; 512];
                 assert!(s.bitmap_copy(block, 0, &mut piece));
@@ -420,6 +426,12 @@ fuzz_target!(|data: &[u8]| {
         for _ in 0..inp.b() % 8 {
             let c = u64::from(inp.b()) % chunks;
             s.mark_dirty(c, c + u64::from(inp.b() % 4));
+        }
+        if inp.b() & 1 != 0 {
+            // Generations: the handshake's rule and the SYNC marks.
+            let gens = Generations { current: 0xA1, bitmap: if inp.b() & 1 != 0 { 0xB2 } else { 0 }, ..Default::default() };
+            let mode = if inp.b() & 1 != 0 { InitialSync::None } else { InitialSync::Full };
+            s.attach_generations(gens, mode);
         }
     }
     s.start(0);
@@ -553,7 +565,17 @@ fuzz_target!(|data: &[u8]| {
                         Refusal::Busy.to_flags()
                     },
                     block_size: if sel & 0x20 == 0 { 0 } else { 4096 },
+                    // A target new, at the source's generation or its
+                    // bitmap's base, ahead, or unrelated.
+                    gens: Generations {
+                        current: [0, 0xA1, 0xB2, 0xC3, inp.u64()][usize::from(inp.b() % 5)],
+                        history: [[0u64; 8], [0xA1, 0, 0, 0, 0, 0, 0, 0]][usize::from(inp.b() & 1)],
+                        ..Default::default()
+                    },
                 };
+                if inp.b() & 1 != 0 {
+                    reply.flags |= HELLO_FLAG_CONSISTENT;
+                }
                 let key = if sel & 0x40 == 0 { Some(KEY) } else { None };
                 let label = if sel & 0x80 == 0 {
                     MacLabel::Reply

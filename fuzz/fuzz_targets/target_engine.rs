@@ -20,6 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use specmirror_core::log::commit::{WindowSlot, SCAN_LIMIT};
 use specmirror_core::log::filter::FILTER_BUCKETS;
 use specmirror_core::log::locks::LockSlot;
+use specmirror_core::log::meta::generation::Generations;
 use specmirror_core::log::record::{
     decode_frame, decode_header, encode_frame, frame_crc, Crc32c, Header, Hello, Kind, HEADER_LEN,
     MAGIC, VERSION,
@@ -227,6 +228,9 @@ impl Glue {
                     if v.header.kind.is_data() {
                         assert!(v.header.sector + u64::from(v.header.count) <= DEV);
                     }
+                    // A SYNC record names the superblock to write; nothing
+                    // else does.
+                    assert_eq!(t.sync_meta(&v.header).is_some(), v.header.kind == Kind::Sync);
                     assert_eq!(
                         v.chunks().map(|(_, _, n)| n).sum::<usize>(),
                         v.header.len as usize
@@ -323,6 +327,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     t.set_block_size([0u32, 512, 4096, 0][usize::from((setup >> 3) & 3)]);
+    // A new target, or one at generation 0xA1 (consistent or not).
+    match inp.b() % 3 {
+        0 => {}
+        n => t.attach_generations(Generations { current: 0xA1, ..Default::default() }, n == 1),
+    }
     t.start();
     let mut g = Glue {
         now: 0,
@@ -412,7 +421,8 @@ fuzz_target!(|data: &[u8]| {
                     Kind::WriteZeroes,
                     Kind::Ping,
                     Kind::Write,
-                ][usize::from(inp.b() % 8)];
+                    Kind::Sync,
+                ][usize::from(inp.b() % 9)];
                 let mut h = Header::new(kind);
                 let d = inp.byte().unwrap_or(1);
                 h.seq = (t.received_seq() + 1)
@@ -426,6 +436,11 @@ fuzz_target!(|data: &[u8]| {
                         h.sector = u64::from(inp.b() % 8);
                     }
                     Kind::Flush => h.flags = 0,
+                    Kind::Sync => {
+                        h.flags = 0;
+                        h.sector = [0xA1, 0xB2, inp.u64()][usize::from(inp.b() % 3)];
+                        h.count = u32::from(inp.b() % 3);
+                    }
                     Kind::Ping => {
                         h.flags = 0;
                         h.seq = 0;
@@ -487,6 +502,12 @@ fuzz_target!(|data: &[u8]| {
                         0
                     },
                     block_size: if sel & 64 == 0 { 0 } else { 512 << (sel >> 7) },
+                    // No generations, the target's own, or another pair's.
+                    gens: Generations {
+                        current: [0, 0xA1, 0xB2, inp.u64()][usize::from(inp.b() % 4)],
+                        bitmap: [0, 0xA1, 0xB2][usize::from(inp.b() % 3)],
+                        ..Default::default()
+                    },
                 };
                 let key = if sel2 & 4 == 0 { Some(KEY) } else { None };
                 let nonce = if sel2 & 8 == 0 { g.nonce } else { [sel; 16] };

@@ -14,7 +14,7 @@
 //! 2. The source reads it ([`decode_challenge`]) and answers with its HELLO,
 //!    whose `nonce` is a fresh random `nonce_s` and whose `mac` is
 //!    `HMAC-SHA256(secret, "specmirror hello v1" || nonce_t || hello)`, the
-//!    hello's 88 bytes taken with the `mac` field zeroed ([`sign`] with
+//!    hello's 168 bytes taken with the `mac` field zeroed ([`sign`] with
 //!    [`MacLabel::Hello`]).
 //! 3. The target checks that MAC when it has a secret ([`verify`]) and
 //!    answers HELLO_REPLY, whose `mac` is

@@ -76,6 +76,9 @@ pub const HELLO_FLAG_LOCK_SYNC: u32 = 1 << 0;
 /// HELLO flag (source): sync completion, so the target acknowledges every
 /// applied record at once instead of batching.
 pub const HELLO_FLAG_SYNC_COMPLETION: u32 = 1 << 1;
+/// HELLO_REPLY flag (target): its image is consistent (a flush-boundary
+/// image of the generation it names; not in the middle of a sync).
+pub const HELLO_FLAG_CONSISTENT: u32 = 1 << 2;
 /// HELLO_REPLY flag bits 8..16 (target): the refusal reason, a
 /// [`Refusal`] code; zero means accepted.
 pub const HELLO_FLAG_REFUSED_MASK: u32 = 0xff << 8;
@@ -103,6 +106,21 @@ pub enum Refusal {
     /// The target's data device has larger logical blocks than the
     /// source's: it could not apply the source's smallest writes.
     BlockSize,
+    /// No generation of one side is known to the other: not two halves
+    /// of one mirror (see `log::meta::generation`).
+    Unrelated,
+    /// The target's history holds the source's current generation: the
+    /// target moved on from where the source is.
+    TargetAhead,
+}
+
+impl From<crate::log::meta::generation::Refusal> for Refusal {
+    fn from(r: crate::log::meta::generation::Refusal) -> Refusal {
+        match r {
+            crate::log::meta::generation::Refusal::Unrelated => Refusal::Unrelated,
+            crate::log::meta::generation::Refusal::TargetAhead => Refusal::TargetAhead,
+        }
+    }
 }
 
 impl Refusal {
@@ -118,6 +136,8 @@ impl Refusal {
             Refusal::Auth => 7,
             Refusal::Protocol => 8,
             Refusal::BlockSize => 9,
+            Refusal::Unrelated => 10,
+            Refusal::TargetAhead => 11,
         }
     }
 
@@ -133,6 +153,8 @@ impl Refusal {
             6 => Refusal::Diverged,
             7 => Refusal::Auth,
             9 => Refusal::BlockSize,
+            10 => Refusal::Unrelated,
+            11 => Refusal::TargetAhead,
             _ => Refusal::Protocol,
         }
     }
@@ -149,6 +171,8 @@ impl Refusal {
             Refusal::Auth => "refused:auth",
             Refusal::Protocol => "refused:protocol",
             Refusal::BlockSize => "refused:block-size",
+            Refusal::Unrelated => "refused:unrelated",
+            Refusal::TargetAhead => "refused:target-ahead",
         }
     }
 

@@ -46,11 +46,17 @@ pub enum Mutant {
     /// A stopping source does not mark the chunks of its unacknowledged
     /// records dirty: a reload (a new ring) loses them for the target.
     NoMarkAtStop,
+    /// The source sends SYNC_DONE while chunks are still dirty: the
+    /// target says consistent over an image the sync has not finished.
+    SyncDoneEarly,
+    /// The resync engine reads before SYNC_START is in the stream: the
+    /// target applies resync pieces while it says consistent.
+    NoSyncStart,
 }
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 10] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
@@ -61,5 +67,7 @@ impl Mutant {
         Mutant::ResyncNoLocalWait,
         Mutant::ReadBeforeSave,
         Mutant::NoMarkAtStop,
+        Mutant::SyncDoneEarly,
+        Mutant::NoSyncStart,
     ];
 }

@@ -198,6 +198,7 @@ impl SourceDev {
         // Local writes go from the ring: payloads start on a block.
         m.set_payload_align((lbs as usize).max(SECTOR_ALIGN)).map_err(inval)?;
         Self::attach_bitmap(&mut m, &cfg, &meta, dev_sectors)?;
+        m.attach_generations(meta.lock().superblock().gens, cfg.initial_sync);
         m.set_sync_rate(cfg.sync_rate);
         let ns = NetNs::current().map_err(nomem)?;
         let state = State { m, deferred: BioList::new(), writing: BioList::new(), sock: None, invalid_bios: 0 };
@@ -581,9 +582,27 @@ impl SourceDev {
         );
         // The resync: chunks the target lacks, progress while a sync runs.
         let r = g.m.resync_stats().unwrap_or_default();
-        let _ = write!(out, " dirty={} resync_errors={} bitmap_errors={}", r.dirty, r.read_errors, g.m.bitmap_save_errors());
+        let _ = write!(
+            out,
+            " dirty={} resync_errors={} bitmap_errors={} resync_kib={}",
+            r.dirty,
+            r.read_errors,
+            g.m.bitmap_save_errors(),
+            r.bytes / 1024
+        );
         if r.dirty > 0 {
             let _ = write!(out, " syncing={}/{}", r.done, r.done.saturating_add(r.dirty));
+        }
+        // The generations: what the bitmap is relative to, the rule the
+        // last handshake applied.
+        if let Some(gs) = g.m.gen_status() {
+            let _ = write!(
+                out,
+                " bitmap_base={:016x} rule={} sb_errors={}",
+                gs.gens.bitmap,
+                gs.rule.map_or("none", |r| r.as_str()),
+                gs.save_errors
+            );
         }
     }
 }

@@ -266,6 +266,8 @@ impl SourceDev {
                 WorkerStep::RepairRead(job) => self.repair_read(&job, &mut buf),
                 WorkerStep::RepairAppend { job, ok } => self.repair_append(&job, ok, &buf),
                 WorkerStep::SaveBitmap { block } => self.save_bitmap(block),
+                WorkerStep::SaveGens => self.save_gens(),
+                WorkerStep::AppendSync => self.with(|g| g.m.append_sync(&self.crc)),
                 WorkerStep::SyncEvent => self.sync_event(),
                 WorkerStep::ResyncRead(job) => self.resync_read(&job, &mut rbuf),
                 WorkerStep::ResyncAppend { job, ok } => self.resync_append(&job, ok, &rbuf),
@@ -395,6 +397,27 @@ impl SourceDev {
         }
     }
 
+    /// Writes the superblock with the machine's generations (the next of
+    /// its two copies), then tells the machine how it went.
+    pub(super) fn save_gens(&self) {
+        let Some(gens) = self.with(|g| g.m.gens_copy()) else {
+            return;
+        };
+        let r = self.meta.lock().save_superblock(gens, false);
+        let errors = self.with(|g| {
+            g.m.gens_saved(r.is_ok(), sys::now());
+            g.m.gen_status().map_or(0, |s| s.save_errors)
+        });
+        if let Err(e) = r {
+            if errors.is_power_of_two() {
+                pr_err!(
+                    "specmirror: source for {}: cannot save the superblock to the metadata device ({:?}, {} failures); retrying\n",
+                    self.cfg.endpoint, e, errors
+                );
+            }
+        }
+    }
+
     /// The saves the worker makes before it exits, for a device whose
     /// threads do not run (stopped, or never started).
     pub(super) fn save_stopped(&self) {
@@ -404,6 +427,7 @@ impl SourceDev {
             let step = self.with(|g| g.m.poll_worker(sys::now()));
             match step {
                 WorkerStep::SaveBitmap { block } => self.save_bitmap(block),
+                WorkerStep::SaveGens => self.save_gens(),
                 _ => return,
             }
         }

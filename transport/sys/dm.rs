@@ -157,6 +157,15 @@ impl DmDev {
         unsafe { (*self.dev).bdev }
     }
 
+    /// Flushes the device's volatile write cache and waits for it: every
+    /// write completed before is then on stable media. Process context
+    /// only (it sleeps).
+    pub(crate) fn flush(&self) -> kernel::error::Result {
+        // SAFETY: `bdev()` is the live block device this dm_dev holds open;
+        // the caller is in process context, where the flush may sleep.
+        kernel::error::to_result(unsafe { raw::dmsm_bdev_flush(self.bdev()) })
+    }
+
     /// The device's size in 512-byte sectors.
     pub(crate) fn sectors(&self) -> u64 {
         // SAFETY: `bdev()` is the live block device this dm_dev holds open.

@@ -443,6 +443,11 @@ int dmsm_page_rw_sync(struct block_device *bdev, u64 sector, struct page *page, 
 	return ret;
 }
 
+int dmsm_bdev_flush(struct block_device *bdev)
+{
+	return blkdev_issue_flush(bdev);
+}
+
 u64 dmsm_bdev_nr_sectors(struct block_device *bdev)
 {
 	return bdev_nr_sectors(bdev);

@@ -41,6 +41,7 @@ use super::sys::pages::{KPages, KernelCrc};
 use super::sys::sync::{IrqSpinGuard, IrqSpinLock};
 use super::sys::thread::Thread;
 use super::sys::{self, DmDev, EndIo, Events, MapResult, StatusWriter};
+use super::metadata::Metadata;
 use super::table::{parse_u64, TableConfig};
 use crate::log::commit::{WindowSlot, SCAN_LIMIT};
 use crate::log::filter::FILTER_BUCKETS;
@@ -82,6 +83,8 @@ struct Threads {
 pub(crate) struct TargetDev {
     cfg: TableConfig,
     data: DmDev,
+    /// The metadata device: SYNC records are written to its superblock.
+    meta: Arc<Mutex<Metadata>>,
     ns: NetNs,
     events: Events,
     crc: KernelCrc,
@@ -113,7 +116,13 @@ impl TargetDev {
     /// Builds the device: the machine and its storage (commit log pages,
     /// `ring_mb`; issue window, region filter and lock slots) and the
     /// record bio pool, allocated here, never on the I/O path.
-    pub(crate) fn new(cfg: TableConfig, data: DmDev, events: Events, dev_sectors: u64) -> Result<Arc<TargetDev>> {
+    pub(crate) fn new(
+        cfg: TableConfig,
+        data: DmDev,
+        meta: Arc<Mutex<Metadata>>,
+        events: Events,
+        dev_sectors: u64,
+    ) -> Result<Arc<TargetDev>> {
         let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL)?;
         let log_bytes = pages.bytes();
         let tcfg = TargetConfig {
@@ -127,12 +136,17 @@ impl TargetDev {
         m.set_block_size(lbs);
         // Record bios go from the log's pages: payloads start on a block.
         m.set_payload_align((lbs as usize).max(SECTOR_ALIGN)).map_err(|_| EINVAL)?;
+        {
+            let sb = meta.lock();
+            m.attach_generations(sb.superblock().gens, sb.superblock().consistent());
+        }
         let state = State { m, sock: None, reads: BioList::new() };
         let ns = NetNs::current()?;
         let dev = Arc::pin_init(
             try_pin_init!(TargetDev {
                 cfg,
                 data,
+                meta,
                 ns,
                 events,
                 crc: KernelCrc,
@@ -214,6 +228,13 @@ impl TargetDev {
             }
         }
         let (sector, sectors) = (bio.sector(), u64::from(bio.sectors()));
+        let refused = self.with(|g| g.m.read_refused().then(|| g.m.stats().reads_refused));
+        if let Some(n) = refused {
+            if n.is_power_of_two() {
+                pr_warn!("specmirror: read from a target in the middle of a sync refused (its image is inconsistent; {} so far)\n", n);
+            }
+            return MapResult::Kill;
+        }
         let parked = self.with(|g| {
             if g.m.read_arrives(sector, sectors) {
                 return false;
@@ -403,6 +424,16 @@ impl TargetDev {
             s.writes_refused,
             g.m.msg_locks_len(),
             s.peer_timeouts,
+        );
+        // Whether the image is a flush-boundary image of its generation
+        // (not in the middle of a sync), and the last handshake's rule.
+        let (_, consistent) = g.m.generations();
+        let _ = write!(
+            out,
+            " image={} rule={} reads_refused={}",
+            if consistent { "consistent" } else { "inconsistent" },
+            g.m.last_rule().map_or("none", |r| r.as_str()),
+            s.reads_refused
         );
     }
 }

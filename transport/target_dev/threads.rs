@@ -22,7 +22,7 @@ use crate::transport::proto::target::{
 use crate::transport::proto::wake::Instant;
 use crate::transport::proto::{sleep_ms, MAX_CONTROL_FRAME};
 use crate::transport::sys::bio::{BioList, BioView, BLK_STS_IOERR};
-use crate::transport::sys::devio::{DevIo, IoOp};
+use crate::transport::sys::devio::{DevIo, IoOp, IoOwner};
 use crate::transport::sys::frames::{self, FrameReader};
 use crate::transport::sys::net::Socket;
 use crate::transport::sys::sync::IrqSpinGuard;
@@ -268,6 +268,10 @@ impl TargetDev {
         });
         for &(v, zero_fill, a, b) in batch.iter() {
             let h = v.header;
+            if h.kind == Kind::Sync {
+                self.apply_sync(&v);
+                continue;
+            }
             let io = DevIo {
                 op: match h.kind {
                     Kind::Write => IoOp::Write,
@@ -299,6 +303,36 @@ impl TargetDev {
                 unsafe { bio.add_pages(p.iter().copied()) };
             }
             bio.submit();
+        }
+    }
+
+    /// A SYNC record (a barrier: every earlier record is on the device,
+    /// nothing later is issued): flush the data device first if the
+    /// machine says so (SYNC_DONE declares the image consistent), then
+    /// write the superblock it names, then report the record done. Runs
+    /// in the applier, which may sleep; a failure keeps the record and it
+    /// is retried like a failed write.
+    fn apply_sync(&self, v: &IssueView) {
+        let Some((gens, consistent, flush)) = self.with(|g| g.m.sync_meta(&v.header)) else {
+            self.io_done(v.seq, -(bindings::EIO as i32));
+            return;
+        };
+        let mut r = if flush { self.data.flush() } else { Ok(()) };
+        if r.is_ok() {
+            r = self.meta.lock().save_superblock(gens, consistent);
+        }
+        match r {
+            Ok(()) => {
+                pr_info!(
+                    "specmirror: target on {}: image {} at generation {:016x}\n",
+                    self.cfg.endpoint,
+                    if consistent { "consistent" } else { "inconsistent (sync started)" },
+                    gens.current
+                );
+                self.events.raise();
+                self.io_done(v.seq, 0);
+            }
+            Err(e) => self.io_done(v.seq, e.to_errno()),
         }
     }
 

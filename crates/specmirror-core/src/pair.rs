@@ -466,6 +466,14 @@ impl<C: Crc32c> Pair<C> {
                 true
             }
             WorkerStep::SyncEvent => true,
+            WorkerStep::AppendSync => {
+                self.s.append_sync(&self.c);
+                true
+            }
+            WorkerStep::SaveGens => {
+                self.s.gens_saved(true, self.now);
+                true
+            }
             // The pair keeps no metadata device: saves succeed at once.
             WorkerStep::SaveBitmap { block } => {
                 self.s.bitmap_saved(block, true, self.now);

@@ -210,6 +210,7 @@ fn full_target(mut sector: impl FnMut(u64) -> u64) -> Tgt {
         mac: [0; 32],
         flags: 0,
         block_size: 0,
+        gens: Default::default(),
     };
     sign_hello(None, &nonce, &mut hello);
     let (_, reply) = send_hello(&mut t, conn, &hello, 0);

@@ -38,7 +38,7 @@ fn header_layout_is_byte_exact() {
     h.encode(&mut b);
     let expect: [u8; 40] = [
         0x53, 0x4D, 0x52, 0x31, // magic "SMR1"
-        2, 0x04, 0x03, 0x00, // version, kind, flags
+        3, 0x04, 0x03, 0x00, // version, kind, flags
         8, 7, 6, 5, 4, 3, 2, 1, // seq
         0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11, // sector
         1, 0, 0, 0, // count
@@ -61,10 +61,19 @@ fn kinds_round_trip_and_direction() {
             assert_eq!(k.is_from_source(), v < 0x80);
         }
     }
-    assert_eq!((0..=255u8).filter_map(Kind::from_u8).count(), 14);
+    assert_eq!((0..=255u8).filter_map(Kind::from_u8).count(), 15);
     // The keepalive is the source's.
     assert_eq!(Kind::from_u8(0x08), Some(Kind::Ping));
     assert!(Kind::Ping.is_from_source() && !Kind::Ping.is_data());
+    // So are the sync's marks, which carry no data and no payload.
+    assert_eq!(Kind::from_u8(0x09), Some(Kind::Sync));
+    assert!(Kind::Sync.is_from_source() && !Kind::Sync.is_data());
+    let mut h = Header::new(Kind::Sync);
+    for (count, len, ok) in [(SYNC_START, 0, true), (SYNC_DONE, 0, true), (0, 0, false), (3, 0, false), (SYNC_DONE, 8, false)] {
+        h.count = count;
+        h.len = len;
+        assert_eq!(h.validate().is_ok(), ok, "count {count} len {len}");
+    }
 }
 
 #[test]
@@ -149,12 +158,12 @@ fn hello_round_trip_and_rejections() {
     let b = hl.to_bytes();
     assert_eq!(b.len(), HELLO_LEN);
     assert_eq!(Hello::decode(&b), Ok(hl));
-    let mut buf = [0u8; 100];
+    let mut buf = [0u8; 200];
     assert_eq!(hl.encode(&mut buf), Ok(HELLO_LEN));
     assert_eq!(&buf[..HELLO_LEN], &b[..]);
-    assert_eq!(hl.encode(&mut buf[..87]), Err(EncodeError::BufferTooSmall));
-    assert_eq!(Hello::decode(&b[..87]), Err(DecodeError::Short));
-    assert_eq!(Hello::decode(&buf[..89]), Err(DecodeError::Trailing));
+    assert_eq!(hl.encode(&mut buf[..167]), Err(EncodeError::BufferTooSmall));
+    assert_eq!(Hello::decode(&b[..167]), Err(DecodeError::Short));
+    assert_eq!(Hello::decode(&buf[..169]), Err(DecodeError::Trailing));
     // Bytes 84..88: the logical block size (once reserved).
     let mut r = b;
     r[85] = 0x10;
@@ -171,6 +180,12 @@ fn hello_round_trip_and_rejections() {
     assert_eq!(&b[8..16], &(1u64 << 21).to_le_bytes());
     assert_eq!(&b[24..32], &42u64.to_le_bytes());
     assert_eq!(&b[80..84], &5u32.to_le_bytes());
+    // Bytes 88..168: the generations (current, bitmap, history[8]).
+    assert_eq!(&b[88..96], &0x1111u64.to_le_bytes());
+    assert_eq!(&b[96..104], &0x2222u64.to_le_bytes());
+    assert_eq!(&b[104..112], &0x33u64.to_le_bytes());
+    assert_eq!(&b[112..120], &0x44u64.to_le_bytes());
+    assert_eq!(&b[160..168], &0u64.to_le_bytes());
     // A HELLO frame carries exactly one Hello.
     let mut h = Header::new(Kind::Hello);
     h.len = HELLO_LEN as u32;
@@ -217,6 +232,11 @@ fn arb_record() -> impl Strategy<Value = (Header, Vec<u8>)> {
                 Kind::Challenge => {
                     h.len = CHALLENGE_LEN as u32;
                     payload(seed, CHALLENGE_LEN)
+                }
+                Kind::Sync => {
+                    h.sector = sector;
+                    h.count = if other & 1 == 0 { SYNC_START } else { SYNC_DONE };
+                    vec![]
                 }
                 _ => {
                     h.sector = sector;
@@ -328,5 +348,5 @@ fn exhaustive_single_byte_mutations_of_sample_frames() {
             }
         }
     }
-    assert_eq!(tried, (552 + 40 + 128 + 56) * 255);
+    assert_eq!(tried, (552 + 40 + 208 + 56) * 255);
 }

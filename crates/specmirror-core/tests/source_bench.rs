@@ -74,6 +74,7 @@ fn connected(completion: Completion, hot: usize) -> Src {
         mac: [0; 32],
         flags: 0,
         block_size: 0,
+        gens: Default::default(),
     };
     assert_eq!(src_reply(&mut s, conn, None, reply, 0), RxVerdict::Continue);
     assert_eq!(s.link_state(), LinkState::Connected);

@@ -1,4 +1,5 @@
 //! Table-line parsing: every accepted form and every class of malformed line.
+use specmirror_core::log::meta::generation::InitialSync;
 use specmirror_core::transport::table::*;
 
 fn words(s: &str) -> Vec<&[u8]> {
@@ -69,6 +70,9 @@ fn every_option_is_parsed() {
     assert_eq!(c.sync_rate, 0, "no cap by default");
     let r = parse_str("source /dev/sdb /dev/m 1.2.3.4:7000 2 sync_rate 4194304").unwrap();
     assert_eq!(r.sync_rate, 4194304);
+    assert_eq!(r.initial_sync, InitialSync::Full, "a new target is synced in full by default");
+    let n = parse_str("source /dev/sdb /dev/m 1.2.3.4:7000 2 initial_sync none").unwrap();
+    assert_eq!(n.initial_sync, InitialSync::None);
 }
 
 #[test]
@@ -81,6 +85,8 @@ fn table_status_recreates_the_line() {
         "target 7:0 7:9 1.2.3.4:5 2 chunk_size 2048",
         "source 7:0 7:9 1.2.3.4:5 4 sync_rate 0 chunk_size 64",
         "source 7:0 7:9 1.2.3.4:5 2 sync_rate 10240",
+        "source 7:0 7:9 1.2.3.4:5 4 initial_sync none sync_rate 1",
+        "source 7:0 7:9 1.2.3.4:5 2 initial_sync full",
         "target 7:0 7:9 [1:0:0:2:0:0:0:3]:65535",
     ] {
         let out = table_of(line);
@@ -159,6 +165,10 @@ fn malformed_lines_are_rejected_precisely() {
         ("source /dev/x /dev/m 1.2.3.4:5 2 sync_rate 4194305", BadSyncRate),
         ("source /dev/x /dev/m 1.2.3.4:5 2 sync_rate -1", BadSyncRate),
         ("source /dev/x /dev/m 1.2.3.4:5 4 sync_rate 1 sync_rate 2", DuplicateKey),
+        ("target /dev/x /dev/m 1.2.3.4:5 2 initial_sync none", SourceOnlyKey),
+        ("source /dev/x /dev/m 1.2.3.4:5 2 initial_sync checksum", BadInitialSync),
+        ("source /dev/x /dev/m 1.2.3.4:5 2 initial_sync Full", BadInitialSync),
+        ("source /dev/x /dev/m 1.2.3.4:5 4 initial_sync none initial_sync full", DuplicateKey),
         ("source /dev/x /dev/m 1.2.3.4:5 2 region_size 1000", BadRegionSize),
         ("source /dev/x /dev/m 1.2.3.4:5 2 region_size 4", BadRegionSize),
         ("source /dev/x /dev/m 1.2.3.4:5 2 region_size 0", BadRegionSize),

@@ -117,6 +117,9 @@ pub struct Hist {
     pub barrier: bool,
     /// A repair record's payload (what the source device held).
     pub data: Option<Vec<u8>>,
+    /// A resync record (sent out of host order: only to an inconsistent
+    /// target).
+    pub resync: bool,
 }
 
 /// The history and both devices.
@@ -172,9 +175,17 @@ impl Books {
 
     /// The source was reloaded: records before `floor` that the target
     /// has not applied may never arrive (the old ring is gone); their
-    /// sectors are stale until written again.
-    pub fn source_reloaded(&mut self, floor: u64) {
-        let dead: Vec<u64> = self.pending_tgt.range(..floor).copied().collect();
+    /// sectors are stale until written again. Those are the records no
+    /// target applied yet, and, after a target restart whose replay has
+    /// not passed `replay_until`, the ones after `tgt_applied` (what the
+    /// current target applied): an older record replayed may have
+    /// overwritten them, and they will not be replayed.
+    pub fn source_reloaded(&mut self, floor: u64, tgt_applied: u64) {
+        let mut dead: Vec<u64> = self.pending_tgt.range(..floor).copied().collect();
+        let replayed_end = floor.min(self.replay_until.saturating_add(1));
+        if tgt_applied < replayed_end {
+            dead.extend(self.hist.range(tgt_applied + 1..replayed_end).map(|(&s, _)| s));
+        }
         for seq in dead {
             self.pending_tgt.remove(&seq);
             if let Some(h) = self.hist.get(&seq) {
@@ -338,6 +349,40 @@ impl Books {
             if self.tgt_seq[s] != want {
                 return Err(Violation::I2(format!(
                     "at flush boundary {f}: sector {s} holds record {} but the source had record {want}",
+                    self.tgt_seq[s]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// I9: the target declared itself consistent at SYNC_DONE `d` (a
+    /// barrier: everything before it applied, nothing after). Every
+    /// sector holds the bytes of the last record before `d` that wrote
+    /// it, and a sector no record ever wrote holds the source's bytes
+    /// (the data only the source held at the start must have been
+    /// resynced).
+    pub fn check_consistent(&self, d: u64) -> R<()> {
+        let mut buf = [0u8; SECT];
+        for (s, hs) in self.sec_hist.iter().enumerate() {
+            let off = s * SECT;
+            let got = &self.tgt_disk[off..off + SECT];
+            let idx = hs.partition_point(|&x| x < d);
+            if idx == 0 {
+                if hs.is_empty() && *got != self.src_disk[off..off + SECT] {
+                    return Err(Violation::I2(format!(
+                        "target says consistent at SYNC {d} but sector {s}, which only the source held, differs"
+                    )));
+                }
+                continue;
+            }
+            let seq = hs[idx - 1];
+            let Some(h) = self.hist.get(&seq) else { continue };
+            let i = (s as u64 - h.sector) as usize;
+            self.expected(h, i, s as u64, &mut buf);
+            if *got != buf[..] {
+                return Err(Violation::I2(format!(
+                    "target says consistent at SYNC {d} but sector {s} does not hold record {seq} (it has record {})",
                     self.tgt_seq[s]
                 )));
             }

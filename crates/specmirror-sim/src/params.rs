@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 10;
+pub const GEN_VERSION: u32 = 11;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -137,6 +137,19 @@ pub struct Params {
     /// Source table reloads (suspend, a new table and machine over the
     /// same data and metadata devices, resume) at these times.
     pub src_reloads: Vec<u64>,
+    /// Both sides keep data generations in a modelled superblock, and the
+    /// handshake applies their rule (every seed with a bitmap from
+    /// version 11 on).
+    pub gens: bool,
+    /// The target starts with no generation (a new target: the initial
+    /// sync); otherwise it starts consistent at the source's generation.
+    pub target_new: bool,
+    /// `initial_sync none`: a new target is taken as equal (the bits
+    /// still mark what only the source holds).
+    pub initial_none: bool,
+    /// Every target restart comes back with a new (blank) metadata
+    /// device: a new target over old data, synced in full.
+    pub tgt_meta_lost: bool,
 }
 
 impl Params {
@@ -228,6 +241,10 @@ impl Params {
             meta_fails: Vec::new(),
             sync_rate_kib: 0,
             src_reloads: Vec::new(),
+            gens: false,
+            target_new: false,
+            initial_none: false,
+            tgt_meta_lost: false,
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -374,6 +391,17 @@ impl Params {
                 }
                 p.src_reloads.sort();
             }
+        }
+        if gen >= 11 && p.chunk_sectors > 0 {
+            // Version 11: generations on both sides. A third of the
+            // targets start new (initial sync, `none` in a quarter of
+            // those); a quarter of the others lose their metadata at
+            // every restart.
+            let mut r11 = Rng::new(mix(seed, 0x1111));
+            p.gens = true;
+            p.target_new = r11.chance(1, 3);
+            p.initial_none = p.target_new && r11.chance(1, 4);
+            p.tgt_meta_lost = !p.initial_none && r11.chance(1, 4);
         }
         p
     }

@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use specmirror_core::log::commit::{IssueView, WindowSlot};
 use specmirror_core::log::meta::bitmap::{self, Bitmap};
+use specmirror_core::log::meta::generation::{Generations, InitialSync};
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::pages::{Pages, PAGE_SIZE};
 use specmirror_core::log::record::{
@@ -34,7 +35,7 @@ use specmirror_core::transport::proto::inflight::{Completed, InflightSlot};
 use specmirror_core::transport::proto::mutant::Mutant;
 use specmirror_core::transport::proto::source::{
     self as src_m, HostOp, HostWrite, RecvError, RxVerdict, SenderStep, Source,
-    SourceConfig, Submit, WorkerStep, DEFERRED_BATCH,
+    SourceConfig, Submit, SyncPhase, WorkerStep, DEFERRED_BATCH,
 };
 use specmirror_core::transport::proto::target::{
     self as tgt_m, Accept, ApplierStep, IoStatus, ListenerStep, LocalLock, LockReply, RxStep,
@@ -209,6 +210,8 @@ enum Ev {
     ReloadSource,
     /// The worker's write of bitmap block `block` ends.
     BitmapWritten { block: u64, ok: bool },
+    /// The source's superblock write ended.
+    GensWritten { ok: bool },
     DevDone { seq: u64, ok: bool, epoch: u64 },
     /// A device completion's wake-ups, delivered after its lock was
     /// dropped (the `NotifyAfterUnlock` mutant only).
@@ -286,6 +289,13 @@ pub struct Sim {
     meta_bitmap: Vec<[u8; PAGE_SIZE]>,
     /// The block the worker is writing.
     meta_write: Option<[u8; PAGE_SIZE]>,
+    /// The source's superblock as its metadata device holds it.
+    src_sb: Generations,
+    /// The superblock the source's worker is writing.
+    gens_write: Option<Generations>,
+    /// The target's superblock as its metadata device holds it
+    /// (generations, consistent).
+    tgt_sb: (Generations, bool),
     /// `sync_rate`: time of the first resync read and bytes read since.
     rate_books: Option<(u64, u64)>,
     /// The suspend under way ends in a new table (a source reload).
@@ -351,9 +361,17 @@ impl Sim {
             secret,
         };
         let mut src = new_source(scfg, &p, mutant, 1);
-        let tgt = new_target(tcfg, &p, mutant);
+        let mut tgt = new_target(tcfg, &p, mutant);
         let mut books = Books::new(seed, p.dev_sectors);
         presync(seed, &p, &mut src, &mut books);
+        // Formatted superblocks: the source at a random generation, the
+        // target new or consistent at the source's.
+        let src_sb = Generations { current: mix(seed, 0x6E6E) | 1, ..Default::default() };
+        let tgt_sb = if p.target_new { (Generations::default(), false) } else { (src_sb, true) };
+        if p.gens {
+            src.attach_generations(src_sb, initial_mode(&p));
+            tgt.attach_generations(tgt_sb.0, tgt_sb.1);
+        }
         let meta_blocks = src.bitmap().map_or(0, |b| bitmap::blocks_for(b.chunks()) as usize);
         let lockers = vec![None; p.lockers];
         Sim {
@@ -386,6 +404,9 @@ impl Sim {
             resync_buf: None,
             meta_bitmap: vec![[0u8; PAGE_SIZE]; meta_blocks],
             meta_write: None,
+            src_sb,
+            gens_write: None,
+            tgt_sb,
             rate_books: None,
             reloading: false,
             scfg,
@@ -678,6 +699,7 @@ impl Sim {
             self.check_i3()?;
             if self.quiesced() {
                 self.check_meta_clean()?;
+                self.check_gens_quiesced()?;
                 return self.books.check_i1();
             }
             let Some(Reverse((t, _, ev))) = self.q.pop() else {
@@ -733,6 +755,7 @@ impl Sim {
             && self.src.is_idle()
             && !self.src.is_syncing()
             && self.src.bitmap_is_saved()
+            && self.gens_settled()
             && self.tgt.commit_log().is_empty()
             && self.dev_ops.is_empty()
             && self.lockers.iter().all(|l| l.is_none())
@@ -741,6 +764,42 @@ impl Sim {
             && self.src_running
             && self.tgt_running
             && !self.tgt_reloading
+    }
+
+    /// With generations: the sync was announced as ended, acknowledged,
+    /// and the source's tracking ended (the superblock saved).
+    fn gens_settled(&self) -> bool {
+        !self.p.gens
+            || self.src.gen_status().is_some_and(|g| g.phase == SyncPhase::Idle && g.saved && g.gens.bitmap == 0)
+    }
+
+    /// At quiesce both superblocks say the pair is in sync: the target
+    /// consistent at the source's current generation (I8, I9).
+    fn check_gens_quiesced(&self) -> R<()> {
+        if !self.p.gens {
+            return Ok(());
+        }
+        let src = self.src.gen_status().map(|g| g.gens).unwrap_or_default();
+        if self.src_sb != src {
+            return Err(Violation::Protocol(format!(
+                "the source's superblock holds {:?}, memory {src:?}",
+                self.src_sb
+            )));
+        }
+        if self.tgt_sb != (src, true) && !(self.tgt_sb.1 && self.tgt_sb.0.current == src.current) {
+            return Err(Violation::Protocol(format!(
+                "at quiesce the target's superblock says {:?}, the source is at {src:?}",
+                self.tgt_sb
+            )));
+        }
+        if self.tgt.generations() != self.tgt_sb {
+            return Err(Violation::Protocol(format!(
+                "the target's memory says {:?}, its superblock {:?}",
+                self.tgt.generations(),
+                self.tgt_sb
+            )));
+        }
+        Ok(())
     }
 
     /// At quiesce the metadata device's bitmap is whole and clean: the
@@ -841,6 +900,17 @@ impl Sim {
                 self.log(|| format!("chunks {first}..={last} marked dirty"));
                 self.src.mark_dirty(first, last);
                 self.src_wakes();
+                Ok(())
+            }
+            Ev::GensWritten { ok } => {
+                if let (true, Some(g)) = (ok, self.gens_write.take()) {
+                    self.src_sb = g;
+                }
+                self.gens_write = None;
+                self.src.gens_saved(ok, self.now);
+                self.src_wakes();
+                let d = self.cpu();
+                self.schedule(Actor::SrcWorker, d);
                 Ok(())
             }
             Ev::BitmapWritten { block, ok } => {
@@ -1352,6 +1422,7 @@ impl Sim {
                                     count: job.count as u32,
                                     barrier: false,
                                     data: Some(data),
+                                    resync: false,
                                 },
                             );
                             self.log(|| format!("repair {rseq} of failed write {seq}"));
@@ -1364,6 +1435,17 @@ impl Sim {
                 }
             }
             WorkerStep::SyncEvent => self.outcome.sync_events += 1,
+            WorkerStep::AppendSync => self.src.append_sync(&self.c),
+            WorkerStep::SaveGens => {
+                self.gens_write = self.src.gens_copy();
+                let ok = !self.src_running && self.reloading
+                    || !self.in_windows(&self.p.src_fails) && !self.in_windows(&self.p.meta_fails);
+                self.log(|| format!("superblock {:?} saved ({ok})", self.gens_write));
+                let t = self.now + self.p.src_lat;
+                self.at(t, Ev::GensWritten { ok });
+                self.block(Actor::SrcWorker);
+                return Ok(());
+            }
             WorkerStep::SaveBitmap { block } => {
                 // Copied in pieces, each under the lock, as the glue does.
                 let mut page = [0u8; PAGE_SIZE];
@@ -1436,6 +1518,7 @@ impl Sim {
                                     count: job.count,
                                     barrier: false,
                                     data: Some(data),
+                                    resync: true,
                                 },
                             );
                         }
@@ -1592,7 +1675,7 @@ impl Sim {
         let barrier = kind == Kind::Flush || req.flags & FLAG_PREFLUSH != 0;
         self.books.record(
             seq,
-            Hist { wid, kind, sector: req.sector, count: req.count, barrier, data: None },
+            Hist { wid, kind, sector: req.sector, count: req.count, barrier, data: None, resync: false },
         );
         self.accepted.insert(seq, req);
         let bytes = u64::from(req.count) * SECT as u64;
@@ -1694,7 +1777,10 @@ impl Sim {
     fn reload_source(&mut self) {
         let floor = self.src.ring().next_seq();
         self.log(|| format!("source reloaded: the new ring starts at {floor}"));
-        self.books.source_reloaded(floor);
+        // What the target applied on this source's stream (nothing, if it
+        // is not on it yet).
+        let applied = if self.tgt.generation() == self.scfg.generation { self.tgt.applied_seq() } else { 0 };
+        self.books.source_reloaded(floor, applied);
         self.scfg.generation = mix(self.seed, 7 + self.src_epoch) | 1;
         let mut src = new_source(self.scfg, &self.p, self.mutant, floor);
         let chunks = self.p.dev_sectors.div_ceil(u64::from(self.p.chunk_sectors));
@@ -1704,6 +1790,9 @@ impl Sim {
         }
         src.attach_bitmap(bits, self.p.chunk_sectors).expect("bitmap fits");
         src.set_sync_rate(self.p.sync_rate_kib);
+        if self.p.gens {
+            src.attach_generations(self.src_sb, initial_mode(&self.p));
+        }
         self.src = src;
         self.resync_buf = None;
         self.repair_buf = None;
@@ -1888,7 +1977,26 @@ impl Sim {
         Ok(())
     }
 
+    /// A SYNC record: a barrier, executed as a flush of the data device
+    /// (SYNC_DONE) and a superblock write.
+    fn issue_sync(&mut self, v: IssueView) -> R<()> {
+        if let Some(first) = self.books.pending_tgt.range(..v.seq).next() {
+            return Err(Violation::I2(format!("SYNC {} started before record {first} was applied", v.seq)));
+        }
+        let Some((_, _, flush)) = self.tgt.sync_meta(&v.header) else {
+            return Err(Violation::Protocol(format!("no superblock for SYNC record {}", v.seq)));
+        };
+        let fail = self.in_windows(&self.p.fails.clone());
+        let lat = self.p.tgt_lat * if flush { 2 } else { 1 };
+        self.dev_ops.insert(v.seq, v);
+        self.at(self.now + lat, Ev::DevDone { seq: v.seq, ok: !fail, epoch: self.tgt_epoch });
+        Ok(())
+    }
+
     fn issue(&mut self, v: IssueView) -> R<()> {
+        if v.header.kind == Kind::Sync {
+            return self.issue_sync(v);
+        }
         self.books.check_issue(v.seq)?;
         if v.header.kind.is_data() {
             let (a, b) = (v.header.sector, v.header.sector + u64::from(v.header.count));
@@ -1935,8 +2043,21 @@ impl Sim {
             .dev_ops
             .remove(&seq)
             .ok_or_else(|| Violation::Protocol(format!("device done for unknown seq {seq}")))?;
-        if ok {
+        if ok && v.header.kind == Kind::Sync {
+            if let Some((g, consistent, _)) = self.tgt.sync_meta(&v.header) {
+                self.log(|| format!("target superblock {g:?} consistent={consistent} (SYNC {seq})"));
+                self.tgt_sb = (g, consistent);
+                if consistent && seq > self.books.replay_until {
+                    self.books.check_consistent(seq)?;
+                }
+            }
+        } else if ok {
             let h = v.header;
+            if self.p.gens && self.tgt.generations().1 && self.books.hist.get(&seq).is_some_and(|x| x.resync) {
+                return Err(Violation::I2(format!(
+                    "resync record {seq} applied while the target says it is consistent"
+                )));
+            }
             let mut payload = Vec::new();
             if h.kind == Kind::Write {
                 gather(self.tgt.pages(), v.chunks(), &mut payload);
@@ -2092,6 +2213,10 @@ impl Sim {
         }
         let count = self.rng.range(1, 64).min(self.p.dev_sectors);
         let sector = self.rng.below(self.p.dev_sectors - count + 1);
+        if self.tgt.read_refused() {
+            // In the middle of a sync: the read fails (EIO).
+            return Ok(());
+        }
         if self.tgt.read_arrives(sector, count) {
             self.check_read(sector, count)?;
         } else {
@@ -2151,6 +2276,13 @@ impl Sim {
         // Reads in flight through the old table were failed or done.
         self.reads.clear();
         self.tgt = new_target(self.tcfg, &self.p, self.mutant);
+        if self.p.gens {
+            if self.p.tgt_meta_lost {
+                self.log(|| "the target comes back with a blank metadata device".into());
+                self.tgt_sb = (Generations::default(), false);
+            }
+            self.tgt.attach_generations(self.tgt_sb.0, self.tgt_sb.1);
+        }
         // The new target adopts the source's base and records after it
         // are applied again: until the replay passes what was applied
         // before, older data may overwrite newer.
@@ -2163,6 +2295,13 @@ impl Sim {
             return Ok(());
         }
         self.log(|| format!("target crash (applied up to {})", self.books.max_applied));
+        // A superblock write in flight may have reached the device.
+        let landed: Vec<_> = self.dev_ops.values().filter_map(|v| self.tgt.sync_meta(&v.header)).collect();
+        for (g, c, _) in landed {
+            if self.rng.chance(1, 2) {
+                self.tgt_sb = (g, c);
+            }
+        }
         // The host crashes and comes back: commit log, lock table,
         // connection and in-flight device writes are gone; the device
         // keeps what was written.
@@ -2275,6 +2414,15 @@ fn presync(seed: u64, p: &Params, src: &mut Src, books: &mut Books) {
     }
     if p.presync_all {
         src.mark_dirty(0, chunks);
+    }
+}
+
+/// The source's `initial_sync` mode for `p`.
+fn initial_mode(p: &Params) -> InitialSync {
+    if p.initial_none {
+        InitialSync::None
+    } else {
+        InitialSync::Full
     }
 }
 

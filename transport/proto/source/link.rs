@@ -33,7 +33,7 @@ use crate::transport::proto::inflight::InflightSlot;
 use crate::transport::proto::wake::{due, earliest, Instant};
 use crate::transport::proto::{
     encode_hello, Completion, Mode, Refusal, CONN_RANDOM, HANDSHAKE_TIMEOUT, HEALTHY,
-    HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_REFUSED_MASK, HELLO_FLAG_SYNC_COMPLETION, KEEPALIVE,
+    HELLO_FLAG_CONSISTENT, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_REFUSED_MASK, HELLO_FLAG_SYNC_COMPLETION, KEEPALIVE,
     MAX_CONTROL_FRAME, PEER_TIMEOUT,
 };
 
@@ -619,6 +619,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             mac: [0; 32],
             flags,
             block_size: self.block_size,
+            gens: self.gens_copy().unwrap_or_default(),
         }
     }
 
@@ -676,7 +677,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             // we never wrote: the two sides diverged.
             Err(Refusal::Diverged)
         } else {
-            Ok(())
+            // The generations' rule (`gens.rs`): refuse, or set up the
+            // sync the target's image needs.
+            self.gens_handshake(&h.gens, h.flags & HELLO_FLAG_CONSISTENT != 0)
         };
         if let Err(e) = r {
             self.refuse(e);

@@ -27,6 +27,7 @@
 //! [`WorkerStep::Deferred`].
 
 mod bitmap_save;
+mod gens;
 mod link;
 mod resync;
 mod worker;
@@ -35,6 +36,7 @@ use core::ops::DerefMut;
 
 pub use link::{Batch, ControlFrame, RecvError, RxVerdict, SenderStep, SEND_BATCH_BYTES, SEND_BATCH_PIECES};
 pub use bitmap_save::BITMAP_SAVE_INTERVAL;
+pub use gens::{GenStatus, SyncPhase, GENS_SAVE_RETRY};
 pub use resync::{ResyncError, ResyncJob, ResyncStats, RESYNC_PENDING, RESYNC_RETRY};
 pub use worker::{WorkerStep, DEFERRED_BATCH};
 
@@ -297,6 +299,8 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     repair_retry_at: Option<Instant>,
     /// The resync engine, once a dirty bitmap is attached.
     resync: Option<resync::Resync<P>>,
+    /// The data generations, once the superblock's are attached.
+    gens: Option<gens::GenState>,
     /// `sync_rate` in bytes/s; 0: no cap.
     sync_rate: u64,
     /// A suspend is under way: waiting writes are given up at this instant.
@@ -366,6 +370,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             repair: Repair::Idle,
             repair_retry_at: None,
             resync: None,
+            gens: None,
             sync_rate: 0,
             suspend_until: None,
             abandoning: false,
@@ -761,6 +766,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.free_ring();
         self.clear_acked_holds();
         self.resync_acked(self.acked, now);
+        self.gens_acked(self.acked);
     }
 
     /// Handles an ACK, NAK, LOCK_GRANTED or LOCK_REJECTED on a streaming
@@ -964,6 +970,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.stopping = true;
         self.mark_unacked();
         self.save_on_stop();
+        self.gens_on_stop();
     }
 
     /// The threads are gone: whatever connection there was is closed.

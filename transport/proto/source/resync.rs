@@ -93,6 +93,9 @@ pub struct ResyncStats {
     pub done: u64,
     /// Resync records appended.
     pub records: u64,
+    /// Payload bytes of the resync records appended (a record resent
+    /// after a cut counts once; the stream's `resends` counts the rest).
+    pub bytes: u64,
     /// Reads of the source device that failed (their chunks stay dirty).
     pub read_errors: u64,
 }
@@ -430,6 +433,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             && r.bits.count() > r.npending as u64
             && self.deferred == 0
             && !self.abandoning
+            && self.sync_announced()
             && self.link_state() == super::LinkState::Connected
             && self.ring.free_bytes() >= self.ring.capacity_bytes() / 2;
         if !may {
@@ -595,6 +599,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         match res {
             Submit::Accepted(seq) => {
                 r.stats.records = r.stats.records.saturating_add(1);
+                r.stats.bytes = r.stats.bytes.saturating_add(u64::from(job.count) * 512);
                 if r.stale {
                     r.stale = false;
                     r.cursor = job.chunk;

@@ -66,6 +66,12 @@ pub enum WorkerStep {
         /// Index of the block within the bitmap.
         block: u64,
     },
+    /// Write the superblock with the generations [`Source::gens_copy`]
+    /// gives (the next of its two copies), then report
+    /// [`Source::gens_saved`] (see `gens.rs`).
+    SaveGens,
+    /// Append the SYNC record that is due: [`Source::append_sync`].
+    AppendSync,
     /// A sync started or ended: raise a dm event (`dmsetup wait`).
     SyncEvent,
     /// Offer the deferred bios again, in order, through
@@ -101,6 +107,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             || (self.deferred > 0 && self.deferred_gen != self.unblock_gen)
             || self.sync_event_due()
             || self.save_has_work()
+            || self.gens_has_work()
             || self.resync_has_work()
     }
 
@@ -116,6 +123,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             }
             // The bitmap as it is goes to the metadata device first.
             if let Some(step) = self.save_step(now) {
+                return step;
+            }
+            if let Some(step) = self.gens_stop_step() {
                 return step;
             }
             return WorkerStep::Exit;
@@ -163,6 +173,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if let Some(step) = self.save_step(now) {
             return step;
         }
+        if let Some(step) = self.gens_step(now) {
+            return step;
+        }
         if self.take_sync_event() {
             return WorkerStep::SyncEvent;
         }
@@ -173,7 +186,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             earliest(self.link_deadline(), self.repair_retry_at),
             earliest(
                 earliest(self.suspend_until, self.resync_deadline()),
-                self.save_deadline(),
+                earliest(self.save_deadline(), self.gens_deadline()),
             ),
         );
         WorkerStep::Sleep { until }

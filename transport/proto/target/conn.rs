@@ -345,6 +345,7 @@ where
                 mac: [0; 32],
                 flags: Refusal::Auth.to_flags(),
                 block_size: 0,
+                gens: Default::default(),
             });
             Err(Refusal::Auth)
         } else {

@@ -26,6 +26,7 @@
 //! holds or wants the region or while unapplied stream writes touch it.
 
 mod conn;
+mod gens;
 mod steps;
 
 use core::ops::DerefMut;
@@ -34,7 +35,7 @@ pub use conn::{Accept, ListenerStep, RxStep, RxVerdict, SenderStep, SEND_FRAMES}
 pub use steps::{ApplierStep, IoStatus, LockReply, APPLY_BATCH, LOCK_WAIT, RETRY, SUSPEND_GRACE};
 
 use super::wake::{Instant, Sleepers, Wakes};
-use super::{Refusal, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};
+use super::{Refusal, HELLO_FLAG_CONSISTENT, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYNC_COMPLETION};
 use crate::transport::table::Secret;
 use crate::log::commit::{CommitError, CommitLog, StorageError, WindowSlot};
 use crate::log::locks::{LocalLockError, LockResult, LockSlot, LockTable};
@@ -177,6 +178,8 @@ pub struct TargetStats {
     pub writes_refused: u64,
     /// Reads failed because a suspend could not wait for them any longer.
     pub reads_failed: u64,
+    /// Reads failed because the image is in the middle of a sync.
+    pub reads_refused: u64,
 }
 
 /// Result of [`Target::local_lock`].
@@ -215,6 +218,12 @@ where
     locks: LockTable<L>,
     /// Replication generation adopted from the source (0: none yet).
     generation: u64,
+    /// The data generations of the image (`gens.rs`).
+    gens: crate::log::meta::generation::Generations,
+    /// The image is a flush-boundary image of `gens.current`.
+    consistent: bool,
+    /// The rule the last handshake applied.
+    rule: Option<crate::log::meta::generation::Rule>,
     hello_flags: u32,
     connected: bool,
     handshakes: u64,
@@ -296,6 +305,9 @@ where
             log,
             locks: LockTable::new(lock_slots),
             generation: 0,
+            gens: Default::default(),
+            consistent: false,
+            rule: None,
             hello_flags: 0,
             connected: false,
             handshakes: 0,
@@ -541,6 +553,8 @@ where
             Err(Refusal::BlockSize)
         } else if h.generation == 0 {
             Err(Refusal::Generation)
+        } else if let Some(r) = self.gens_refusal(h) {
+            Err(r)
         } else if h.generation != self.generation {
             if !self.log.is_empty() {
                 Err(Refusal::Busy)
@@ -573,8 +587,9 @@ where
             last_applied: self.log.applied_upto(),
             nonce: [0; 16],
             mac: [0; 32],
-            flags: 0,
+            flags: if self.consistent { HELLO_FLAG_CONSISTENT } else { 0 },
             block_size: self.block_size,
+            gens: self.gens,
         };
         match r {
             Ok(()) => {
@@ -639,12 +654,15 @@ where
             self.kicks = (self.kicks.0 || self.send_due(), true);
         }
         if ok {
+            if header.kind == Kind::Sync {
+                self.sync_applied(&header);
+            }
             self.steps.progress();
             if self.steps.suspend_until.is_some() {
                 // Moving along: the suspend's grace starts again.
                 self.steps.suspend_until = Some(now.saturating_add(steps::SUSPEND_GRACE));
             }
-            if header.kind == Kind::Flush || header.flags & FLAG_FUA != 0 {
+            if matches!(header.kind, Kind::Flush | Kind::Sync) || header.flags & FLAG_FUA != 0 {
                 self.urgent = true;
             }
         } else {

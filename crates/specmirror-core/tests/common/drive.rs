@@ -352,6 +352,7 @@ pub(crate) fn hello_of(cfg: &SourceConfig, last_applied: u64) -> Hello {
         mac: [0; 32],
         flags: 0,
         block_size: 0,
+        gens: Default::default(),
     }
 }
 
@@ -447,6 +448,7 @@ pub(crate) fn reply_of(last_applied: u64) -> Hello {
         mac: [0; 32],
         flags: 0,
         block_size: 0,
+        gens: Default::default(),
     }
 }
 

@@ -61,6 +61,8 @@ pub(crate) fn commit_log_with(pages: usize, window: usize, buckets: usize) -> Lo
 }
 
 /// A sample Hello with every field non-zero (the MAC tests pin MACs of it).
+use specmirror_core::log::meta::generation::Generations;
+
 pub(crate) fn hello() -> Hello {
     Hello {
         proto_version: 1,
@@ -74,6 +76,13 @@ pub(crate) fn hello() -> Hello {
         // Zero keeps the MAC golden values of tests/auth.rs (these bytes
         // were reserved, zero, before block sizes were exchanged).
         block_size: 0,
+        // Non-zero, so the MAC golden values of tests/auth.rs pin where
+        // the generations sit.
+        gens: Generations {
+            current: 0x1111,
+            bitmap: 0x2222,
+            history: [0x33, 0x44, 0, 0, 0, 0, 0, 0],
+        },
     }
 }
 
