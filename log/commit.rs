@@ -166,7 +166,7 @@ impl WindowSlot {
     /// An unfinished data record: later overlapping data waits for it.
     fn holds(&self, sector: u64, end: u64) -> bool {
         self.state != DONE
-            && self.kind.is_data()
+            && self.kind.has_range()
             && self.sector < end
             && sector < self.sector.saturating_add(u64::from(self.count))
     }
@@ -295,7 +295,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         self.filter.reset_to(shift);
         for i in 0..self.win_len {
             if let Some(e) = self.entry(i).copied() {
-                if e.state != DONE && e.kind.is_data() {
+                if e.state != DONE && e.kind.has_range() {
                     self.filter.add(e.sector, e.count);
                 }
             }
@@ -307,7 +307,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
                 self.filter.poison();
                 return;
             };
-            if h.kind.is_data() {
+            if h.kind.has_range() {
                 self.filter.add(h.sector, h.count);
             }
             pos = advance(pos, self.stored_at(pos, &h), self.cap);
@@ -398,7 +398,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         self.used += stored;
         self.records += 1;
         self.next_seq = after;
-        if hdr.kind.is_data() {
+        if hdr.kind.has_range() {
             self.filter.add(hdr.sector, hdr.count);
         }
         self.fill();
@@ -570,7 +570,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
                 }
                 return None;
             }
-            if !e.kind.is_data() {
+            if !e.kind.has_range() {
                 // LOCK / UNLOCK: strictly in order, never blocking.
                 if i == 0 && ok(&e.header(seq)) {
                     return Some((i, seq, e));
@@ -607,7 +607,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             return false;
         }
         e.state = if ok { DONE } else { FAILED };
-        let (data, sector, count) = (e.kind.is_data(), e.sector, e.count);
+        let (data, sector, count) = (e.kind.has_range(), e.sector, e.count);
         if ok && data {
             // Done: no longer pending, even before it is freed.
             self.filter.remove(sector, count);
@@ -716,7 +716,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             let Some(h) = self.header_at(pos) else {
                 return;
             };
-            if h.kind.is_data() {
+            if h.kind.has_range() {
                 self.filter.remove(h.sector, h.count);
             }
             pos = advance(pos, self.stored_at(pos, &h), self.cap);
@@ -754,7 +754,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             let Some(h) = self.header_at(pos) else {
                 return false;
             };
-            if h.kind.is_data()
+            if h.kind.has_range()
                 && h.sector < end
                 && sector < h.sector.saturating_add(u64::from(h.count))
             {

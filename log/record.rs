@@ -88,6 +88,9 @@ pub enum Kind {
     /// `sector`: the generation). A barrier on the target, which records
     /// it on its metadata device before anything after it is applied.
     Sync = 0x09,
+    /// Verify: the target reads `count` sectors at `sector` (in stream
+    /// order with overlapping writes) and answers with a DIGEST of them.
+    DigestReq = 0x0A,
     /// Target answer to HELLO; payload is a [`Hello`].
     HelloReply = 0x81,
     /// Cumulative acknowledgement: every record with seq <= `seq` applied.
@@ -103,6 +106,10 @@ pub enum Kind {
     /// connection before the HELLO; payload is a [`CHALLENGE_LEN`]-byte
     /// nonce, which the HELLO's MAC covers (see `transport/proto/auth.rs`).
     Challenge = 0x86,
+    /// Answer to the DIGEST_REQ with seq `seq`: payload the
+    /// [`DIGEST_LEN`]-byte SHA-256 of the range; `count` 1 if the target
+    /// could not read it (the payload is then zero).
+    Digest = 0x87,
 }
 
 impl Kind {
@@ -118,12 +125,14 @@ impl Kind {
             0x07 => Kind::WriteZeroes,
             0x08 => Kind::Ping,
             0x09 => Kind::Sync,
+            0x0A => Kind::DigestReq,
             0x81 => Kind::HelloReply,
             0x82 => Kind::Ack,
             0x83 => Kind::Nak,
             0x84 => Kind::LockGranted,
             0x85 => Kind::LockRejected,
             0x86 => Kind::Challenge,
+            0x87 => Kind::Digest,
             _ => return None,
         })
     }
@@ -137,6 +146,13 @@ impl Kind {
     /// WRITE_ZEROES): the ones whose `sector`/`count` name a range.
     pub fn is_data(self) -> bool {
         matches!(self, Kind::Write | Kind::Discard | Kind::WriteZeroes)
+    }
+
+    /// True for kinds whose `sector`/`count` name a range of the data
+    /// device that the target touches (the data kinds and DIGEST_REQ,
+    /// which reads it): they are ordered with overlapping records.
+    pub fn has_range(self) -> bool {
+        self.is_data() || self == Kind::DigestReq
     }
 }
 
@@ -291,6 +307,13 @@ impl Header {
                     && self.count > 0
                     && self.sector.checked_add(u64::from(self.count)).is_some()
             }
+            Kind::DigestReq => {
+                self.len == 0
+                    && self.count > 0
+                    && self.count <= MAX_WRITE_SECTORS
+                    && self.sector.checked_add(u64::from(self.count)).is_some()
+            }
+            Kind::Digest => self.len as usize == DIGEST_LEN && self.count <= 1,
             Kind::Sync => self.len == 0 && (self.count == SYNC_START || self.count == SYNC_DONE),
             Kind::Lock
             | Kind::Unlock
@@ -402,6 +425,9 @@ pub fn decode_frame<'a>(c: &impl Crc32c, buf: &'a [u8]) -> Result<(Header, &'a [
 
 /// Size of the [`Hello`] payload in bytes.
 pub const HELLO_LEN: usize = 168;
+
+/// Size of the DIGEST payload in bytes: a SHA-256.
+pub const DIGEST_LEN: usize = 32;
 
 /// Size of the CHALLENGE payload in bytes: the target's nonce.
 pub const CHALLENGE_LEN: usize = 16;

@@ -208,7 +208,7 @@ pub enum TableError {
     BadChunkSize,
     /// sync_rate out of range.
     BadSyncRate,
-    /// initial_sync neither `full` nor `none`.
+    /// initial_sync not `full`, `checksum` or `none`.
     BadInitialSync,
 }
 
@@ -247,7 +247,7 @@ impl TableError {
                 "Invalid chunk_size: must be a power of two from 8 sectors to region_size\0"
             }
             TableError::BadSyncRate => "Invalid sync_rate: must be 0 to 4194304 KiB/s\0",
-            TableError::BadInitialSync => "Invalid initial_sync: expected full or none\0",
+            TableError::BadInitialSync => "Invalid initial_sync: expected full, checksum or none\0",
         }
     }
 
@@ -398,6 +398,7 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
             c.initial_sync = match value {
                 b"full" => crate::log::meta::generation::InitialSync::Full,
                 b"none" => crate::log::meta::generation::InitialSync::None,
+                b"checksum" => crate::log::meta::generation::InitialSync::Checksum,
                 _ => return Err(TableError::BadInitialSync),
             }
         }
@@ -669,11 +670,12 @@ impl TableConfig {
         )
     }
 
-    /// `full` or `none`.
+    /// `full`, `checksum` or `none`.
     pub fn initial_sync_str(&self) -> &'static str {
         match self.initial_sync {
             crate::log::meta::generation::InitialSync::None => "none",
-            _ => "full",
+            crate::log::meta::generation::InitialSync::Checksum => "checksum",
+            crate::log::meta::generation::InitialSync::Full => "full",
         }
     }
 

@@ -292,6 +292,14 @@ impl Glue {
             }
             WorkerStep::SyncEvent => {}
             WorkerStep::AppendSync => s.append_sync(&Crc),
+            WorkerStep::VerifyRead(job) => {
+                assert!(job.count > 0 && job.sector + u64::from(job.count) <= DEV);
+                s.verify_read_ended(inp.b() % 4 != 0);
+            }
+            WorkerStep::VerifyAppend { ok, .. } => {
+                let d = ok.then_some([inp.b(); 32]);
+                let _ = s.verify_append(&Crc, d);
+            }
             WorkerStep::SaveGens => {
                 assert!(s.gens_copy().is_some());
                 s.gens_saved(inp.b() % 4 != 0, now);
@@ -427,10 +435,15 @@ fuzz_target!(|data: &[u8]| {
             let c = u64::from(inp.b()) % chunks;
             s.mark_dirty(c, c + u64::from(inp.b() % 4));
         }
+        if inp.b() & 3 == 0 {
+            // A verify of a random range (it may be refused).
+            let a = u64::from(inp.b()) * 64;
+            let _ = s.verify(a, u64::from(inp.b()) * 16);
+        }
         if inp.b() & 1 != 0 {
             // Generations: the handshake's rule and the SYNC marks.
             let gens = Generations { current: 0xA1, bitmap: if inp.b() & 1 != 0 { 0xB2 } else { 0 }, ..Default::default() };
-            let mode = if inp.b() & 1 != 0 { InitialSync::None } else { InitialSync::Full };
+            let mode = [InitialSync::None, InitialSync::Full, InitialSync::Checksum, InitialSync::Full][usize::from(inp.b() & 3)];
             s.attach_generations(gens, mode);
         }
     }
@@ -606,7 +619,19 @@ fuzz_target!(|data: &[u8]| {
                     _ => inp.u64(),
                 };
                 let sector = u64::from(inp.b() % 16);
-                g.deliver(&mut s, &ctl(kind, seq, sector, u32::from(sel >> 6)));
+                if sel & 0x80 != 0 {
+                    // A DIGEST answer (the source's own request or not).
+                    let mut h = Header::new(Kind::Digest);
+                    h.seq = seq;
+                    h.count = u32::from(sel & 1);
+                    h.len = 32;
+                    let mut b = [0u8; 72];
+                    if let Ok(n) = specmirror_core::log::record::encode_frame(&Crc, &h, &[inp.b(); 32], &mut b) {
+                        g.deliver(&mut s, &b[..n]);
+                    }
+                } else {
+                    g.deliver(&mut s, &ctl(kind, seq, sector, u32::from(sel >> 6)));
+                }
             }
             // Garbage, or a read error.
             15 => {

@@ -88,6 +88,9 @@ struct Glue {
     busy: Option<Vec<u8>>,
     /// Device I/O handed out and not completed.
     issued: Vec<u64>,
+    /// Those of them that are DIGEST_REQ reads (completed by
+    /// `digest_done`).
+    digest_reqs: Vec<u64>,
     /// Reads waiting for stream writes: (sector, sectors).
     reads: Vec<(u64, u64)>,
     /// When each sleeper last went to sleep (for the wake-up check).
@@ -235,6 +238,9 @@ impl Glue {
                         v.chunks().map(|(_, _, n)| n).sum::<usize>(),
                         v.header.len as usize
                     );
+                    if v.header.kind == Kind::DigestReq {
+                        self.digest_reqs.push(v.seq);
+                    }
                     self.issued.push(v.seq);
                 }
                 // Every record in flight lies in the issue window.
@@ -339,6 +345,7 @@ fuzz_target!(|data: &[u8]| {
         nonce: [0; 16],
         busy: None,
         issued: Vec::new(),
+        digest_reqs: Vec::new(),
         reads: Vec::new(),
         slept_at: [None; SLEEPERS as usize],
         out: vec![0u8; SEND_FRAMES * MAX_CONTROL_FRAME],
@@ -422,7 +429,8 @@ fuzz_target!(|data: &[u8]| {
                     Kind::Ping,
                     Kind::Write,
                     Kind::Sync,
-                ][usize::from(inp.b() % 9)];
+                    Kind::DigestReq,
+                ][usize::from(inp.b() % 10)];
                 let mut h = Header::new(kind);
                 let d = inp.byte().unwrap_or(1);
                 h.seq = (t.received_seq() + 1)
@@ -547,7 +555,14 @@ fuzz_target!(|data: &[u8]| {
                         2 => IoStatus::Failed,
                         _ => IoStatus::Unsupported,
                     };
-                    assert!(t.io_done(seq, status, g.now));
+                    if let Some(i) = g.digest_reqs.iter().position(|&s| s == seq) {
+                        g.digest_reqs.swap_remove(i);
+                        let d = (status == IoStatus::Ok).then_some([sel; 32]);
+                        assert!(t.digest_done(seq, d, g.now));
+                        assert!(!t.digest_done(seq, d, g.now), "completed twice");
+                    } else {
+                        assert!(t.io_done(seq, status, g.now));
+                    }
                     assert!(!t.io_done(seq, IoStatus::Ok, g.now), "completed twice");
                 }
             }
@@ -614,8 +629,13 @@ fuzz_target!(|data: &[u8]| {
                     // Stop: the threads exit once the device I/O ended.
                     t.stop();
                     for seq in g.issued.drain(..) {
-                        assert!(t.io_done(seq, IoStatus::Ok, g.now));
+                        if g.digest_reqs.contains(&seq) {
+                            assert!(t.digest_done(seq, None, g.now));
+                        } else {
+                            assert!(t.io_done(seq, IoStatus::Ok, g.now));
+                        }
                     }
+                    g.digest_reqs.clear();
                     assert_eq!(t.poll_applier(g.now), ApplierStep::Exit);
                     for _ in g.reads.drain(..) {
                         t.read_failed();

@@ -52,11 +52,17 @@ pub enum Mutant {
     /// The resync engine reads before SYNC_START is in the stream: the
     /// target applies resync pieces while it says consistent.
     NoSyncStart,
+    /// Verify ignores a digest that differs: corruption on the target is
+    /// never marked, and a checksum sync takes every chunk as equal.
+    VerifyBlind,
+    /// Host writes to a piece that verify is reading do not wait: the
+    /// digest can describe bytes the stream order does not.
+    VerifyNoBlock,
 }
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
@@ -69,5 +75,7 @@ impl Mutant {
         Mutant::NoMarkAtStop,
         Mutant::SyncDoneEarly,
         Mutant::NoSyncStart,
+        Mutant::VerifyBlind,
+        Mutant::VerifyNoBlock,
     ];
 }

@@ -70,6 +70,8 @@ const LOCAL_BIOS: u32 = 64;
 const REPAIR_COOKIE: u64 = 0;
 /// Cookie of the resync read (no seq gets this far).
 const RESYNC_COOKIE: u64 = u64::MAX;
+/// Cookie of the verify engine's read (no host write has this seq).
+const VERIFY_COOKIE: u64 = u64::MAX - 1;
 
 /// Everything behind the lock.
 pub(super) struct State {
@@ -522,6 +524,17 @@ impl SourceDev {
                 );
                 self.save_if_stopped();
             }
+            [b"verify"] => {
+                let n = self.with(|g| g.m.config().dev_sectors);
+                self.with(|g| g.m.verify(0, n)).map_err(|_| EINVAL)?;
+                pr_info!("specmirror: source for {}: verify of the whole device requested\n", self.cfg.endpoint);
+            }
+            [b"verify", sector, count] => {
+                let sector = crate::transport::table::parse_u64(sector).ok_or(EINVAL)?;
+                let count = crate::transport::table::parse_u64(count).ok_or(EINVAL)?;
+                self.with(|g| g.m.verify(sector, count)).map_err(|_| EINVAL)?;
+                pr_info!("specmirror: source for {}: verify of {} (+{}) requested\n", self.cfg.endpoint, sector, count);
+            }
             [b"fault", b"corrupt", n] if sys::fault_injection() => {
                 let n = crate::transport::table::parse_u32(n).ok_or(EINVAL)?;
                 self.with(|g| g.m.fault_corrupt(n));
@@ -593,6 +606,14 @@ impl SourceDev {
         if r.dirty > 0 {
             let _ = write!(out, " syncing={}/{}", r.done, r.done.saturating_add(r.dirty));
         }
+        // Online verify (or a checksum sync's comparison): progress while
+        // it runs, what the last pass found.
+        if let Some(v) = g.m.verify_stats() {
+            if v.running {
+                let _ = write!(out, " verify={}/{}", v.done, v.total);
+            }
+            let _ = write!(out, " oos={} verify_errors={}", v.oos, v.read_errors);
+        }
         // The generations: what the bitmap is relative to, the rule the
         // last handshake applied.
         if let Some(gs) = g.m.gen_status() {
@@ -608,8 +629,9 @@ impl SourceDev {
 }
 
 impl IoOwner for SourceDev {
-    /// A local write (cookie: its seq), the repair read (cookie 0) or the
-    /// resync read (cookie `u64::MAX`) ended. Any context.
+    /// A local write (cookie: its seq), the repair read (cookie 0), the
+    /// resync read (cookie `u64::MAX`) or the verify read (`u64::MAX - 1`)
+    /// ended. Any context.
     fn io_done(&self, cookie: u64, err: i32) {
         let mut done = BioList::new();
         {
@@ -618,6 +640,8 @@ impl IoOwner for SourceDev {
                 g.m.repair_read_ended(err == 0);
             } else if cookie == RESYNC_COOKIE {
                 g.m.resync_read_ended(err == 0);
+            } else if cookie == VERIFY_COOKIE {
+                g.m.verify_read_ended(err == 0);
             } else {
                 g.m.local_done(cookie, err == 0);
                 Self::take_completed(&mut g, &mut done);

@@ -13,15 +13,16 @@ use kernel::{
     time::msecs_to_jiffies,
 };
 
-use super::{local_io, pieces_for, SourceDev, State, REPAIR_COOKIE, RESYNC_COOKIE};
+use super::{local_io, pieces_for, SourceDev, State, REPAIR_COOKIE, RESYNC_COOKIE, VERIFY_COOKIE};
 use crate::log::meta::bitmap;
 use crate::log::pages::{Pages, PAGE_SIZE};
 use crate::log::record::HEADER_LEN;
 use crate::log::ring::{RingError, RingWriter};
+use crate::transport::proto::auth::Sha256;
 use crate::transport::proto::inflight::RepairJob;
 use crate::transport::proto::source::{
     Batch, ControlFrame, RecvError, ResyncJob, RxVerdict, SenderStep, Submit, WorkerStep, DEFERRED_BATCH,
-    SEND_BATCH_PIECES,
+    SEND_BATCH_PIECES, VerifyJob
 };
 use crate::transport::proto::wake::Instant;
 use crate::transport::proto::{sleep_ms, CONNECT_TIMEOUT_MS, MAX_CONTROL_FRAME};
@@ -244,6 +245,7 @@ impl SourceDev {
         let _noio = NoIo::begin();
         let mut buf: Option<KPages> = None;
         let mut rbuf: Option<KPages> = None;
+        let mut vbuf: Option<KPages> = None;
         loop {
             let step = {
                 let mut g = self.st.lock();
@@ -268,6 +270,13 @@ impl SourceDev {
                 WorkerStep::SaveBitmap { block } => self.save_bitmap(block),
                 WorkerStep::SaveGens => self.save_gens(),
                 WorkerStep::AppendSync => self.with(|g| g.m.append_sync(&self.crc)),
+                WorkerStep::VerifyRead(job) => {
+                    if !self.read_back(job.sector, u64::from(job.count), VERIFY_COOKIE, &mut vbuf) {
+                        // No buffer now: the piece counts as unread.
+                        self.with(|g| g.m.verify_read_ended(false));
+                    }
+                }
+                WorkerStep::VerifyAppend { job, ok } => self.verify_append(&job, ok, &vbuf),
                 WorkerStep::SyncEvent => self.sync_event(),
                 WorkerStep::ResyncRead(job) => self.resync_read(&job, &mut rbuf),
                 WorkerStep::ResyncAppend { job, ok } => self.resync_append(&job, ok, &rbuf),
@@ -525,6 +534,23 @@ impl SourceDev {
                 );
             }
         }
+    }
+
+    /// Hashes the piece `job` that the read left in `buf` (outside the
+    /// lock: up to a chunk of SHA-256) and appends its DIGEST_REQ.
+    fn verify_append(&self, job: &VerifyJob, ok: bool, buf: &Option<KPages>) {
+        let bytes = job.count as usize * 512;
+        let digest = buf.as_ref().filter(|_| ok).map(|pages| {
+            let mut h = Sha256::new();
+            for i in 0..bytes.div_ceil(PAGE_SIZE) {
+                let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
+                if let Some(p) = Pages::page(pages, i).and_then(|p| p.get(..len)) {
+                    h.update(p);
+                }
+            }
+            h.finish()
+        });
+        self.with(|g| g.m.verify_append(&self.crc, digest));
     }
 
     /// Appends the repair of `job` from what the read-back left in `buf`.

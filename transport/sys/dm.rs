@@ -166,6 +166,18 @@ impl DmDev {
         kernel::error::to_result(unsafe { raw::dmsm_bdev_flush(self.bdev()) })
     }
 
+    /// Reads `len` bytes (whole sectors, at most a page) at `sector` into
+    /// page `i` of `buf` and waits. Process context only (it sleeps).
+    pub(crate) fn read_into(&self, sector: u64, buf: &mut super::pages::KPages, i: usize, len: usize) -> kernel::error::Result {
+        let page = buf.page_ptr(i).ok_or(kernel::error::code::EINVAL)?;
+        let len = u32::try_from(len).map_err(|_| kernel::error::code::EINVAL)?;
+        // SAFETY: `bdev()` is the live block device this dm_dev holds open;
+        // `page` is a live page of `buf`, which `&mut` keeps ours for the
+        // read; the helper checks `len` against the page; the caller is in
+        // process context, where the read may sleep.
+        kernel::error::to_result(unsafe { raw::dmsm_range_read_sync(self.bdev(), sector, page, len) })
+    }
+
     /// The device's size in 512-byte sectors.
     pub(crate) fn sectors(&self) -> u64 {
         // SAFETY: `bdev()` is the live block device this dm_dev holds open.

@@ -443,6 +443,22 @@ int dmsm_page_rw_sync(struct block_device *bdev, u64 sector, struct page *page, 
 	return ret;
 }
 
+int dmsm_range_read_sync(struct block_device *bdev, u64 sector, struct page *page, unsigned int len)
+{
+	struct bio_vec bvec;
+	struct bio bio;
+	int ret;
+
+	if (!len || len > PAGE_SIZE || len % SECTOR_SIZE)
+		return -EINVAL;
+	bio_init(&bio, bdev, &bvec, 1, REQ_OP_READ);
+	bio.bi_iter.bi_sector = sector;
+	__bio_add_page(&bio, page, len, 0);
+	ret = submit_bio_wait(&bio);
+	bio_uninit(&bio);
+	return ret;
+}
+
 int dmsm_bdev_flush(struct block_device *bdev)
 {
 	return blkdev_issue_flush(bdev);

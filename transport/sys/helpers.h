@@ -171,6 +171,9 @@ bool dmsm_fault_injection_enabled(void);
  */
 int dmsm_page_rw_sync(struct block_device *bdev, u64 sector, struct page *page, bool write);
 /* bdev_nr_sectors(): the device's size in 512-byte sectors. */
+/* Reads len bytes (whole sectors, at most a page) at sector into page and
+ * waits (process context). */
+int dmsm_range_read_sync(struct block_device *bdev, u64 sector, struct page *page, unsigned int len);
 /* Flushes the device's volatile cache and waits (process context). */
 int dmsm_bdev_flush(struct block_device *bdev);
 u64 dmsm_bdev_nr_sectors(struct block_device *bdev);

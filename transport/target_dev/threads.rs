@@ -15,6 +15,9 @@ use kernel::{
 
 use super::{State, TargetDev};
 use crate::log::commit::IssueView;
+use crate::log::pages::{Pages, PAGE_SIZE};
+use crate::transport::proto::auth::Sha256;
+use crate::transport::sys::pages::KPages;
 use crate::log::record::{Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, MAX_PAYLOAD};
 use crate::transport::proto::target::{
     Accept, ApplierStep, ListenerStep, RxStep, RxVerdict, SenderStep, APPLY_BATCH, SEND_FRAMES,
@@ -187,6 +190,11 @@ impl TargetDev {
         let Ok(mut batch) = KVec::<(IssueView, bool, usize, usize)>::with_capacity(APPLY_BATCH, GFP_KERNEL) else {
             return;
         };
+        // One page for the reads of DIGEST_REQ records (read and hashed a
+        // page at a time).
+        let Ok(mut dpage) = KPages::new(1, GFP_KERNEL) else {
+            return;
+        };
         loop {
             let step = {
                 let mut g = self.st.lock();
@@ -205,7 +213,7 @@ impl TargetDev {
                 ApplierStep::Exit => return,
                 ApplierStep::FailReads => self.fail_reads(),
                 ApplierStep::Reads => self.release_reads(),
-                ApplierStep::Issue => self.issue(&mut batch, &mut pieces),
+                ApplierStep::Issue => self.issue(&mut batch, &mut pieces, &mut dpage),
                 ApplierStep::Sleep { .. } => {}
             }
         }
@@ -244,7 +252,12 @@ impl TargetDev {
 
     /// Hands a batch of records to the device, each as a bio built from
     /// the commit log's pages (payloads there start on a block boundary).
-    fn issue(&self, batch: &mut KVec<(IssueView, bool, usize, usize)>, pieces: &mut KVec<(*mut bindings::page, usize, usize)>) {
+    fn issue(
+        &self,
+        batch: &mut KVec<(IssueView, bool, usize, usize)>,
+        pieces: &mut KVec<(*mut bindings::page, usize, usize)>,
+        dpage: &mut KPages,
+    ) {
         clear(batch);
         clear(pieces);
         self.with(|g| {
@@ -270,6 +283,10 @@ impl TargetDev {
             let h = v.header;
             if h.kind == Kind::Sync {
                 self.apply_sync(&v);
+                continue;
+            }
+            if h.kind == Kind::DigestReq {
+                self.apply_digest(&v, dpage);
                 continue;
             }
             let io = DevIo {
@@ -304,6 +321,30 @@ impl TargetDev {
             }
             bio.submit();
         }
+    }
+
+    /// A DIGEST_REQ record (every earlier record that overlaps it is on
+    /// the device, no later one is issued): read the range a page at a
+    /// time, hash it, and hand the machine the digest (`None` if a read
+    /// failed), which answers the source and completes the record.
+    fn apply_digest(&self, v: &IssueView, dpage: &mut KPages) {
+        let bytes = v.header.count as usize * 512;
+        let mut h = Sha256::new();
+        let mut ok = true;
+        for i in 0..bytes.div_ceil(PAGE_SIZE) {
+            let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
+            let sector = v.header.sector + (i * PAGE_SIZE / 512) as u64;
+            if self.data.read_into(sector, dpage, 0, len).is_err() {
+                ok = false;
+                break;
+            }
+            match Pages::page(dpage, 0).and_then(|p| p.get(..len)) {
+                Some(p) => h.update(p),
+                None => ok = false,
+            }
+        }
+        let digest = ok.then(|| h.finish());
+        self.with(|g| g.m.digest_done(v.seq, digest, sys::now()));
     }
 
     /// A SYNC record (a barrier: every earlier record is on the device,

@@ -93,6 +93,8 @@ pub struct Pair<C: Crc32c> {
     /// The source's data device as its resync reads see it, if kept
     /// (without it, resync reads fail).
     pub src_disk: Option<Vec<u8>>,
+    /// The digest of the piece the verify engine read.
+    verify_digest: Option<[u8; 32]>,
     resync_buf: Vec<u8>,
     s_conn: Option<u64>,
     t_conn: Option<u64>,
@@ -119,6 +121,7 @@ impl<C: Crc32c> Pair<C> {
             hold_io: false,
             issued: Vec::new(),
             src_disk: None,
+            verify_digest: None,
             resync_buf: Vec::new(),
             s_conn: None,
             t_conn: None,
@@ -329,6 +332,12 @@ impl<C: Crc32c> Pair<C> {
                         self.issued.push(v.seq);
                         continue;
                     }
+                    if v.header.kind == Kind::DigestReq {
+                        // The target reads the range and answers its digest.
+                        let d = self.range_digest(self.disk.as_deref(), v.header.sector, v.header.count);
+                        self.t.digest_done(v.seq, d, self.now);
+                        continue;
+                    }
                     self.apply(&v);
                     self.t.io_done(v.seq, IoStatus::Ok, self.now);
                 }
@@ -344,6 +353,14 @@ impl<C: Crc32c> Pair<C> {
         };
         self.issued.swap_remove(i);
         self.t.io_done(seq, status, self.now)
+    }
+
+    /// SHA-256 of `count` sectors at `sector` of `disk` (`None` without a
+    /// disk or past its end: a read that fails).
+    fn range_digest(&self, disk: Option<&[u8]>, sector: u64, count: u32) -> Option<[u8; 32]> {
+        let a = usize::try_from(sector).ok()?.checked_mul(SECTOR_SIZE)?;
+        let bytes = disk?.get(a..a.checked_add(count as usize * SECTOR_SIZE)?)?;
+        Some(crate::transport::proto::auth::Sha256::digest(bytes))
     }
 
     fn apply(&mut self, v: &crate::log::commit::IssueView) {
@@ -466,6 +483,18 @@ impl<C: Crc32c> Pair<C> {
                 true
             }
             WorkerStep::SyncEvent => true,
+            // Reads from `src_disk` like the resync.
+            WorkerStep::VerifyRead(job) => {
+                let d = self.range_digest(self.src_disk.as_deref(), job.sector, job.count);
+                self.verify_digest = d;
+                self.s.verify_read_ended(d.is_some());
+                true
+            }
+            WorkerStep::VerifyAppend { ok, .. } => {
+                let d = if ok { self.verify_digest.take() } else { None };
+                self.s.verify_append(&self.c, d);
+                true
+            }
             WorkerStep::AppendSync => {
                 self.s.append_sync(&self.c);
                 true

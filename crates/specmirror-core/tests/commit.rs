@@ -567,6 +567,8 @@ fn machines_are_small_their_storage_is_the_callers() {
     // ranges, 384 bytes) from the glue into the machine: 2536 bytes then.
     // The kernel still builds it in place (one temporary in an
     // out-of-line function), and every array that grows with the
-    // configuration stays in caller storage.
-    assert!(target < 3072, "Target is {target} bytes");
+    // configuration stays in caller storage. 0.5.0 added the generations
+    // (88 bytes) and the verify answers' queue (8 digests, 384 bytes):
+    // 3120 bytes.
+    assert!(target < 3584, "Target is {target} bytes");
 }

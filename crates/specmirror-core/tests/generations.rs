@@ -1,8 +1,9 @@
 //! The handshake's generations rule, run by both machines end to end: a
 //! new target is synced in full (or taken as equal under
-//! `initial_sync none`), an interrupted sync resumes as a resync, a
-//! target that says consistent holds the source's image, and unrelated
-//! or ahead targets are refused by both sides.
+//! `initial_sync none`, or compared by digests under `checksum`), an
+//! interrupted sync resumes as a resync, a target that says consistent
+//! holds the source's image, unrelated or ahead targets are refused by
+//! both sides, and online verify finds what changed under the target.
 
 mod common;
 
@@ -66,6 +67,7 @@ fn settle(p: &mut Pair<Crc>) -> bool {
                 .gen_status()
                 .is_some_and(|g| g.phase == SyncPhase::Idle && g.saved)
             && p.s.resync_stats().is_some_and(|r| r.dirty == 0)
+            && !p.s.verify_stats().is_some_and(|v| v.running)
             && p.t.generations().1
     })
 }
@@ -200,4 +202,66 @@ fn writes_tracked_while_connected_rotate_the_generation_and_end_in_a_sync() {
     assert_eq!(g.bitmap, 0);
     assert_eq!(p.t.generations(), (gens(g.current, 0, &[SRC_GEN]), true));
     assert_eq!(p.s.resync_stats().expect("bitmap").cleared, 3);
+}
+
+#[test]
+fn a_checksum_sync_sends_only_the_chunks_that_differ() {
+    // The target holds a copy of the source's data with 3 chunks changed,
+    // but no generation (a re-seeded replica): only those cross.
+    let mut p = pair(
+        src(gens(SRC_GEN, 0, &[]), InitialSync::Checksum),
+        tgt(Generations::default(), false),
+    );
+    let mut copy = p.src_disk.clone().expect("source image");
+    for c in [5usize, 77, 200] {
+        copy[c * CHUNK as usize * 512 + 100] ^= 0xFF;
+    }
+    p.disk = Some(copy);
+    assert!(
+        settle(&mut p),
+        "sync did not end: {:?} {:?}",
+        p.s.gen_status(),
+        p.s.verify_stats()
+    );
+    let v = p.s.verify_stats().expect("a comparison ran");
+    assert!(!v.running && v.checksum);
+    assert_eq!(v.oos, 3);
+    assert_eq!(v.compared, DEV / u64::from(CHUNK));
+    let r = p.s.resync_stats().expect("bitmap");
+    assert_eq!(r.records, 3, "only the differing chunks crossed");
+    assert!(p.t.generations().1);
+    assert_eq!(p.disk, p.src_disk);
+}
+
+#[test]
+fn verify_finds_chunks_corrupted_on_the_target_and_the_resync_repairs_them() {
+    let mut p = pair(
+        src(gens(SRC_GEN, 0, &[]), InitialSync::Full),
+        tgt(Generations::default(), false),
+    );
+    assert!(settle(&mut p));
+    assert_eq!(p.disk, p.src_disk);
+    // Corrupt 10 chunks behind the target's back.
+    let disk = p.disk.as_mut().expect("target image");
+    for c in [0usize, 3, 9, 31, 64, 100, 128, 150, 254, 255] {
+        disk[c * CHUNK as usize * 512 + 7] ^= 0x5A;
+    }
+    assert_eq!(
+        p.s.verify(DEV, 8),
+        Err(specmirror_core::transport::proto::source::VerifyError::Range)
+    );
+    assert_eq!(
+        p.s.verify(0, 0),
+        Err(specmirror_core::transport::proto::source::VerifyError::Range)
+    );
+    p.s.verify(0, DEV).expect("verify starts");
+    assert!(settle(&mut p));
+    let v = p.s.verify_stats().expect("verify ran");
+    assert!(!v.running && !v.checksum);
+    assert_eq!(v.oos, 10);
+    assert_eq!(p.disk, p.src_disk, "the resync repaired what verify marked");
+    // A second pass finds nothing.
+    p.s.verify(0, DEV).expect("verify starts");
+    assert!(settle(&mut p));
+    assert_eq!(p.s.verify_stats().expect("verify ran").oos, 0);
 }

@@ -61,13 +61,30 @@ fn kinds_round_trip_and_direction() {
             assert_eq!(k.is_from_source(), v < 0x80);
         }
     }
-    assert_eq!((0..=255u8).filter_map(Kind::from_u8).count(), 15);
+    assert_eq!((0..=255u8).filter_map(Kind::from_u8).count(), 17);
     // The keepalive is the source's.
     assert_eq!(Kind::from_u8(0x08), Some(Kind::Ping));
     assert!(Kind::Ping.is_from_source() && !Kind::Ping.is_data());
     // So are the sync's marks, which carry no data and no payload.
     assert_eq!(Kind::from_u8(0x09), Some(Kind::Sync));
     assert!(Kind::Sync.is_from_source() && !Kind::Sync.is_data());
+    // Verify: the request names a range and carries nothing; the answer
+    // carries a SHA-256.
+    assert_eq!(Kind::from_u8(0x0A), Some(Kind::DigestReq));
+    assert_eq!(Kind::from_u8(0x87), Some(Kind::Digest));
+    assert!(Kind::DigestReq.has_range() && !Kind::DigestReq.is_data());
+    let mut d = Header::new(Kind::DigestReq);
+    for (count, len, ok) in [(8, 0, true), (0, 0, false), (MAX_WRITE_SECTORS + 1, 0, false), (8, 32, false)] {
+        d.count = count;
+        d.len = len;
+        assert_eq!(d.validate().is_ok(), ok, "DIGEST_REQ count {count} len {len}");
+    }
+    let mut a = Header::new(Kind::Digest);
+    for (count, len, ok) in [(0, 32, true), (1, 32, true), (2, 32, false), (0, 0, false)] {
+        a.count = count;
+        a.len = len;
+        assert_eq!(a.validate().is_ok(), ok, "DIGEST count {count} len {len}");
+    }
     let mut h = Header::new(Kind::Sync);
     for (count, len, ok) in [(SYNC_START, 0, true), (SYNC_DONE, 0, true), (0, 0, false), (3, 0, false), (SYNC_DONE, 8, false)] {
         h.count = count;
@@ -237,6 +254,16 @@ fn arb_record() -> impl Strategy<Value = (Header, Vec<u8>)> {
                     h.sector = sector;
                     h.count = if other & 1 == 0 { SYNC_START } else { SYNC_DONE };
                     vec![]
+                }
+                Kind::DigestReq => {
+                    h.sector = sector >> 1;
+                    h.count = sectors;
+                    vec![]
+                }
+                Kind::Digest => {
+                    h.count = other & 1;
+                    h.len = DIGEST_LEN as u32;
+                    payload(seed, DIGEST_LEN)
                 }
                 _ => {
                     h.sector = sector;

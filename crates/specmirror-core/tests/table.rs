@@ -87,6 +87,7 @@ fn table_status_recreates_the_line() {
         "source 7:0 7:9 1.2.3.4:5 2 sync_rate 10240",
         "source 7:0 7:9 1.2.3.4:5 4 initial_sync none sync_rate 1",
         "source 7:0 7:9 1.2.3.4:5 2 initial_sync full",
+        "source 7:0 7:9 1.2.3.4:5 2 initial_sync checksum",
         "target 7:0 7:9 [1:0:0:2:0:0:0:3]:65535",
     ] {
         let out = table_of(line);
@@ -166,7 +167,7 @@ fn malformed_lines_are_rejected_precisely() {
         ("source /dev/x /dev/m 1.2.3.4:5 2 sync_rate -1", BadSyncRate),
         ("source /dev/x /dev/m 1.2.3.4:5 4 sync_rate 1 sync_rate 2", DuplicateKey),
         ("target /dev/x /dev/m 1.2.3.4:5 2 initial_sync none", SourceOnlyKey),
-        ("source /dev/x /dev/m 1.2.3.4:5 2 initial_sync checksum", BadInitialSync),
+        ("source /dev/x /dev/m 1.2.3.4:5 2 initial_sync sha1", BadInitialSync),
         ("source /dev/x /dev/m 1.2.3.4:5 2 initial_sync Full", BadInitialSync),
         ("source /dev/x /dev/m 1.2.3.4:5 4 initial_sync none initial_sync full", DuplicateKey),
         ("source /dev/x /dev/m 1.2.3.4:5 2 region_size 1000", BadRegionSize),

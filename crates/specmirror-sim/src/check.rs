@@ -151,6 +151,10 @@ pub struct Books {
     pub stale: Vec<bool>,
     /// First seq of the current source incarnation.
     pub floor: u64,
+    /// Target sectors corrupted behind its back (until written again):
+    /// only a verify finds them, so a SYNC_DONE before that does not
+    /// answer for them (I1 at quiesce does).
+    pub corrupt: Vec<bool>,
 }
 
 impl Books {
@@ -170,6 +174,7 @@ impl Books {
             replay_until: 0,
             stale: vec![false; n],
             floor: 0,
+            corrupt: vec![false; n],
         }
     }
 
@@ -280,6 +285,7 @@ impl Books {
                 )));
             }
             self.tgt_seq[su] = seq;
+            self.corrupt[su] = false;
             if seq >= self.floor {
                 self.stale[su] = false;
             }
@@ -365,6 +371,9 @@ impl Books {
     pub fn check_consistent(&self, d: u64) -> R<()> {
         let mut buf = [0u8; SECT];
         for (s, hs) in self.sec_hist.iter().enumerate() {
+            if self.corrupt[s] {
+                continue;
+            }
             let off = s * SECT;
             let got = &self.tgt_disk[off..off + SECT];
             let idx = hs.partition_point(|&x| x < d);
@@ -388,6 +397,15 @@ impl Books {
             }
         }
         Ok(())
+    }
+
+    /// Flips bytes of target sector `s` behind the target's back.
+    pub fn corrupt_tgt(&mut self, s: u64) {
+        let off = s as usize * SECT;
+        for b in &mut self.tgt_disk[off..off + 8] {
+            *b ^= 0xA5;
+        }
+        self.corrupt[s as usize] = true;
     }
 
     /// I3: nothing left the ring (freed up to `freed`) before the target

@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 11;
+pub const GEN_VERSION: u32 = 12;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -150,6 +150,13 @@ pub struct Params {
     /// Every target restart comes back with a new (blank) metadata
     /// device: a new target over old data, synced in full.
     pub tgt_meta_lost: bool,
+    /// `initial_sync checksum`: a new target is compared by digests.
+    pub initial_checksum: bool,
+    /// Operator verifies (a random range) at these times.
+    pub verifies: Vec<u64>,
+    /// When faults stop, this many sectors of the target's device are
+    /// corrupted behind its back, and a verify of the whole device runs.
+    pub corrupt: u64,
 }
 
 impl Params {
@@ -245,6 +252,9 @@ impl Params {
             target_new: false,
             initial_none: false,
             tgt_meta_lost: false,
+            initial_checksum: false,
+            verifies: Vec::new(),
+            corrupt: 0,
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -402,6 +412,23 @@ impl Params {
             p.target_new = r11.chance(1, 3);
             p.initial_none = p.target_new && r11.chance(1, 4);
             p.tgt_meta_lost = !p.initial_none && r11.chance(1, 4);
+        }
+        if gen >= 12 && p.chunk_sectors > 0 {
+            // Version 12: digests. Half the syncs of a new target compare
+            // digests (`checksum`); a third of the seeds verify ranges
+            // while the host writes; a quarter corrupt the target's device
+            // when faults stop, and verify it all then.
+            let mut r12 = Rng::new(mix(seed, 0x1212));
+            p.initial_checksum = !p.initial_none && r12.chance(1, 2);
+            if r12.chance(1, 3) {
+                for _ in 0..r12.range(1, 3) {
+                    p.verifies.push(r12.below(p.faults_end));
+                }
+                p.verifies.sort();
+            }
+            if r12.chance(1, 4) {
+                p.corrupt = r12.range(1, 16);
+            }
         }
         p
     }

@@ -30,6 +30,7 @@ use specmirror_core::log::record::{
     decode_header, Crc32c, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, SECTOR_SIZE,
 };
 use specmirror_core::pair::gather;
+use specmirror_core::transport::proto::auth::Sha256;
 use specmirror_core::transport::proto::hot::HotSlot;
 use specmirror_core::transport::proto::inflight::{Completed, InflightSlot};
 use specmirror_core::transport::proto::mutant::Mutant;
@@ -204,6 +205,10 @@ enum Ev {
     RepairReadDone { seq: u64, sector: u64, count: u64, epoch: u64 },
     /// The resync read of `sector..+count` ends.
     ResyncReadDone { sector: u64, count: u64 },
+    /// The verify read of `count` sectors at `sector` ends.
+    VerifyReadDone { sector: u64, count: u64 },
+    /// An operator's verify of a random range.
+    Verify,
     /// Chunks are marked dirty again.
     MarkDirty,
     /// The source table is reloaded.
@@ -285,6 +290,15 @@ pub struct Sim {
     repair_buf: Option<(u64, Vec<u8>)>,
     /// Resync read buffer: (sector, bytes as the read started).
     resync_buf: Option<(u64, Vec<u8>)>,
+    /// The piece the verify engine reads (first sector, bytes).
+    verify_buf: Option<(u64, Vec<u8>)>,
+    /// A verify of the whole device is due once the source runs.
+    verify_at_start: bool,
+    /// Applier `Issue` steps in a row that issued nothing.
+    empty_issues: u64,
+    /// The piece verify holds: from its read's start until its request
+    /// is appended, no host write to it may be accepted.
+    verify_piece: Option<(u64, u64)>,
     /// The source's metadata device: its bitmap blocks.
     meta_bitmap: Vec<[u8; PAGE_SIZE]>,
     /// The block the worker is writing.
@@ -402,6 +416,10 @@ impl Sim {
             sending: None,
             repair_buf: None,
             resync_buf: None,
+            verify_buf: None,
+            verify_at_start: false,
+            empty_issues: 0,
+            verify_piece: None,
             meta_bitmap: vec![[0u8; PAGE_SIZE]; meta_blocks],
             meta_write: None,
             src_sb,
@@ -639,9 +657,20 @@ impl Sim {
         }
     }
 
+    /// Starts the whole-device verify that corruption asked for, once the
+    /// source runs.
+    fn start_verify_if_running(&mut self) {
+        if self.verify_at_start && self.src_running && self.suspending.is_none() {
+            self.verify_at_start = false;
+            let _ = self.src.verify(0, self.p.dev_sectors);
+            self.src_wakes();
+        }
+    }
+
     fn start_source(&mut self) {
         self.src.start(self.now);
         self.src_running = true;
+        self.start_verify_if_running();
         for a in [Actor::SrcSender, Actor::SrcWorker] {
             let d = self.cpu();
             self.schedule(a, d);
@@ -678,6 +707,9 @@ impl Sim {
         }
         for t in self.p.suspends.clone() {
             self.at(t, Ev::SuspendSource);
+        }
+        for t in self.p.verifies.clone() {
+            self.at(t, Ev::Verify);
         }
         for t in self.p.marks.clone() {
             self.at(t, Ev::MarkDirty);
@@ -728,7 +760,7 @@ impl Sim {
 
     fn state(&self) -> String {
         format!(
-            "{} of {} ops done ({} in the source, {} deferred, machine says {}, inflight {} repair {:?} completions {}), ring {} records (send {} acked {}), log {} records (applied {}), link {:?}, held {}, actors {:?}",
+            "{} of {} ops done ({} in the source, {} deferred, machine says {}, inflight {} repair {:?} completions {}), ring {} records (send {} acked {}), log {} records (applied {}), link {:?}, held {}, actors {:?}, resync {:?}, gens {:?}, verify {:?}, target gens {:?}",
             self.completed,
             self.p.ops,
             self.dm_inflight,
@@ -744,7 +776,11 @@ impl Sim {
             self.tgt.applied_seq(),
             self.src.link_state(),
             self.src.is_held(),
-            self.actors.iter().map(|a| a.state).collect::<Vec<_>>()
+            self.actors.iter().map(|a| a.state).collect::<Vec<_>>(),
+            self.src.resync_stats(),
+            self.src.gen_status(),
+            self.src.verify_stats(),
+            self.tgt.generations(),
         )
     }
 
@@ -756,6 +792,8 @@ impl Sim {
             && !self.src.is_syncing()
             && self.src.bitmap_is_saved()
             && self.gens_settled()
+            && !self.src.verify_stats().is_some_and(|v| v.running)
+            && !self.verify_at_start
             && self.tgt.commit_log().is_empty()
             && self.dev_ops.is_empty()
             && self.lockers.iter().all(|l| l.is_none())
@@ -893,6 +931,28 @@ impl Sim {
                 self.src_wakes();
                 Ok(())
             }
+            Ev::VerifyReadDone { sector, count } => {
+                let now = self.books.src_bytes(sector, count);
+                if self.verify_buf.as_ref().is_some_and(|b| b.0 == sector && b.1 != now) {
+                    return Err(Violation::Protocol(format!(
+                        "a host write reached {sector}+{count} while verify read it"
+                    )));
+                }
+                let ok = !self.in_windows(&self.p.src_fails);
+                self.src.verify_read_ended(ok);
+                self.src_wakes();
+                Ok(())
+            }
+            Ev::Verify => {
+                let n = self.rng.range(1, self.p.dev_sectors);
+                let first = self.rng.below(self.p.dev_sectors - n + 1);
+                self.log(|| format!("verify {first}+{n}"));
+                if self.src_running {
+                    let _ = self.src.verify(first, n);
+                    self.src_wakes();
+                }
+                Ok(())
+            }
             Ev::MarkDirty => {
                 let chunks = self.p.dev_sectors.div_ceil(u64::from(self.p.chunk_sectors));
                 let first = self.rng.below(chunks);
@@ -1004,6 +1064,17 @@ impl Sim {
                 self.last_progress = self.now;
                 self.link_up = true;
                 self.log(|| "faults off".into());
+                if self.p.corrupt > 0 {
+                    // Silent corruption of the target's device, then an
+                    // operator's verify of it all (once the source runs).
+                    for _ in 0..self.p.corrupt {
+                        let s = self.rng.below(self.p.dev_sectors);
+                        self.books.corrupt_tgt(s);
+                    }
+                    self.log(|| format!("{} target sectors corrupted; verify", self.p.corrupt));
+                    self.verify_at_start = true;
+                    self.start_verify_if_running();
+                }
                 Ok(())
             }
         }
@@ -1436,6 +1507,24 @@ impl Sim {
             }
             WorkerStep::SyncEvent => self.outcome.sync_events += 1,
             WorkerStep::AppendSync => self.src.append_sync(&self.c),
+            WorkerStep::VerifyRead(job) => {
+                let count = u64::from(job.count);
+                self.log(|| format!("verify read of {job:?}"));
+                self.verify_buf = Some((job.sector, self.books.src_bytes(job.sector, count)));
+                self.verify_piece = Some((job.sector, count));
+                let t = self.now + self.p.src_lat + (count * SECT as u64 * SEC).div_ceil(self.p.src_bw);
+                self.at(t, Ev::VerifyReadDone { sector: job.sector, count });
+            }
+            WorkerStep::VerifyAppend { job, ok } => {
+                // (Kept: with no ring room the worker appends it again.)
+                let d = match self.verify_buf.as_ref() {
+                    Some((s, data)) if ok && *s == job.sector => Some(Sha256::digest(data)),
+                    _ => None,
+                };
+                if !matches!(self.src.verify_append(&self.c, d), Submit::Wait(_)) {
+                    self.verify_piece = None;
+                }
+            }
             WorkerStep::SaveGens => {
                 self.gens_write = self.src.gens_copy();
                 let ok = !self.src_running && self.reloading
@@ -1563,6 +1652,8 @@ impl Sim {
             .all(|a| self.actors[a.index()].state == ActState::Gone);
         if all_gone && self.suspending.is_some() {
             self.src.stopped();
+            // A piece read but not appended is read again after the start.
+            self.verify_piece = None;
             self.src_wakes();
             self.s_conn = None;
             self.sending = None;
@@ -1666,6 +1757,14 @@ impl Sim {
     }
 
     fn accepted_write(&mut self, seq: u64, req: HostReq) -> R<()> {
+        if let Some((a, n)) = self.verify_piece {
+            if req.op != HostOp::Flush && req.sector < a + n && a < req.sector + u64::from(req.count) {
+                return Err(Violation::Protocol(format!(
+                    "host write {}+{} accepted while verify held {a}+{n} (between its read and its request)",
+                    req.sector, req.count
+                )));
+            }
+        }
         let (kind, wid) = match req.op {
             HostOp::Write => (Kind::Write, req.wid),
             HostOp::Discard => (Kind::Discard, 0),
@@ -1965,9 +2064,21 @@ impl Sim {
                 }
             }
             ApplierStep::Issue => {
+                let mut issued = 0;
                 for _ in 0..APPLY_BATCH {
                     let Some(v) = self.tgt.poll_issue() else { break };
                     self.issue(v)?;
+                    issued += 1;
+                }
+                // The applier was told it has records to issue and has
+                // none: on a kernel without preemption (UML) it would spin
+                // and starve the thread that could unblock it.
+                self.empty_issues = if issued == 0 { self.empty_issues + 1 } else { 0 };
+                if self.empty_issues > EMPTY_ISSUE_BOUND {
+                    return Err(Violation::Liveness(format!(
+                        "the target's applier was given Issue {EMPTY_ISSUE_BOUND} times in a row with nothing to issue (it spins): {}",
+                        self.state()
+                    )));
                 }
             }
         }
@@ -1996,6 +2107,14 @@ impl Sim {
     fn issue(&mut self, v: IssueView) -> R<()> {
         if v.header.kind == Kind::Sync {
             return self.issue_sync(v);
+        }
+        if v.header.kind == Kind::DigestReq {
+            // A read of the range, hashed when it ends.
+            let fail = self.in_windows(&self.p.fails.clone());
+            let t = self.now + self.p.tgt_lat + (u64::from(v.header.count) * SECT as u64 * SEC).div_ceil(self.p.tgt_bw);
+            self.dev_ops.insert(v.seq, v);
+            self.at(t, Ev::DevDone { seq: v.seq, ok: !fail, epoch: self.tgt_epoch });
+            return Ok(());
         }
         self.books.check_issue(v.seq)?;
         if v.header.kind.is_data() {
@@ -2043,6 +2162,17 @@ impl Sim {
             .dev_ops
             .remove(&seq)
             .ok_or_else(|| Violation::Protocol(format!("device done for unknown seq {seq}")))?;
+        if v.header.kind == Kind::DigestReq {
+            let (a, n) = (v.header.sector as usize * SECT, v.header.count as usize * SECT);
+            let d = ok.then(|| Sha256::digest(&self.books.tgt_disk[a..a + n]));
+            if !self.tgt.digest_done(seq, d, self.now) {
+                return Err(Violation::Protocol(format!("target refused digest_done({seq})")));
+            }
+            let w = self.tgt.take_wakes();
+            self.deliver(w, true);
+            self.maybe_tgt_stopped();
+            return Ok(());
+        }
         if ok && v.header.kind == Kind::Sync {
             if let Some((g, consistent, _)) = self.tgt.sync_meta(&v.header) {
                 self.log(|| format!("target superblock {g:?} consistent={consistent} (SYNC {seq})"));
@@ -2417,10 +2547,16 @@ fn presync(seed: u64, p: &Params, src: &mut Src, books: &mut Books) {
     }
 }
 
+/// Applier `Issue` steps in a row that issue nothing before the run is
+/// failed as a spin (a predicate that says "work" where there is none).
+const EMPTY_ISSUE_BOUND: u64 = 1000;
+
 /// The source's `initial_sync` mode for `p`.
 fn initial_mode(p: &Params) -> InitialSync {
     if p.initial_none {
         InitialSync::None
+    } else if p.initial_checksum {
+        InitialSync::Checksum
     } else {
         InitialSync::Full
     }

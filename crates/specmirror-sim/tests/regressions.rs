@@ -83,6 +83,13 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     // count it stale and checked it at the next flush boundary. Fixed in
     // the books (`source_reloaded` takes the target's applied point).
     (242, Mode::LockSync, 11, "replayed sector lost by a source reload, not counted stale"),
+    // Generator 12 (verify): a digest request the target had read while
+    // an earlier record was unfinished was resent after a reconnect; the
+    // target took the resend as a duplicate and never answered, and the
+    // source waited for the answer forever (the pass never ended, nor did
+    // the quiesce). Fixed: a new connection marks the chunks of every
+    // unanswered request dirty.
+    (1280, Mode::LockSync, 12, "verify answer lost at a reconnect: the pass never ended"),
 ];
 
 #[test]
@@ -186,6 +193,8 @@ const MUTANTS: &[(Mutant, u64, Mode, u32, &str)] = &[
     (Mutant::NoMarkAtStop, 15, Mode::Speculative, 10, "devices differ after quiesce"),
     (Mutant::SyncDoneEarly, 2, Mode::Speculative, 11, "which only the source held, differs"),
     (Mutant::NoSyncStart, 217, Mode::Speculative, 11, "while the target says it is consistent"),
+    (Mutant::VerifyBlind, 15, Mode::Speculative, 12, "devices differ after quiesce"),
+    (Mutant::VerifyNoBlock, 42, Mode::Speculative, 12, "accepted while verify held"),
 ];
 
 #[test]

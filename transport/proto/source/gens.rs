@@ -208,7 +208,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                 g.phase = SyncPhase::NeedStart;
                 g.wait_gen = None;
             }
-            SyncPlan::All | SyncPlan::Checksum => {
+            plan @ (SyncPlan::All | SyncPlan::Checksum) => {
                 let base = self.fresh_id();
                 let new = self.fresh_id();
                 if let Some(g) = self.gens.as_mut() {
@@ -217,7 +217,14 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                     g.phase = SyncPhase::NeedStart;
                     g.wait_gen = None;
                 }
+                // Every chunk dirty (saved before anything is read), so a
+                // crash or a reload in the middle resends what was not
+                // sent or compared; a checksum sync clears the chunks the
+                // target holds already (`verify.rs`).
                 self.mark_dirty(0, u64::MAX);
+                if plan == SyncPlan::Checksum {
+                    let _ = self.start_verify(0, self.cfg.dev_sectors, true);
+                }
             }
             SyncPlan::AssumeEqual => {
                 // Equal but for the chunks the bitmap marks: with none,
@@ -275,10 +282,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             return None;
         }
         #[cfg(feature = "mutants")]
-        let clean = self.dirty_chunks() == 0
+        let clean = (self.dirty_chunks() == 0 && !self.checksum_running())
             || self.mutant == crate::transport::proto::mutant::Mutant::SyncDoneEarly;
         #[cfg(not(feature = "mutants"))]
-        let clean = self.dirty_chunks() == 0;
+        let clean = self.dirty_chunks() == 0 && !self.checksum_running();
         match g.phase {
             SyncPhase::NeedStart => Some((SYNC_START, g.gens.bitmap)),
             SyncPhase::Started if clean => Some((SYNC_DONE, g.gens.current)),

@@ -545,6 +545,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                 self.on_challenge(c, payload, deadline)
             }
             (State::HelloSent { .. }, Kind::HelloReply) => self.on_hello_reply_frame(payload, now),
+            (State::Connected, Kind::Digest) => {
+                self.on_digest(h.seq, (h.count == 0).then_some(payload), now);
+                Ok(())
+            }
             (State::Connected, _) => self.on_stream_frame(&h, now),
             _ => Err(RecvError::Protocol),
         };
@@ -686,6 +690,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             return Ok(());
         }
         self.acknowledge(h.last_applied, now);
+        // Digest requests of the connection that is gone lost their
+        // answers.
+        self.verify_reconnected();
         let resume = self.acked + 1;
         // acked < next_seq, so resume <= next_seq lies in the ring.
         let _ = self

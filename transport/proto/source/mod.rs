@@ -30,6 +30,7 @@ mod bitmap_save;
 mod gens;
 mod link;
 mod resync;
+mod verify;
 mod worker;
 
 use core::ops::DerefMut;
@@ -38,6 +39,7 @@ pub use link::{Batch, ControlFrame, RecvError, RxVerdict, SenderStep, SEND_BATCH
 pub use bitmap_save::BITMAP_SAVE_INTERVAL;
 pub use gens::{GenStatus, SyncPhase, GENS_SAVE_RETRY};
 pub use resync::{ResyncError, ResyncJob, ResyncStats, RESYNC_PENDING, RESYNC_RETRY};
+pub use verify::{VerifyError, VerifyJob, VerifyStats, VERIFY_PENDING};
 pub use worker::{WorkerStep, DEFERRED_BATCH};
 
 use super::hot::{HotRegions, HotSlot, Touch};
@@ -248,6 +250,9 @@ enum Origin {
     Repair(u64),
     /// A piece of a dirty chunk (the resync engine blocks the range).
     Resync,
+    /// A DIGEST_REQ of a piece being verified (the verify engine blocks
+    /// the range); no payload.
+    Verify,
 }
 
 /// The repair of a failed local write, as far as it got.
@@ -301,6 +306,8 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     resync: Option<resync::Resync<P>>,
     /// The data generations, once the superblock's are attached.
     gens: Option<gens::GenState>,
+    /// Online verify or a checksum sync's comparison.
+    verify: Option<verify::Verify>,
     /// `sync_rate` in bytes/s; 0: no cap.
     sync_rate: u64,
     /// A suspend is under way: waiting writes are given up at this instant.
@@ -371,6 +378,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             repair_retry_at: None,
             resync: None,
             gens: None,
+            verify: None,
             sync_rate: 0,
             suspend_until: None,
             abandoning: false,
@@ -405,7 +413,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     }
 
     fn regions(&self, h: &Header) -> Option<(u64, u64)> {
-        if !h.kind.is_data() || h.count == 0 {
+        if !h.kind.has_range() || h.count == 0 {
             return None;
         }
         let last = h.sector.saturating_add(u64::from(h.count) - 1);
@@ -561,6 +569,12 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             HostOp::WriteZeroes => (Kind::WriteZeroes, w.sector, w.count, w.flags),
             HostOp::Flush => (Kind::Flush, 0, 0, 0),
         };
+        // The verify engine's request reads the range on the target.
+        let kind = if origin == Origin::Verify && kind == Kind::Write {
+            Kind::DigestReq
+        } else {
+            kind
+        };
         if flags & !FLAGS_KNOWN != 0 {
             return Submit::Invalid(Invalid::Flags);
         }
@@ -595,7 +609,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             && (self
                 .inflight
                 .overlaps_local(sector, u64::from(count), repair)
-                || (origin == Origin::Host && self.resync_blocks(sector, u64::from(count))))
+                || (origin == Origin::Host
+                    && (self.resync_blocks(sector, u64::from(count))
+                        || self.verify_blocks(sector, u64::from(count)))))
         {
             self.count_wait();
             return Submit::Wait(WaitReason::Overlap);
@@ -932,7 +948,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// aside: a sleeper's step names its own deadline).
     pub fn has_work(&self, i: u8) -> bool {
         if self.stopping {
-            return i != WORKER || !(matches!(self.repair, Repair::Reading(_)) || self.resync_reading());
+            return i != WORKER
+                || !(matches!(self.repair, Repair::Reading(_)) || self.resync_reading() || self.verify_reading());
         }
         match i {
             SENDER => self.sender_has_work(),
@@ -984,6 +1001,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.repair = Repair::Idle;
         }
         self.resync_stopped();
+        self.verify_stopped();
         self.free_ring();
     }
 

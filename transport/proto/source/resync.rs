@@ -134,6 +134,9 @@ pub(super) struct Resync<P: Pages> {
     pub(super) unsaved: super::bitmap_save::Unsaved,
     /// A sync started or ended: the worker raises a dm event.
     pub(super) event: bool,
+    /// A checksum sync's comparison has not reached chunks from this one
+    /// on: they are not read (`verify.rs`).
+    pub(super) hold_from: Option<u64>,
     stats: ResyncStats,
 }
 
@@ -169,6 +172,11 @@ impl<P: Pages> Resync<P> {
         changed
     }
 
+    /// `(shift, piece)`: chunk size as a shift, and the largest piece.
+    pub(super) fn geometry(&self) -> (u32, u32) {
+        (self.shift, self.piece)
+    }
+
     fn busy(&self) -> Option<ResyncJob> {
         match self.phase {
             Phase::Idle => None,
@@ -192,6 +200,13 @@ impl<P: Pages> Resync<P> {
             let mut from = self.cursor;
             loop {
                 match self.bits.next_dirty(from) {
+                    Some(c) if self.hold_from.is_some_and(|h| c >= h) => {
+                        if wrapped || from == 0 {
+                            return None;
+                        }
+                        wrapped = true;
+                        from = 0;
+                    }
                     Some(c) if self.is_pending(c) => from = c + 1,
                     Some(c) => {
                         chunk = c;
@@ -287,6 +302,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             stale: false,
             unsaved: super::bitmap_save::Unsaved::default(),
             event: dirty > 0,
+            hold_from: None,
         });
         Ok(())
     }
@@ -397,6 +413,26 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
         r.pending.copy_within(n..r.npending, 0);
         r.npending -= n;
+        r.stats.dirty = r.bits.count();
+        if r.stats.dirty == 0 {
+            r.event = true;
+        }
+    }
+
+    /// Clears chunk `chunk`'s bit without sending it (a checksum sync found
+    /// the target holds it already).
+    pub(super) fn resync_clear(&mut self, chunk: u64, now: Instant) {
+        let Some(r) = self.resync.as_mut() else {
+            return;
+        };
+        if r.is_pending(chunk) || r.busy().is_some_and(|j| j.chunk == chunk) {
+            return;
+        }
+        if let Some(block) = r.bits.clear(chunk) {
+            r.stats.cleared = r.stats.cleared.saturating_add(1);
+            r.stats.done = r.stats.done.saturating_add(1);
+            r.unsaved.changed(block, block, false, Some(now));
+        }
         r.stats.dirty = r.bits.count();
         if r.stats.dirty == 0 {
             r.event = true;

@@ -72,6 +72,18 @@ pub enum WorkerStep {
     SaveGens,
     /// Append the SYNC record that is due: [`Source::append_sync`].
     AppendSync,
+    /// Read the piece `job` into the verify buffer, then report
+    /// [`Source::verify_read_ended`].
+    VerifyRead(super::VerifyJob),
+    /// The read of `job` ended: with `ok`, hash the buffer (SHA-256) and
+    /// report [`Source::verify_append`] with the digest; otherwise with
+    /// `None`.
+    VerifyAppend {
+        /// The piece.
+        job: super::VerifyJob,
+        /// Whether the read succeeded.
+        ok: bool,
+    },
     /// A sync started or ended: raise a dm event (`dmsetup wait`).
     SyncEvent,
     /// Offer the deferred bios again, in order, through
@@ -109,13 +121,14 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             || self.save_has_work()
             || self.gens_has_work()
             || self.resync_has_work()
+            || self.verify_has_work()
     }
 
     /// The worker thread's next step (see [`WorkerStep`]).
     pub fn poll_worker(&mut self, now: Instant) -> WorkerStep {
         self.sleepers.running(WORKER);
         if self.stopping {
-            if matches!(self.repair, Repair::Reading(_)) || self.resync_reading() {
+            if matches!(self.repair, Repair::Reading(_)) || self.resync_reading() || self.verify_reading() {
                 // Its read must end first: it reads into the worker's
                 // buffer and reports to this device.
                 self.sleepers.sleep(WORKER);
@@ -180,6 +193,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             return WorkerStep::SyncEvent;
         }
         if let Some(step) = self.resync_step(now) {
+            return step;
+        }
+        if let Some(step) = self.verify_step() {
             return step;
         }
         let until = earliest(

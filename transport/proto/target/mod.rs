@@ -26,12 +26,14 @@
 //! holds or wants the region or while unapplied stream writes touch it.
 
 mod conn;
+mod digest;
 mod gens;
 mod steps;
 
 use core::ops::DerefMut;
 
 pub use conn::{Accept, ListenerStep, RxStep, RxVerdict, SenderStep, SEND_FRAMES};
+pub use digest::DIGEST_QUEUE;
 pub use steps::{ApplierStep, IoStatus, LockReply, APPLY_BATCH, LOCK_WAIT, RETRY, SUSPEND_GRACE};
 
 use super::wake::{Instant, Sleepers, Wakes};
@@ -180,6 +182,8 @@ pub struct TargetStats {
     pub reads_failed: u64,
     /// Reads failed because the image is in the middle of a sync.
     pub reads_refused: u64,
+    /// DIGEST_REQ records answered (verify, checksum syncs).
+    pub digests: u64,
 }
 
 /// Result of [`Target::local_lock`].
@@ -224,6 +228,8 @@ where
     consistent: bool,
     /// The rule the last handshake applied.
     rule: Option<crate::log::meta::generation::Rule>,
+    /// DIGEST answers waiting to be sent (`digest.rs`).
+    digests: digest::Digests,
     hello_flags: u32,
     connected: bool,
     handshakes: u64,
@@ -265,7 +271,7 @@ fn regions_free_of_local<L: DerefMut<Target = [LockSlot]>>(
     shift: u32,
     h: &Header,
 ) -> bool {
-    if !h.kind.is_data() || h.count == 0 {
+    if !h.kind.has_range() || h.count == 0 {
         return true;
     }
     let first = h.sector >> shift;
@@ -308,6 +314,7 @@ where
             gens: Default::default(),
             consistent: false,
             rule: None,
+            digests: Default::default(),
             hello_flags: 0,
             connected: false,
             handshakes: 0,
@@ -434,7 +441,7 @@ where
         if h.kind == Kind::Ping {
             return TargetRecv::Ok;
         }
-        if h.kind.is_data() && h.sector.saturating_add(u64::from(h.count)) > self.cfg.dev_sectors {
+        if h.kind.has_range() && h.sector.saturating_add(u64::from(h.count)) > self.cfg.dev_sectors {
             // Never write past the end of the device, whatever the peer says.
             return TargetRecv::Disconnect(DecodeError::BadLength);
         }
@@ -619,6 +626,7 @@ where
         self.ctl_head = 0;
         self.ctl_len = 0;
         self.urgent = false;
+        self.digests.reset();
     }
 
     /// True once a handshake was accepted on the current connection.
@@ -691,7 +699,7 @@ where
 
     /// Whether [`Target::poll_send`] has a frame to give.
     fn send_due(&self) -> bool {
-        self.connected && (self.nak.is_some() || self.ctl_len > 0 || self.ack_due())
+        self.connected && (self.nak.is_some() || self.ctl_len > 0 || self.digests.pending() || self.ack_due())
     }
 
     /// Whether an ACK is due now (see [`TargetConfig::ack_every`]).
@@ -755,6 +763,10 @@ where
                 }
                 self.grant_free_regions();
             }
+            return Some(res);
+        }
+        // Before the ACK that covers their requests.
+        if let Some(res) = self.encode_digest(c, out) {
             return Some(res);
         }
         if self.ack_due() {

@@ -118,7 +118,9 @@ where
     fn may_issue(&self, h: &crate::log::record::Header) -> bool {
         match h.kind {
             Kind::Lock => !self.locks.is_rejected(h.sector),
-            k if k.is_data() => super::regions_free_of_local(&self.locks, self.shift, h),
+            // Its answer needs a slot (`digest.rs`); the sender frees one.
+            Kind::DigestReq if !self.digests.room() => false,
+            k if k.has_range() => super::regions_free_of_local(&self.locks, self.shift, h),
             _ => true,
         }
     }
@@ -180,9 +182,12 @@ where
         loop {
             let mut waits = 0u64;
             let (locks, shift) = (&self.locks, self.shift);
+            let digest_room = self.digests.room();
             let v = self.log.next_to_issue_if(|h| match h.kind {
                 Kind::Lock => !locks.is_rejected(h.sector),
-                k if k.is_data() => {
+                // Its answer needs a slot (`digest.rs`).
+                Kind::DigestReq if !digest_room => false,
+                k if k.has_range() => {
                     let free = super::regions_free_of_local(locks, shift, h);
                     if !free {
                         waits += 1;
@@ -196,6 +201,10 @@ where
             match v.header.kind {
                 Kind::Lock | Kind::Unlock => {
                     self.log.complete(v.seq, true);
+                }
+                Kind::DigestReq => {
+                    self.digest_issued();
+                    return Some(v);
                 }
                 _ => return Some(v),
             }

@@ -1,0 +1,79 @@
+//! The target's side of verify: DIGEST_REQ records are read in stream
+//! order and answered, and answers that cannot be sent yet hold further
+//! requests back without making the applier spin.
+
+mod common;
+
+use common::drive::{connected, frame, source, target};
+use common::Crc;
+use specmirror_core::log::record::{decode_frame, Header, Kind};
+use specmirror_core::transport::proto::target::{ApplierStep, SenderStep, DIGEST_QUEUE};
+use specmirror_core::transport::proto::{Completion, Mode, MAX_CONTROL_FRAME};
+
+#[test]
+fn a_full_answer_queue_puts_the_applier_to_sleep_and_the_sender_wakes_it() {
+    let mut p = connected(
+        source(Mode::Speculative, Completion::Async, 64, 8),
+        target(64),
+    );
+    let first = p.t.received_seq() + 1;
+    let conn = p.t.conn();
+    let extra = 3u64;
+    for i in 0..DIGEST_QUEUE as u64 + extra {
+        let mut h = Header::new(Kind::DigestReq);
+        h.seq = first + i;
+        h.sector = i * 8;
+        h.count = 8;
+        p.t.on_frame(&Crc, conn, &frame(&h, &[]), p.now);
+    }
+    // The applier issues as many requests as there are answer slots; the
+    // answers wait for the sender, which does not run here.
+    let mut issued = 0;
+    loop {
+        match p.t.poll_applier(p.now) {
+            ApplierStep::Issue => {}
+            ApplierStep::Sleep { .. } => break,
+            other => panic!("unexpected applier step {other:?}"),
+        }
+        let mut any = false;
+        while let Some(v) = p.t.poll_issue() {
+            assert_eq!(v.header.kind, Kind::DigestReq);
+            assert!(p.t.digest_done(v.seq, Some([v.seq as u8; 32]), p.now));
+            issued += 1;
+            any = true;
+        }
+        assert!(
+            any,
+            "the applier was given Issue with nothing to issue: it would spin"
+        );
+    }
+    assert_eq!(issued, DIGEST_QUEUE);
+    // The sender sends the answers (before its ACK), in order; the
+    // applier has work again.
+    let mut buf = vec![0u8; 16 * MAX_CONTROL_FRAME];
+    let SenderStep::Send { conn: c, len } = p.t.poll_sender(&Crc, p.now, &mut buf) else {
+        panic!("no answers sent")
+    };
+    p.t.on_sent(c, true, p.now);
+    let mut at = 0;
+    let mut answers = Vec::new();
+    while at < len {
+        let (h, payload) = decode_frame(&Crc, &buf[at..len])
+            .map(|(h, pl)| (h, pl.to_vec()))
+            .unwrap_or_else(|_| {
+                let n = 40 + u32::from_le_bytes(buf[at + 28..at + 32].try_into().unwrap()) as usize;
+                let (h, pl) = decode_frame(&Crc, &buf[at..at + n]).expect("a frame");
+                (h, pl.to_vec())
+            });
+        at += h.frame_len();
+        if h.kind == Kind::Digest {
+            assert_eq!(payload, vec![h.seq as u8; 32]);
+            answers.push(h.seq);
+        }
+    }
+    assert_eq!(
+        answers,
+        (first..first + DIGEST_QUEUE as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(p.t.poll_applier(p.now), ApplierStep::Issue);
+}
