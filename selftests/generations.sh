@@ -63,7 +63,7 @@ cut_sync() {
 	dmsetup remove "$S" && dmsetup remove "$D" &&
 		dd if=/dev/zero of="$tmetaf" bs=4k count=2 conv=notrunc status=none &&
 		sm_create "$D" "0 $n specmirror $ttable" &&
-		sm_create "$S" "0 $n specmirror $sbase 2 sync_rate 16384" || return 1
+		sm_create "$S" "0 $n specmirror $sbase 2 sync_rate 2048" || return 1
 	sm_state "$S" connected && rule "$S" initial || return 1
 	for i in 1 2 3 4 5; do
 		sm_nap 0.3

@@ -1598,6 +1598,16 @@ impl Sim {
                     };
                     match self.src.resync(&self.c, |w| w.write(&data)) {
                         Submit::Accepted(seq) => {
+                            // Sync bytes are bounded by the dirty chunks: a
+                            // piece is only ever sent for a chunk whose bit
+                            // is set (cleared only once its last piece is
+                            // acknowledged).
+                            if !self.src.bitmap().is_some_and(|b| b.next_dirty(job.chunk) == Some(job.chunk)) {
+                                return Err(Violation::Protocol(format!(
+                                    "resync record {seq} sent chunk {} whose bit is clear",
+                                    job.chunk
+                                )));
+                            }
                             self.books.record(
                                 seq,
                                 Hist {
