@@ -1602,7 +1602,7 @@ impl Sim {
                             // piece is only ever sent for a chunk whose bit
                             // is set (cleared only once its last piece is
                             // acknowledged).
-                            if !self.src.bitmap().is_some_and(|b| b.next_dirty(job.chunk) == Some(job.chunk)) {
+                            if self.src.bitmap().is_none_or(|b| b.next_dirty(job.chunk) != Some(job.chunk)) {
                                 return Err(Violation::Protocol(format!(
                                     "resync record {seq} sent chunk {} whose bit is clear",
                                     job.chunk

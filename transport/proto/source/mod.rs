@@ -28,6 +28,7 @@
 
 mod bitmap_save;
 mod gens;
+mod piece;
 mod link;
 mod resync;
 mod verify;

@@ -60,15 +60,6 @@ pub struct ResyncJob {
     pub last: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Idle,
-    /// The glue reads the piece into its resync buffer.
-    Reading(ResyncJob),
-    /// The read ended (`ok`); the worker appends the record.
-    Read(ResyncJob, bool),
-}
-
 /// Why a bitmap cannot be attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResyncError {
@@ -115,14 +106,12 @@ pub(super) struct Resync<P: Pages> {
     dev_sectors: u64,
     cursor: u64,
     cursor_off: u64,
-    phase: Phase,
+    phase: super::piece::Piece<ResyncJob>,
     pending: [(u64, u64); RESYNC_PENDING],
     npending: usize,
     /// A read failed during this pass over the bitmap.
     pass_errors: bool,
     retry_at: Option<Instant>,
-    /// `unblock_gen` when the append last found no ring room.
-    wait_gen: Option<u64>,
     /// `sync_rate`: the pieces read so far are paid for until then.
     pace_end: Instant,
     /// `sync_rate`: no read before then.
@@ -178,10 +167,7 @@ impl<P: Pages> Resync<P> {
     }
 
     fn busy(&self) -> Option<ResyncJob> {
-        match self.phase {
-            Phase::Idle => None,
-            Phase::Reading(j) | Phase::Read(j, _) => Some(j),
-        }
+        self.phase.busy()
     }
 
     fn is_pending(&self, chunk: u64) -> bool {
@@ -291,12 +277,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             dev_sectors: self.cfg.dev_sectors,
             cursor: 0,
             cursor_off: 0,
-            phase: Phase::Idle,
+            phase: super::piece::Piece::IDLE,
             pending: [(0, 0); RESYNC_PENDING],
             npending: 0,
             pass_errors: false,
             retry_at: None,
-            wait_gen: None,
             pace_end: 0,
             pace_at: None,
             stale: false,
@@ -444,11 +429,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         let Some(r) = self.resync.as_ref() else {
             return false;
         };
-        match r.phase {
-            Phase::Reading(_) => false,
-            Phase::Read(_, false) => true,
-            Phase::Read(_, true) => r.wait_gen != Some(self.unblock_gen),
-            Phase::Idle => self.resync_next_read().is_some(),
+        if r.phase.is_idle() {
+            self.resync_next_read().is_some()
+        } else {
+            r.phase.append_due(self.unblock_gen).is_some()
         }
     }
 
@@ -504,12 +488,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if due(r.pace_at, now) {
             r.pace_at = None;
         }
-        match r.phase {
-            Phase::Read(job, ok) if !ok || r.wait_gen != Some(unblock_gen) => {
-                return Some(super::WorkerStep::ResyncAppend { job, ok });
-            }
-            Phase::Idle => {}
-            _ => return None,
+        if let Some((job, ok)) = r.phase.append_due(unblock_gen) {
+            return Some(super::WorkerStep::ResyncAppend { job, ok });
+        }
+        if !r.phase.is_idle() {
+            return None;
         }
         let (job, retry) = self.resync_next_read()?;
         let r = self.resync.as_mut()?;
@@ -519,7 +502,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             return None;
         }
         r.cursor = job.chunk;
-        r.phase = Phase::Reading(job);
+        r.phase.start(job);
         if let Some(dt) = pace(self.sync_rate, job.count) {
             r.pace_end = r.pace_end.max(now).saturating_add(dt);
             r.pace_at = Some(r.pace_end);
@@ -556,17 +539,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     pub(super) fn resync_reading(&self) -> bool {
         self.resync
             .as_ref()
-            .is_some_and(|r| matches!(r.phase, Phase::Reading(_)))
+            .is_some_and(|r| r.phase.is_reading())
     }
 
     /// A read that ended but was not appended is read again after the
     /// next start (the threads stopped).
     pub(super) fn resync_stopped(&mut self) {
         if let Some(r) = self.resync.as_mut() {
-            if let Phase::Read(..) = r.phase {
-                r.phase = Phase::Idle;
+            if r.phase.stopped() {
                 r.stale = false;
-                r.wait_gen = None;
             }
         }
     }
@@ -574,10 +555,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// The resync read in flight ended (any context).
     pub fn resync_read_ended(&mut self, ok: bool) {
         if let Some(r) = self.resync.as_mut() {
-            if let Phase::Reading(job) = r.phase {
-                r.phase = Phase::Read(job, ok);
-                r.wait_gen = None;
-            }
+            r.phase.ended(ok);
         }
     }
 
@@ -586,7 +564,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     pub fn resync_wait(&mut self, now: Instant) {
         if let Some(r) = self.resync.as_mut() {
             // The same piece is read again (the cursor did not move).
-            r.phase = Phase::Idle;
+            r.phase.done();
             r.stale = false;
             r.retry_at = Some(now.saturating_add(RESYNC_RETRY));
         }
@@ -597,14 +575,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// on the next pass.
     pub fn resync_failed(&mut self) {
         if let Some(r) = self.resync.as_mut() {
-            if let Phase::Read(job, _) | Phase::Reading(job) = r.phase {
+            if let Some(job) = r.phase.busy() {
                 r.stale = false;
                 r.advance(&job, true);
                 r.pass_errors = true;
                 r.stats.read_errors = r.stats.read_errors.saturating_add(1);
             }
-            r.phase = Phase::Idle;
-            r.wait_gen = None;
+            r.phase.done();
         }
         self.unblock();
     }
@@ -618,7 +595,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
-        let Some(Phase::Read(job, true)) = self.resync.as_ref().map(|r| r.phase) else {
+        let Some((job, true)) = self.resync.as_ref().and_then(|r| r.phase.read()) else {
             return Submit::Invalid(super::Invalid::Internal);
         };
         let w = super::HostWrite {
@@ -649,11 +626,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                     }
                     r.advance(&job, false);
                 }
-                r.phase = Phase::Idle;
-                r.wait_gen = None;
+                r.phase.done();
                 self.unblock();
             }
-            Submit::Wait(_) => r.wait_gen = Some(unblock_gen),
+            Submit::Wait(_) => r.phase.wait(unblock_gen),
             Submit::Invalid(_) => self.resync_failed(),
         }
         res

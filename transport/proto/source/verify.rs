@@ -48,15 +48,6 @@ pub struct VerifyJob {
     pub count: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Idle,
-    /// The glue reads the piece into its verify buffer.
-    Reading(VerifyJob),
-    /// The read ended (`ok`); the worker hashes it and appends.
-    Read(VerifyJob, bool),
-}
-
 /// Progress and counters (status).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerifyStats {
@@ -100,11 +91,9 @@ struct Pending {
 pub(super) struct Verify {
     next: u64,
     end: u64,
-    phase: Phase,
+    phase: super::piece::Piece<VerifyJob>,
     pending: [Pending; VERIFY_PENDING],
     npending: usize,
-    /// `unblock_gen` when the append last found no ring room.
-    wait_gen: Option<u64>,
     /// The last chunk counted in `oos` (pieces of one chunk count once).
     last_oos: Option<u64>,
     stats: VerifyStats,
@@ -112,14 +101,11 @@ pub(super) struct Verify {
 
 impl Verify {
     fn busy(&self) -> Option<VerifyJob> {
-        match self.phase {
-            Phase::Idle => None,
-            Phase::Reading(j) | Phase::Read(j, _) => Some(j),
-        }
+        self.phase.busy()
     }
 
     fn finished(&self) -> bool {
-        self.next >= self.end && self.phase == Phase::Idle && self.npending == 0
+        self.next >= self.end && self.phase.is_idle() && self.npending == 0
     }
 
     /// Moves the cursor past `job` if it is where the pass stands (a pass
@@ -172,7 +158,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             None => (
                 [Pending::default(); VERIFY_PENDING],
                 0,
-                Phase::Idle,
+                super::piece::Piece::IDLE,
                 VerifyStats::default(),
             ),
         };
@@ -182,7 +168,6 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             phase,
             pending,
             npending,
-            wait_gen: None,
             last_oos: None,
             stats: VerifyStats {
                 running: true,
@@ -233,7 +218,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         let v = self.verify.as_ref()?;
         let (shift, piece) = self.resync.as_ref()?.geometry();
         let may = v.stats.running
-            && v.phase == Phase::Idle
+            && v.phase.is_idle()
             && v.next < v.end
             && v.npending < VERIFY_PENDING
             && self.deferred == 0
@@ -268,11 +253,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         let Some(v) = self.verify.as_ref() else {
             return false;
         };
-        match v.phase {
-            Phase::Reading(_) => false,
-            Phase::Read(_, false) => true,
-            Phase::Read(_, true) => v.wait_gen != Some(self.unblock_gen),
-            Phase::Idle => self.verify_next_read().is_some(),
+        if v.phase.is_idle() {
+            self.verify_next_read().is_some()
+        } else {
+            v.phase.append_due(self.unblock_gen).is_some()
         }
     }
 
@@ -280,16 +264,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     pub(super) fn verify_step(&mut self) -> Option<super::WorkerStep> {
         let unblock_gen = self.unblock_gen;
         let v = self.verify.as_ref()?;
-        match v.phase {
-            Phase::Read(job, ok) if !ok || v.wait_gen != Some(unblock_gen) => {
-                return Some(super::WorkerStep::VerifyAppend { job, ok });
-            }
-            Phase::Idle => {}
-            _ => return None,
+        if let Some((job, ok)) = v.phase.append_due(unblock_gen) {
+            return Some(super::WorkerStep::VerifyAppend { job, ok });
+        }
+        if !v.phase.is_idle() {
+            return None;
         }
         let job = self.verify_next_read()?;
         let v = self.verify.as_mut()?;
-        v.phase = Phase::Reading(job);
+        v.phase.start(job);
         self.verify_hold();
         Some(super::WorkerStep::VerifyRead(job))
     }
@@ -297,27 +280,19 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// The verify read in flight ended (any context).
     pub fn verify_read_ended(&mut self, ok: bool) {
         if let Some(v) = self.verify.as_mut() {
-            if let Phase::Reading(job) = v.phase {
-                v.phase = Phase::Read(job, ok);
-                v.wait_gen = None;
-            }
+            v.phase.ended(ok);
         }
     }
 
     /// Whether a verify read is in flight (the worker may not exit yet).
     pub(super) fn verify_reading(&self) -> bool {
-        self.verify
-            .as_ref()
-            .is_some_and(|v| matches!(v.phase, Phase::Reading(_)))
+        self.verify.as_ref().is_some_and(|v| v.phase.is_reading())
     }
 
     /// The threads stopped: a piece read but not appended is read again.
     pub(super) fn verify_stopped(&mut self) {
         if let Some(v) = self.verify.as_mut() {
-            if let Phase::Read(..) = v.phase {
-                v.phase = Phase::Idle;
-                v.wait_gen = None;
-            }
+            v.phase.stopped();
         }
     }
 
@@ -325,13 +300,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// source's `digest` of it (`None`: the read failed; the piece is
     /// skipped and counted in `read_errors`).
     pub fn verify_append<C: Crc32c>(&mut self, c: &C, digest: Option<[u8; DIGEST_LEN]>) -> Submit {
-        let Some(Phase::Read(job, _)) = self.verify.as_ref().map(|v| v.phase) else {
+        let Some((job, _)) = self.verify.as_ref().and_then(|v| v.phase.read()) else {
             return Submit::Invalid(super::Invalid::Internal);
         };
         let Some(digest) = digest else {
             if let Some(v) = self.verify.as_mut() {
                 v.stats.read_errors = v.stats.read_errors.saturating_add(1);
-                v.phase = Phase::Idle;
+                v.phase.done();
                 v.advance(&job);
             }
             self.verify_settle();
@@ -370,14 +345,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                     v.npending += 1;
                 }
                 v.advance(&job);
-                v.phase = Phase::Idle;
-                v.wait_gen = None;
+                v.phase.done();
                 self.verify_hold();
                 self.unblock();
             }
-            Submit::Wait(_) => v.wait_gen = Some(unblock_gen),
+            Submit::Wait(_) => v.phase.wait(unblock_gen),
             Submit::Invalid(_) => {
-                v.phase = Phase::Idle;
+                v.phase.done();
                 v.advance(&job);
                 v.stats.read_errors = v.stats.read_errors.saturating_add(1);
                 self.verify_settle();
