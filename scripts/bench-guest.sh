@@ -138,9 +138,11 @@ spec_down() {
 	dmsetup status $S >"$CUR/status-source"; dmsetup status $D >"$CUR/status-target"
 	dmsetup remove --retry $S; dmsetup remove --retry $D
 }
-up_spec-async() { spec_up ""; }
-up_spec-sync() { spec_up "2 completion sync"; }
-up_lock-sync() { spec_up "4 mode lock-sync completion sync"; }
+# Two new zeroed devices: initial_sync none, so no initial copy runs
+# beside the measured writes.
+up_spec-async() { spec_up "2 initial_sync none"; }
+up_spec-sync() { spec_up "4 completion sync initial_sync none"; }
+up_lock-sync() { spec_up "6 mode lock-sync completion sync initial_sync none"; }
 settle_spec-async() { spec_settle; }
 settle_spec-sync() { spec_settle; }
 settle_lock-sync() { spec_settle; }

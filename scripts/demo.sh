@@ -40,9 +40,10 @@ echo "demo: source: $(dmsetup table $A)"
 echo "demo: writing 32 MiB of random data through the source"
 dd if=/dev/urandom of=/dev/mapper/$A bs=1M count=32 oflag=direct conv=fsync status=none
 
-# Quiesce: the source's ring is empty once the target applied everything.
+# Quiesce: the initial sync of the new target has ended (dirty=0) and the
+# source's ring is empty once the target applied everything.
 for _ in $(seq 1 600); do
-	dmsetup status $A | grep -q ' ring=0/' && break
+	dmsetup status $A | grep ' ring=0/' | grep -q ' dirty=0 ' && break
 	sleep 0.1
 done
 echo "demo: status source: $(dmsetup status $A)"
