@@ -80,20 +80,21 @@ dmsetup remove bq-linear
 echo "bench:   dm-linear: $linear_iops IOPS"
 
 echo "bench: 4k randwrite QD32, specmirror speculative, completion async, RTT $RTT ms"
-# DMSM_BENCH_ASYNC_OPTS: optional arguments of this source (default none).
-mirror_up "${DMSM_BENCH_ASYNC_OPTS:-}"
+# DMSM_BENCH_ASYNC_OPTS: optional arguments of this source (default: the
+# two zeroed devices need no initial copy).
+mirror_up "${DMSM_BENCH_ASYNC_OPTS:-2 initial_sync none}"
 read -r spec_iops _ < <(fio_run /dev/mapper/$S 32)
 echo "bench:   speculative async: $spec_iops IOPS"
 mirror_down
 
 echo "bench: 4k randwrite QD1, completion sync, speculative, RTT $RTT ms"
-mirror_up "2 completion sync"
+mirror_up "4 completion sync initial_sync none"
 read -r _ spec_lat < <(fio_run /dev/mapper/$S 1)
 echo "bench:   speculative sync: mean latency $spec_lat ns"
 mirror_down
 
 echo "bench: 4k randwrite QD1, completion sync, lock-sync, RTT $RTT ms"
-mirror_up "4 completion sync mode lock-sync"
+mirror_up "6 completion sync mode lock-sync initial_sync none"
 read -r _ ls_lat < <(fio_run /dev/mapper/$S 1)
 echo "bench:   lock-sync sync: mean latency $ls_lat ns"
 mirror_down
