@@ -807,8 +807,12 @@ impl Sim {
     /// With generations: the sync was announced as ended, acknowledged,
     /// and the source's tracking ended (the superblock saved).
     fn gens_settled(&self) -> bool {
+        // With generations the link must be up too (I1's "link up"): a
+        // target that came back with blank metadata is only found, and
+        // synced, by the next handshake (gen 12 seed 2003828).
         !self.p.gens
-            || self.src.gen_status().is_some_and(|g| g.phase == SyncPhase::Idle && g.saved && g.gens.bitmap == 0)
+            || (self.src.link_state() == src_m::LinkState::Connected
+                && self.src.gen_status().is_some_and(|g| g.phase == SyncPhase::Idle && g.saved && g.gens.bitmap == 0))
     }
 
     /// At quiesce both superblocks say the pair is in sync: the target

@@ -402,6 +402,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if r.stats.dirty == 0 {
             r.event = true;
         }
+        // The lazy save of the cleared bits has a deadline now, which the
+        // sleeping worker must watch (nothing else may wake it: a
+        // checksum sync holds the next reads back; gen 12 seed 2004816).
+        self.rearm(super::WORKER);
     }
 
     /// Clears chunk `chunk`'s bit without sending it (a checksum sync found
@@ -422,6 +426,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if r.stats.dirty == 0 {
             r.event = true;
         }
+        // As in `resync_acked`: the lazy save's deadline.
+        self.rearm(super::WORKER);
     }
 
     /// Whether the worker has a resync step to take now (timers aside).
