@@ -168,6 +168,15 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
             })
     }
 
+    /// The ranges `(sector, count)` of every failed write still awaiting
+    /// its repair.
+    pub fn repair_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.active()
+            .iter()
+            .filter(|s| s.state == SlotState::Repair)
+            .map(|s| (s.sector, s.count))
+    }
+
     /// The range of failed write `seq`, if it awaits its repair.
     pub fn repair_job(&self, seq: u64) -> Option<RepairJob> {
         let s = self.find(seq).and_then(|i| self.active().get(i))?;

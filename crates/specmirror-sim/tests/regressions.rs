@@ -100,6 +100,14 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     // reconnected, so the new target was never synced. Fixed in the
     // simulator: with generations, quiesce needs the link up.
     (2003828, Mode::Speculative, 12, "quiesce before the handshake that finds a blank target"),
+    // Generators 10-12: a source reload while failed local writes waited
+    // for their repair: the repairs died with the old table, and their
+    // ranges (whose records the target may hold with bytes the source's
+    // device lacks) were not marked dirty, so the devices ended different.
+    // Fixed: stopping marks the ranges of unrepaired writes dirty too.
+    (2003275, Mode::Speculative, 12, "unrepaired ranges lost by a source reload"),
+    (2003275, Mode::LockSync, 12, "same, lock-sync"),
+    (2003275, Mode::Speculative, 10, "same, generator 10"),
 ];
 
 #[test]

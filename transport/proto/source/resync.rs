@@ -336,6 +336,16 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             let last = h.sector.saturating_add(u64::from(h.count) - 1);
             r.mark(h.sector >> r.shift, last >> r.shift);
         }
+        // Failed local writes whose repair was not appended: their record
+        // (maybe acknowledged already) carries bytes the source's device
+        // may not hold, and only the repair would have sent what it does
+        // hold. The resync reads it instead (gen 12 seed 2003275).
+        for (sector, count) in self.inflight.repair_ranges() {
+            if count > 0 {
+                let last = sector.saturating_add(count - 1);
+                r.mark(sector >> r.shift, last >> r.shift);
+            }
+        }
     }
 
     /// Blocks `[first, last]` of the bitmap on the metadata device did
