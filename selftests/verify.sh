@@ -22,12 +22,15 @@ sbase="source $src $(sm_meta "$src") 127.0.0.1:7804"
 ttable="target $dst $(sm_meta "$dst") 127.0.0.1:7804"
 notes=$(mktemp /tmp/smt-out.XXXXXX); SM_FILES+=("$notes")
 
-# flip_chunks FILE FIRST STEP COUNT: changes one byte in COUNT chunks of
-# 64 KiB of FILE, every STEP chunks from FIRST.
+# flip_chunks FILE FIRST STEP COUNT: changes one byte (all its bits, so it
+# always differs) in COUNT chunks of 64 KiB of FILE, every STEP chunks from
+# FIRST.
 flip_chunks() {
-	local f=$1 c=$2 step=$3 k
+	local f=$1 c=$2 step=$3 k off b
 	for ((k = 0; k < $4; k++, c += step)); do
-		printf '\xa5' | dd of="$f" bs=1 seek=$((c * 65536 + 4096 + k)) conv=notrunc status=none
+		off=$((c * 65536 + 4096 + k))
+		b=$(dd if="$f" bs=1 skip=$off count=1 status=none | od -An -tu1 | tr -d ' ')
+		printf "\\x$(printf %02x $(((b ^ 0xff) & 0xff)))" | dd of="$f" bs=1 seek=$off conv=notrunc status=none
 	done
 	sync "$f"
 }
