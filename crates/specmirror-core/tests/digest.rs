@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::drive::{connected, frame, source, target};
+use common::drive::{connected, frame, source, split_frames, target};
 use common::Crc;
 use specmirror_core::log::record::{decode_frame, Header, Kind};
 use specmirror_core::transport::proto::target::{ApplierStep, SenderStep, DIGEST_QUEUE};
@@ -55,19 +55,11 @@ fn a_full_answer_queue_puts_the_applier_to_sleep_and_the_sender_wakes_it() {
         panic!("no answers sent")
     };
     p.t.on_sent(c, true, p.now);
-    let mut at = 0;
     let mut answers = Vec::new();
-    while at < len {
-        let (h, payload) = decode_frame(&Crc, &buf[at..len])
-            .map(|(h, pl)| (h, pl.to_vec()))
-            .unwrap_or_else(|_| {
-                let n = 40 + u32::from_le_bytes(buf[at + 28..at + 32].try_into().unwrap()) as usize;
-                let (h, pl) = decode_frame(&Crc, &buf[at..at + n]).expect("a frame");
-                (h, pl.to_vec())
-            });
-        at += h.frame_len();
+    for f in split_frames(&buf[..len]) {
+        let (h, payload) = decode_frame(&Crc, &f).expect("a frame");
         if h.kind == Kind::Digest {
-            assert_eq!(payload, vec![h.seq as u8; 32]);
+            assert_eq!(payload.to_vec(), vec![h.seq as u8; 32]);
             answers.push(h.seq);
         }
     }
