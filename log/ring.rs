@@ -422,6 +422,24 @@ impl<P: Pages> RollbackRing<P> {
         freed
     }
 
+    /// Moves the send cursor forward to `seq` (in `[send_seq, next_seq]`)
+    /// as if the records before it had been sent: the source dropped them
+    /// (degraded mode: their chunks are marked dirty instead), so a later
+    /// [`RollbackRing::ack`] up to them frees them. A `seq` at or before
+    /// the send cursor changes nothing.
+    pub fn skip_to(&mut self, seq: u64) -> Result<(), RingError> {
+        if seq <= self.send_seq {
+            return Ok(());
+        }
+        let pos = self.pos_of(seq)?;
+        self.send_pos = pos;
+        self.send_seq = seq;
+        if seq > self.sent_hwm {
+            self.sent_hwm = seq;
+        }
+        Ok(())
+    }
+
     /// Moves the send cursor to `seq`, which must lie in
     /// `[oldest, next_seq]` (NAK, LOCK_REJECTED, resume after reconnect).
     pub fn rewind(&mut self, seq: u64) -> Result<(), RingError> {

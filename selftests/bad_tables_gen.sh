@@ -61,6 +61,8 @@ validopt() {
 	completion) pick async sync ;;
 	hot_regions) pick 1 64 65536 ;;
 	sync_rate) pick 0 1024 4194304 ;;
+	degrade_after) pick 1 10 3600 ;;
+	on_disconnect) pick degrade block ;;
 	secret) pick s3cr3t 'A!b%c$d' x ;;
 	esac
 	V=$P P=$p
@@ -68,7 +70,7 @@ validopt() {
 # keys: the keys valid for ROLE into KEYS.
 keys() {
 	KEYS=(region_size ring_mb secret)
-	[ "$ROLE" = target ] || KEYS+=(mode completion hot_regions sync_rate)
+	[ "$ROLE" = target ] || KEYS+=(mode completion hot_regions sync_rate degrade_after on_disconnect)
 }
 add() { GEN_CAT+=("$1"); GEN_ARGS+=("$2"); GEN_WANT+=("$3"); }
 
@@ -239,7 +241,7 @@ gen_keys() { # 20: unknown keys, a key twice, source keys on a target
 			;;
 		3)
 			ROLE=target; endpoint
-			pick mode completion hot_regions sync_rate; k=$P; validopt "$k"
+			pick mode completion hot_regions sync_rate degrade_after on_disconnect; k=$P; validopt "$k"
 			if ((RANDOM % 2)); then
 				add keys "target $DEV $EP 2 $k $V" "source role only"
 			else
@@ -273,6 +275,14 @@ gen_values() { # 24: values out of range or malformed
 		sync_rate)
 			if ((RANDOM % 2)); then pick 4194305 8388608 "$((TWO32 + 1))"; else badnum 1024; fi
 			add values "$ROLE $DEV $EP 2 sync_rate $P" "Invalid sync_rate"
+			;;
+		degrade_after)
+			if ((RANDOM % 2)); then pick 0 3601 86400 "$((TWO32 + 10))"; else badnum 10; fi
+			add values "$ROLE $DEV $EP 2 degrade_after $P" "Invalid degrade_after"
+			;;
+		on_disconnect)
+			token; pick Degrade BLOCK wait stall 0 1 "$T"
+			add values "$ROLE $DEV $EP 2 on_disconnect $P" "Invalid on_disconnect"
 			;;
 		mode)
 			token; pick Speculative LOCK-SYNC lock_sync locksync sync async "$T"

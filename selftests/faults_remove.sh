@@ -154,7 +154,10 @@ link up
 sm_check "(d) insmod again; a device created and removed" quick
 
 # --- (c)+(d) sync ----------------------------------------------------------
-sm_check "(c) sync: pair connected with completion sync" up_pair "$src2" "$dst2" 7832 "2 completion sync"
+# `on_disconnect block`: the write must keep waiting for the unreachable
+# target; in degraded mode (the default) it would complete after
+# degrade_after (5 s by default) without it.
+sm_check "(c) sync: pair connected with completion sync, on_disconnect block" up_pair "$src2" "$dst2" 7832 "4 completion sync on_disconnect block"
 link down
 dd if=/dev/urandom of=/dev/mapper/$S bs=64k count=16 oflag=direct status=none &
 ddpid=$!

@@ -23,12 +23,16 @@ sm_check "two hosts joined by veth" sm_netns_up
 src=$(sm_loop 64); dst=$(sm_loop 64)
 n=$(sm_sectors "$src")
 S=$PREFIX-src D=$PREFIX-dst
+# `on_disconnect block`: the point is writes waiting for ring room however
+# long the link is slow; in degraded mode (the default) a deferred list
+# that stays non-empty for degrade_after (5 s by default) would drop the stream and
+# resync instead (selftests/degraded.sh covers that).
 pair() {
 	ip netns exec $SM_NS_DST dmsetup create $D --table "0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:7850" &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7850 2 ring_mb 4" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7850 4 ring_mb 4 on_disconnect block" &&
 	sm_state $S connected
 }
-sm_check "create target and source (ring_mb 4); connected" pair
+sm_check "create target and source (ring_mb 4, on_disconnect block); connected" pair
 throttle() { tc -n $SM_NS_SRC qdisc add dev smt-veth-s root tbf rate 5mbit burst 32kbit latency 400ms; }
 sm_check "throttle the link to 5 mbit/s (tbf)" throttle
 

@@ -181,10 +181,11 @@ sm_status_field() {
 	sm_fields "$1" && sm_f "$2"
 }
 
-# sm_quiesce SRC TIMEOUT_S: waits until the source's ring is empty and no
-# host write is in flight (everything applied on the target).
+# sm_quiesce SRC TIMEOUT_S: waits until the source's ring is empty, no
+# host write is in flight and no chunk is dirty (everything applied on the
+# target; a source that went degraded during a fault has resynced).
 sm_quiesce() {
-	sm_until_f "$2" "$1" '[ "${SM_F[ring]%/*}" = 0 ] && [ "${SM_F[inflight]}" = 0 ]' && return 0
+	sm_until_f "$2" "$1" '[ "${SM_F[ring]%/*}" = 0 ] && [ "${SM_F[inflight]}" = 0 ] && [ "${SM_F[dirty]:-0}" = 0 ]' && return 0
 	echo "not quiet after $2 s: $(dmsetup status "$1")"
 	return 1
 }

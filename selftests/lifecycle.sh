@@ -37,7 +37,10 @@ load() { # load SECONDS: random writes through the source in the background
 }
 
 pair() { up_target "$1" && up_source "$2" && state $S "$3"; }
-sm_check "create target and source; connected" pair "" "" connected
+# degrade_after 60: the admin disconnect below must keep the writes in the
+# ring however slowly dd runs (the default, 5 s, would degrade the source;
+# selftests/degraded.sh covers that).
+sm_check "create target and source; connected" pair "" "2 degrade_after 60" connected
 
 load 8
 sleep 2

@@ -40,9 +40,13 @@ timed() {
 	fi
 }
 
-sm_check "create target and source (completion sync, ring_mb 4)" bash -c "
+# `on_disconnect block`: this is about writes that wait for the link
+# until the suspend's grace ends them; in degraded mode (the default) the
+# source would let them complete after degrade_after (5 s by default) instead, before
+# the grace ran out.
+sm_check "create target and source (completion sync, ring_mb 4, on_disconnect block)" bash -c "
 	ip netns exec $SM_NS_DST dmsetup create $d --table '0 $n specmirror target $dst $(sm_meta $dst) $SM_IP_DST:7800' &&
-	ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7800 4 completion sync ring_mb 4'"
+	ip netns exec $SM_NS_SRC dmsetup create $s --table '0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:7800 6 completion sync ring_mb 4 on_disconnect block'"
 sm_check "connected" sm_state $s connected 60
 sm_load_start /dev/mapper/$s --size=48M
 sm_nap 3

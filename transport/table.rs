@@ -134,9 +134,29 @@ const GIVEN_SECRET: u16 = 1 << 5;
 const GIVEN_CHUNK_SIZE: u16 = 1 << 6;
 const GIVEN_SYNC_RATE: u16 = 1 << 7;
 const GIVEN_INITIAL_SYNC: u16 = 1 << 8;
+const GIVEN_DEGRADE_AFTER: u16 = 1 << 9;
+const GIVEN_ON_DISCONNECT: u16 = 1 << 10;
 
 /// Largest `sync_rate` in KiB/s (4 GiB/s).
 pub const SYNC_RATE_MAX: u32 = 1 << 22;
+/// Default `degrade_after` in seconds.
+pub const DEGRADE_AFTER_DEFAULT: u32 = 5;
+/// Smallest `degrade_after` in seconds.
+pub const DEGRADE_AFTER_MIN: u32 = 1;
+/// Largest `degrade_after` in seconds (an hour).
+pub const DEGRADE_AFTER_MAX: u32 = 3600;
+
+/// What the source does when it cannot replicate (`on_disconnect`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDisconnect {
+    /// After `degrade_after` seconds without replicating, go degraded:
+    /// host writes complete locally, their chunks are marked dirty and
+    /// resynced once the target is back.
+    Degrade,
+    /// Host writes wait for the link (ring room, `completion sync`
+    /// acknowledgements) however long it is down.
+    Block,
+}
 
 /// A parsed and range-checked table line, minus the data device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +184,11 @@ pub struct TableConfig {
     pub sync_rate: u32,
     /// How a new target is brought in line (source only).
     pub initial_sync: crate::log::meta::generation::InitialSync,
+    /// Seconds without replicating before the source goes degraded
+    /// (source only; unused with [`OnDisconnect::Block`]).
+    pub degrade_after: u32,
+    /// Degrade or block when the target is gone (source only).
+    pub on_disconnect: OnDisconnect,
     given: u16,
 }
 
@@ -210,6 +235,10 @@ pub enum TableError {
     BadSyncRate,
     /// initial_sync not `full`, `checksum` or `none`.
     BadInitialSync,
+    /// degrade_after out of range.
+    BadDegradeAfter,
+    /// on_disconnect neither `degrade` nor `block`.
+    BadOnDisconnect,
 }
 
 impl TableError {
@@ -233,7 +262,7 @@ impl TableError {
             TableError::UnknownKey => "Unknown optional argument\0",
             TableError::DuplicateKey => "Optional argument given twice\0",
             TableError::SourceOnlyKey => {
-                "mode, completion, hot_regions, sync_rate and initial_sync apply to the source role only\0"
+                "mode, completion, hot_regions, sync_rate, initial_sync, degrade_after and on_disconnect apply to the source role only\0"
             }
             TableError::BadRegionSize => {
                 "Invalid region_size: must be a power of two from 8 to 2097152 sectors\0"
@@ -248,6 +277,8 @@ impl TableError {
             }
             TableError::BadSyncRate => "Invalid sync_rate: must be 0 to 4194304 KiB/s\0",
             TableError::BadInitialSync => "Invalid initial_sync: expected full, checksum or none\0",
+            TableError::BadDegradeAfter => "Invalid degrade_after: must be 1 to 3600 seconds\0",
+            TableError::BadOnDisconnect => "Invalid on_disconnect: expected degrade or block\0",
         }
     }
 
@@ -304,6 +335,8 @@ where
         chunk_sectors: CHUNK_SECTORS_DEFAULT,
         sync_rate: 0,
         initial_sync: crate::log::meta::generation::InitialSync::Full,
+        degrade_after: DEGRADE_AFTER_DEFAULT,
+        on_disconnect: OnDisconnect::Degrade,
         given: 0,
     };
     if let Some(count) = it.next() {
@@ -340,13 +373,20 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         b"chunk_size" => GIVEN_CHUNK_SIZE,
         b"sync_rate" => GIVEN_SYNC_RATE,
         b"initial_sync" => GIVEN_INITIAL_SYNC,
+        b"degrade_after" => GIVEN_DEGRADE_AFTER,
+        b"on_disconnect" => GIVEN_ON_DISCONNECT,
         _ => return Err(TableError::UnknownKey),
     };
     if c.given & bit != 0 {
         return Err(TableError::DuplicateKey);
     }
-    let source_only =
-        GIVEN_MODE | GIVEN_COMPLETION | GIVEN_HOT_REGIONS | GIVEN_SYNC_RATE | GIVEN_INITIAL_SYNC;
+    let source_only = GIVEN_MODE
+        | GIVEN_COMPLETION
+        | GIVEN_HOT_REGIONS
+        | GIVEN_SYNC_RATE
+        | GIVEN_INITIAL_SYNC
+        | GIVEN_DEGRADE_AFTER
+        | GIVEN_ON_DISCONNECT;
     if c.role == Role::Target && bit & source_only != 0 {
         return Err(TableError::SourceOnlyKey);
     }
@@ -400,6 +440,21 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
                 b"none" => crate::log::meta::generation::InitialSync::None,
                 b"checksum" => crate::log::meta::generation::InitialSync::Checksum,
                 _ => return Err(TableError::BadInitialSync),
+            }
+        }
+        GIVEN_DEGRADE_AFTER => {
+            c.degrade_after = parse_in(
+                value,
+                DEGRADE_AFTER_MIN,
+                DEGRADE_AFTER_MAX,
+                TableError::BadDegradeAfter,
+            )?;
+        }
+        GIVEN_ON_DISCONNECT => {
+            c.on_disconnect = match value {
+                b"degrade" => OnDisconnect::Degrade,
+                b"block" => OnDisconnect::Block,
+                _ => return Err(TableError::BadOnDisconnect),
             }
         }
         _ => {
@@ -637,6 +692,12 @@ impl TableConfig {
         if self.given & GIVEN_INITIAL_SYNC != 0 {
             write!(f, " initial_sync {}", self.initial_sync_str())?;
         }
+        if self.given & GIVEN_DEGRADE_AFTER != 0 {
+            write!(f, " degrade_after {}", self.degrade_after)?;
+        }
+        if self.given & GIVEN_ON_DISCONNECT != 0 {
+            write!(f, " on_disconnect {}", self.on_disconnect_str())?;
+        }
         if let Some(s) = &self.secret {
             // Like dm-crypt's key: root can read it back to recreate the
             // device; IMA and INFO never show it.
@@ -653,7 +714,7 @@ impl TableConfig {
         let role = self.role_str();
         write!(
             f,
-            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},sync_rate={},initial_sync={},auth={};",
+            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},sync_rate={},initial_sync={},degrade_after={},on_disconnect={},auth={};",
             role,
             data_dev,
             meta_dev,
@@ -666,8 +727,27 @@ impl TableConfig {
             self.hot_regions,
             self.sync_rate,
             self.initial_sync_str(),
+            self.degrade_after,
+            self.on_disconnect_str(),
             if self.secret.is_some() { "hmac" } else { "none" },
         )
+    }
+
+    /// `degrade` or `block`.
+    pub fn on_disconnect_str(&self) -> &'static str {
+        match self.on_disconnect {
+            OnDisconnect::Degrade => "degrade",
+            OnDisconnect::Block => "block",
+        }
+    }
+
+    /// The source machine's `degrade_after` in nanoseconds; `None` with
+    /// `on_disconnect block` (never degraded).
+    pub fn degrade_after_ns(&self) -> Option<u64> {
+        match self.on_disconnect {
+            OnDisconnect::Degrade => Some(u64::from(self.degrade_after) * 1_000_000_000),
+            OnDisconnect::Block => None,
+        }
     }
 
     /// `full`, `checksum` or `none`.
@@ -700,6 +780,114 @@ impl TableConfig {
         match self.completion {
             Completion::Async => "async",
             Completion::Sync => "sync",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn parse_str(s: &str) -> Result<TableConfig, TableError> {
+        let words: Vec<&[u8]> = s.split_whitespace().map(str::as_bytes).collect();
+        parse(words).map(|p| p.config)
+    }
+
+    fn table_of(c: &TableConfig) -> String {
+        let mut out = String::new();
+        assert!(c.write_table(&mut out, "7:0", "7:9").is_ok());
+        out
+    }
+
+    #[test]
+    fn degrade_after_and_on_disconnect_default_and_parse() {
+        let c = parse_str("source 7:0 7:9 1.2.3.4:5").unwrap();
+        assert_eq!(c.degrade_after, DEGRADE_AFTER_DEFAULT);
+        assert_eq!(c.on_disconnect, OnDisconnect::Degrade);
+        assert_eq!(c.degrade_after_ns(), Some(10_000_000_000));
+        assert_eq!(table_of(&c), "source 7:0 7:9 1.2.3.4:5", "defaults are not printed back");
+
+        let c = parse_str("source 7:0 7:9 1.2.3.4:5 2 degrade_after 1").unwrap();
+        assert_eq!(c.degrade_after, 1);
+        assert_eq!(c.degrade_after_ns(), Some(1_000_000_000));
+        let c = parse_str("source 7:0 7:9 1.2.3.4:5 2 degrade_after 3600").unwrap();
+        assert_eq!(c.degrade_after_ns(), Some(3_600_000_000_000));
+
+        let c = parse_str("source 7:0 7:9 1.2.3.4:5 2 on_disconnect block").unwrap();
+        assert_eq!(c.on_disconnect, OnDisconnect::Block);
+        assert_eq!(c.degrade_after_ns(), None, "block: never degraded");
+        let c = parse_str("source 7:0 7:9 1.2.3.4:5 2 on_disconnect degrade").unwrap();
+        assert_eq!(c.on_disconnect, OnDisconnect::Degrade);
+        // Both: accepted in either order; with block the delay is unused.
+        let c = parse_str("source 7:0 7:9 1.2.3.4:5 4 on_disconnect block degrade_after 3").unwrap();
+        assert_eq!((c.degrade_after, c.degrade_after_ns()), (3, None));
+    }
+
+    #[test]
+    fn degrade_options_print_back() {
+        for line in [
+            "source 7:0 7:9 1.2.3.4:5 2 degrade_after 3",
+            "source 7:0 7:9 1.2.3.4:5 2 on_disconnect block",
+            "source 7:0 7:9 1.2.3.4:5 2 on_disconnect degrade",
+            "source 7:0 7:9 1.2.3.4:5 6 ring_mb 4 initial_sync none degrade_after 3",
+            "source 7:0 7:9 1.2.3.4:5 6 degrade_after 3600 sync_rate 1 on_disconnect block",
+        ] {
+            let c = parse_str(line).unwrap();
+            let out = table_of(&c);
+            assert_eq!(parse_str(&out), Ok(c), "{line} -> {out}");
+        }
+        let c = parse_str("source 7:0 7:9 1.2.3.4:5 4 on_disconnect block degrade_after 7").unwrap();
+        assert_eq!(
+            table_of(&c),
+            "source 7:0 7:9 1.2.3.4:5 4 degrade_after 7 on_disconnect block"
+        );
+        let mut ima = String::new();
+        assert!(c.write_ima(&mut ima, "7:0", "7:9").is_ok());
+        assert!(
+            ima.contains(",initial_sync=full,degrade_after=7,on_disconnect=block,auth=none;"),
+            "{ima}"
+        );
+        let mut ima = String::new();
+        let d = parse_str("source 7:0 7:9 1.2.3.4:5").unwrap();
+        assert!(d.write_ima(&mut ima, "7:0", "7:9").is_ok());
+        assert!(ima.contains(",degrade_after=5,on_disconnect=degrade,"), "{ima}");
+    }
+
+    #[test]
+    fn bad_degrade_options_are_rejected_precisely() {
+        use TableError::*;
+        for (line, want) in [
+            ("source 7:0 7:9 1.2.3.4:5 2 degrade_after 0", BadDegradeAfter),
+            ("source 7:0 7:9 1.2.3.4:5 2 degrade_after 3601", BadDegradeAfter),
+            ("source 7:0 7:9 1.2.3.4:5 2 degrade_after -1", BadDegradeAfter),
+            ("source 7:0 7:9 1.2.3.4:5 2 degrade_after +5", BadDegradeAfter),
+            ("source 7:0 7:9 1.2.3.4:5 2 degrade_after 10s", BadDegradeAfter),
+            ("source 7:0 7:9 1.2.3.4:5 2 degrade_after 4294967306", BadDegradeAfter),
+            ("source 7:0 7:9 1.2.3.4:5 2 on_disconnect wait", BadOnDisconnect),
+            ("source 7:0 7:9 1.2.3.4:5 2 on_disconnect Block", BadOnDisconnect),
+            ("source 7:0 7:9 1.2.3.4:5 2 on_disconnect 1", BadOnDisconnect),
+            ("source 7:0 7:9 1.2.3.4:5 4 degrade_after 3 degrade_after 4", DuplicateKey),
+            ("source 7:0 7:9 1.2.3.4:5 4 on_disconnect block on_disconnect block", DuplicateKey),
+            ("target 7:0 7:9 0.0.0.0:5 2 degrade_after 3", SourceOnlyKey),
+            ("target 7:0 7:9 0.0.0.0:5 2 on_disconnect block", SourceOnlyKey),
+            ("target 7:0 7:9 0.0.0.0:5 4 ring_mb 4 on_disconnect degrade", SourceOnlyKey),
+        ] {
+            assert_eq!(parse_str(line), Err(want), "line: {line:?}");
+        }
+        assert_eq!(
+            BadDegradeAfter.message(),
+            "Invalid degrade_after: must be 1 to 3600 seconds"
+        );
+        assert_eq!(
+            BadOnDisconnect.message(),
+            "Invalid on_disconnect: expected degrade or block"
+        );
+        assert!(SourceOnlyKey.message().contains("degrade_after and on_disconnect apply to the source role only"));
+        for e in [BadDegradeAfter, BadOnDisconnect, SourceOnlyKey] {
+            assert!(e.message_nul().ends_with('\0') && !e.message().contains('\0'));
         }
     }
 }

@@ -323,7 +323,7 @@ impl Glue {
                         break;
                     };
                     let data = vec![0x22u8; w.count as usize * 512];
-                    let r = s.retry_deferred(&Crc, &w, |wr| {
+                    let r = s.retry_deferred(&Crc, &w, 0, |wr| {
                         if w.op == HostOp::Write {
                             wr.write(&data)
                         } else {
@@ -503,7 +503,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let queued = !g.deferred.is_empty();
                 let data = vec![sel; count as usize * 512];
-                let r = s.submit(&Crc, &w, |wr| {
+                let r = s.submit(&Crc, &w, 0, |wr| {
                     if w.op == HostOp::Write {
                         wr.write(&data)
                     } else {

@@ -22,6 +22,8 @@ pub struct InflightSlot {
     count: u64,
     state: SlotState,
     ok: bool,
+    /// When the host submitted it ([`Inflight::stamp`]; 0 until then).
+    since: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -223,6 +225,7 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
                 count,
                 state: SlotState::Local,
                 ok: true,
+                since: 0,
             };
         }
         self.used = used + 1;
@@ -302,6 +305,32 @@ impl<S: DerefMut<Target = [InflightSlot]>> Inflight<S> {
             .iter()
             .take_while(|s| s.seq <= ack)
             .any(|s| s.state == SlotState::Done)
+    }
+
+    /// Records when the host submitted write `seq` (for
+    /// [`Inflight::oldest_waiting_since`]).
+    pub fn stamp(&mut self, seq: u64, since: u64) {
+        if let Some(s) = self.find(seq).and_then(|i| self.slots.get_mut(i)) {
+            s.since = since;
+        }
+    }
+
+    /// When the oldest write whose local I/O succeeded and which still
+    /// waits to complete (sync completion: for its acknowledgement) was
+    /// submitted, if one waits.
+    pub fn oldest_waiting_since(&self) -> Option<u64> {
+        if self.done == self.failed {
+            return None;
+        }
+        self.active()
+            .iter()
+            .find(|s| s.state == SlotState::Done && s.ok)
+            .map(|s| s.since)
+    }
+
+    /// Whether a write whose local I/O succeeded waits to complete.
+    pub fn has_waiting(&self) -> bool {
+        self.done > self.failed
     }
 
     /// Oldest seq whose local I/O is still outstanding, if any.

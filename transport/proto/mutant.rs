@@ -58,11 +58,20 @@ pub enum Mutant {
     /// Host writes to a piece that verify is reading do not wait: the
     /// digest can describe bytes the stream order does not.
     VerifyNoBlock,
+    /// Going degraded drops the unacknowledged records without marking
+    /// their chunks dirty: the target never gets them.
+    DegradeNoMark,
+    /// The clocks of degraded mode are never checked: host writes wait
+    /// for the link however long it is down.
+    DegradeNever,
+    /// After records were dropped the next HELLO keeps the old stream:
+    /// the target, missing them, refuses it (`Diverged`) for good.
+    DegradeSameStream,
 }
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 17] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
@@ -77,5 +86,8 @@ impl Mutant {
         Mutant::NoSyncStart,
         Mutant::VerifyBlind,
         Mutant::VerifyNoBlock,
+        Mutant::DegradeNoMark,
+        Mutant::DegradeNever,
+        Mutant::DegradeSameStream,
     ];
 }

@@ -202,6 +202,8 @@ impl SourceDev {
         Self::attach_bitmap(&mut m, &cfg, &meta, dev_sectors)?;
         m.attach_generations(meta.lock().superblock().gens, cfg.initial_sync);
         m.set_sync_rate(cfg.sync_rate);
+        // `on_disconnect block`: None, never degraded.
+        m.set_degrade_after(cfg.degrade_after_ns());
         let ns = NetNs::current().map_err(nomem)?;
         let state = State { m, deferred: BioList::new(), writing: BioList::new(), sock: None, invalid_bios: 0 };
         let dev = Arc::pin_init(
@@ -314,10 +316,13 @@ impl SourceDev {
             });
             err.map_or(Ok(()), Err)
         };
+        // Starts degraded mode's clocks (a write parked, a sync write
+        // waiting for its acknowledgement).
+        let now = sys::now();
         if retry {
-            g.m.retry_deferred(crc, hw, fill)
+            g.m.retry_deferred(crc, hw, now, fill)
         } else {
-            g.m.submit(crc, hw, fill)
+            g.m.submit(crc, hw, now, fill)
         }
     }
 
@@ -554,20 +559,26 @@ impl SourceDev {
         let g = self.st.lock();
         let s = *g.m.stats();
         let ring = g.m.ring();
+        // Degraded (writes complete locally and mark their chunks dirty)
+        // replaces the word of a link that is trying to come back; a
+        // suspend, an admin disconnect and a refusal keep theirs, which
+        // name what the operator has to act on.
+        let degraded = g.m.is_degraded();
         let conn = match g.m.link_state() {
             crate::transport::proto::source::LinkState::Stopped => "stopped",
             crate::transport::proto::source::LinkState::AdminDown => "disconnected",
+            crate::transport::proto::source::LinkState::Refused(r) => r.as_str(),
+            _ if degraded => "degraded",
             crate::transport::proto::source::LinkState::Connecting => "connecting",
             crate::transport::proto::source::LinkState::Handshake => "handshake",
             crate::transport::proto::source::LinkState::Connected => "connected",
-            crate::transport::proto::source::LinkState::Refused(r) => r.as_str(),
         };
         let _ = write!(
             out,
             "source {} {} ring={}/{} queued={} sent={} acked={} lag={} inflight={} deferred={} \
              resends={} crc_errors={} naks={} lock_rejections={} reconnects={} auth_failures={} \
              connect_failures={} waits={} local_errors={} repairs={} unrepaired={} protocol_errors={} \
-             peer_timeouts={} abandoned={}",
+             peer_timeouts={} abandoned={} degraded_count={}",
             dev,
             conn,
             ring.used_bytes(),
@@ -592,6 +603,7 @@ impl SourceDev {
             s.protocol_errors,
             s.peer_timeouts,
             s.abandoned,
+            g.m.degrade_count(),
         );
         // The resync: chunks the target lacks, progress while a sync runs.
         let r = g.m.resync_stats().unwrap_or_default();

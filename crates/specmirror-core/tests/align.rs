@@ -365,12 +365,12 @@ fn aligned_streams_replicate_byte_for_byte() {
             let sector = i * 131 % 20_000;
             let data = payload(i, sectors as usize * SECTOR_SIZE);
             let w = hw(HostOp::Write, sector, sectors, 0);
-            let seq = match p.s.submit(&Crc, &w, |wr| wr.write(&data)) {
+            let seq = match p.s.submit(&Crc, &w, 0, |wr| wr.write(&data)) {
                 Submit::Accepted(seq) => seq,
                 Submit::Wait(_) => {
                     // Parked: let acks free the ring, then offer it again.
                     p.run_until(1_000_000, 100, |p| p.s.ring().is_empty());
-                    match p.s.retry_deferred(&Crc, &w, |wr| wr.write(&data)) {
+                    match p.s.retry_deferred(&Crc, &w, 0, |wr| wr.write(&data)) {
                         Submit::Accepted(seq) => seq,
                         other => panic!("{other:?}"),
                     }

@@ -312,7 +312,7 @@ fn sync_completion_waits_for_ack() {
     let mut p = connected(source(SPEC, Completion::Sync, 64, 4), target(64));
     let d = vec![7u8; 4096];
     let w = hw(HostOp::Write, 8, 8, FLAG_FUA);
-    let Submit::Accepted(seq) = p.s.submit(&Crc, &w, |wr| wr.write(&d)) else {
+    let Submit::Accepted(seq) = p.s.submit(&Crc, &w, 0, |wr| wr.write(&d)) else {
         panic!()
     };
     assert!(p.s.local_done(seq, true));
@@ -356,7 +356,7 @@ fn ring_full_is_back_pressure() {
     // Later writes queue behind it, even ones that would fit.
     let flush = hw(HostOp::Flush, 0, 0, 0);
     assert_eq!(
-        p.s.submit(&Crc, &flush, |_| Ok(())),
+        p.s.submit(&Crc, &flush, 0, |_| Ok(())),
         Submit::Wait(WaitReason::Queued)
     );
     assert_eq!(p.s.deferred_len(), 2);
@@ -370,7 +370,7 @@ fn ring_full_is_back_pressure() {
     assert!(matches!(retry(&mut p.s, n * 16, 8, 1), Submit::Accepted(_)));
     assert_eq!(p.s.deferred_len(), 1);
     assert!(matches!(
-        p.s.retry_deferred(&Crc, &flush, |_| Ok(())),
+        p.s.retry_deferred(&Crc, &flush, 0, |_| Ok(())),
         Submit::Accepted(_)
     ));
     assert_eq!(p.s.deferred_len(), 0);

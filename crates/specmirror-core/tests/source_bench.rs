@@ -107,7 +107,7 @@ fn submit(s: &mut Src, rng: &mut Lcg) -> u64 {
         count: 8,
         flags: 0,
     };
-    let mut r = s.submit(&Crc, &w, |_| Ok(()));
+    let mut r = s.submit(&Crc, &w, 0, |_| Ok(()));
     loop {
         match r {
             Submit::Accepted(seq) => return seq,
@@ -116,7 +116,7 @@ fn submit(s: &mut Src, rng: &mut Lcg) -> u64 {
                 // it up and write elsewhere.
                 s.deferred_dropped();
                 w.sector = (rng.next() % (DEV_SECTORS / 8)) * 8;
-                r = s.submit(&Crc, &w, |_| Ok(()));
+                r = s.submit(&Crc, &w, 0, |_| Ok(()));
             }
             Submit::Wait(_) => {
                 // Ring or table full of acknowledged-pending writes (sync):
@@ -124,7 +124,7 @@ fn submit(s: &mut Src, rng: &mut Lcg) -> u64 {
                 // acknowledgements made room.
                 ack_all(s);
                 while s.poll_completed().is_some() {}
-                r = s.retry_deferred(&Crc, &w, |_| Ok(()));
+                r = s.retry_deferred(&Crc, &w, 0, |_| Ok(()));
             }
             Submit::Invalid(why) => panic!("{why:?}"),
         }

@@ -77,13 +77,13 @@ fn writes_replicate_and_complete() {
                 count: 16,
                 flags: 0,
             };
-            let seq = match p.s.submit(&Crc, &w, |wr| wr.write(&data)) {
+            let seq = match p.s.submit(&Crc, &w, 0, |wr| wr.write(&data)) {
                 Submit::Accepted(seq) => seq,
                 Submit::Wait(_) => {
                     // Parked (ring full): drain, then offer it again as
                     // the worker's Deferred step would.
                     assert!(p.run_until(1_000_000, 100, |p| p.s.ring().is_empty()));
-                    match p.s.retry_deferred(&Crc, &w, |wr| wr.write(&data)) {
+                    match p.s.retry_deferred(&Crc, &w, 0, |wr| wr.write(&data)) {
                         Submit::Accepted(seq) => seq,
                         other => panic!("{other:?}"),
                     }

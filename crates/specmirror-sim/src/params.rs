@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 12;
+pub const GEN_VERSION: u32 = 13;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -157,6 +157,8 @@ pub struct Params {
     /// When faults stop, this many sectors of the target's device are
     /// corrupted behind its back, and a verify of the whole device runs.
     pub corrupt: u64,
+    /// `degrade_after` (ns); `None`: `on_disconnect block`.
+    pub degrade_after: Option<u64>,
 }
 
 impl Params {
@@ -255,6 +257,7 @@ impl Params {
             initial_checksum: false,
             verifies: Vec::new(),
             corrupt: 0,
+            degrade_after: None,
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -428,6 +431,27 @@ impl Params {
             }
             if r12.chance(1, 4) {
                 p.corrupt = r12.range(1, 16);
+            }
+        }
+        if gen >= 13 && p.chunk_sectors > 0 {
+            // Version 13: degraded mode. Two thirds of the seeds with a
+            // bitmap degrade after 5-300 ms; half of those see an outage
+            // longer than that, a third a link slower than the writes
+            // (the ring stays full).
+            let mut r13 = Rng::new(mix(seed, 0x1313));
+            if r13.chance(2, 3) {
+                let after = r13.range(5 * MS, 300 * MS);
+                p.degrade_after = Some(after);
+                if r13.chance(1, 2) {
+                    let s = r13.below(p.faults_end);
+                    let e = s + r13.range(after, 3 * after + MS);
+                    p.downs.push((s, e));
+                    p.downs.sort();
+                    p.faults_end = p.faults_end.max(e);
+                }
+                if r13.chance(1, 3) {
+                    p.link_bw = r13.range(1, 4) * 1_000_000;
+                }
             }
         }
         p

@@ -237,9 +237,9 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
                     flags: 0,
                 };
                 let r = if src.deferred_len() > 0 {
-                    src.retry_deferred(&c, &w, |wr| wr.write(&zero))
+                    src.retry_deferred(&c, &w, 0, |wr| wr.write(&zero))
                 } else {
-                    src.submit(&c, &w, |wr| wr.write(&zero))
+                    src.submit(&c, &w, 0, |wr| wr.write(&zero))
                 };
                 match r {
                     Submit::Accepted(seq) => {

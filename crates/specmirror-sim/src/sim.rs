@@ -78,6 +78,9 @@ const SECT: usize = SECTOR_SIZE;
 const PROGRESS_BOUND: u64 = 40 * SEC;
 /// Thread steps at one instant beyond which a thread is taken to spin.
 const SPIN_BOUND: u64 = 100_000;
+/// How much longer than `degrade_after` a host write may wait: the
+/// worker's reaction, the local write, a metadata save (virtual time).
+const DEGRADE_MARGIN: u64 = 20 * MS;
 
 /// Summary of a passed run.
 #[derive(Clone, Debug, Default)]
@@ -238,6 +241,8 @@ enum Ev {
 
 #[derive(Clone, Copy, Debug)]
 struct HostReq {
+    /// When the host submitted it.
+    at: u64,
     wid: u64,
     op: HostOp,
     sector: u64,
@@ -280,6 +285,11 @@ pub struct Sim {
     /// Accepted host writes, by seq: the request and whether the local
     /// write ended.
     accepted: BTreeMap<u64, HostReq>,
+    /// When each host write in flight was submitted (degraded mode's
+    /// bound on the wait).
+    submitted: BTreeMap<u64, u64>,
+    /// The source stream the books last saw (`sync_drops`).
+    books_stream: u64,
     /// The source's current connection: (machine conn, network conn).
     s_conn: Option<(u64, u64)>,
     /// Connect in progress: (machine conn, network conn).
@@ -411,6 +421,8 @@ impl Sim {
             net: Net::default(),
             deferred: VecDeque::new(),
             accepted: BTreeMap::new(),
+            submitted: BTreeMap::new(),
+            books_stream: 0,
             s_conn: None,
             s_connecting: None,
             sending: None,
@@ -728,6 +740,7 @@ impl Sim {
         let end = self.p.faults_end.max(self.p.stalls.iter().map(|s| s.1).max().unwrap_or(0));
         self.at(end, Ev::FaultsOff);
         loop {
+            self.sync_drops();
             self.check_i3()?;
             if self.quiesced() {
                 self.check_meta_clean()?;
@@ -873,8 +886,24 @@ impl Sim {
         let freed = r.oldest_seq().unwrap_or(r.next_seq()) - 1;
         // (A new target knows nothing until the next handshake.)
         // (Nor does a target still on a reloaded source's old stream.)
-        let applied = (self.tgt.generation() == self.src.config().generation).then(|| self.tgt.applied_seq());
+        let applied = (self.tgt.generation() == self.src.stream_generation()).then(|| self.tgt.applied_seq());
+        // Records dropped in degraded mode leave unapplied (their chunks
+        // are dirty; `sync_drops` took them out of the books).
+        let applied = applied.filter(|_| freed > self.src.dropped_upto());
         self.books.check_i3(freed, applied)
+    }
+
+    /// Degraded mode dropped records from the stream: the books treat
+    /// them as a reload treats the old ring's (never to arrive, their
+    /// sectors stale until written again).
+    fn sync_drops(&mut self) {
+        let d = self.src.dropped_upto();
+        if d > 0 && d >= self.books.floor {
+            let applied = if self.tgt.generation() == self.books_stream { self.tgt.applied_seq() } else { 0 };
+            self.log(|| format!("degraded: records up to {d} dropped"));
+            self.books.source_reloaded(d + 1, applied);
+        }
+        self.books_stream = self.src.stream_generation();
     }
 
     fn handle(&mut self, ev: Ev) -> R<()> {
@@ -1637,7 +1666,7 @@ impl Sim {
                     let Some(req) = self.deferred.pop_front() else { break };
                     let w = host_write(&req);
                     let seed = self.seed;
-                    let r = self.src.retry_deferred(&self.c, &w, |wr| fill(seed, &req, wr));
+                    let r = self.src.retry_deferred(&self.c, &w, self.now, |wr| fill(seed, &req, wr));
                     match r {
                         Submit::Accepted(seq) => self.accepted_write(seq, req)?,
                         Submit::Wait(_) => {
@@ -1700,7 +1729,7 @@ impl Sim {
             HostOp::Write
         };
         if op == HostOp::Flush {
-            return HostReq { wid, op, sector: 0, count: 0, flags: 0 };
+            return HostReq { at: self.now, wid, op, sector: 0, count: 0, flags: 0 };
         }
         let max = if op == HostOp::Write {
             u64::from(p.max_write)
@@ -1739,7 +1768,7 @@ impl Sim {
                 flags |= FLAG_PREFLUSH;
             }
         }
-        HostReq { wid, op, sector, count, flags }
+        HostReq { at: self.now, wid, op, sector, count, flags }
     }
 
     fn host_next(&mut self) -> R<()> {
@@ -1757,7 +1786,7 @@ impl Sim {
             self.src.defer_unprepared();
             Submit::Wait(src_m::WaitReason::Queued)
         } else {
-            self.src.submit(&self.c, &w, |wr| fill(seed, &req, wr))
+            self.src.submit(&self.c, &w, self.now, |wr| fill(seed, &req, wr))
         };
         match r {
             Submit::Accepted(seq) => self.accepted_write(seq, req)?,
@@ -1791,6 +1820,7 @@ impl Sim {
             Hist { wid, kind, sector: req.sector, count: req.count, barrier, data: None, resync: false },
         );
         self.accepted.insert(seq, req);
+        self.submitted.insert(seq, req.at);
         let bytes = u64::from(req.count) * SECT as u64;
         let mut t = self.now + self.p.src_lat + (bytes * SEC).div_ceil(self.p.src_bw);
         if self.p.jitter {
@@ -1843,6 +1873,22 @@ impl Sim {
     }
 
     fn host_complete(&mut self, c: Completed) -> R<()> {
+        self.sync_drops();
+        let at = self.submitted.remove(&c.seq);
+        if let (Some(after), Some(at)) = (self.p.degrade_after, at) {
+            // Degraded mode bounds every wait while the local device
+            // works (a repair of a failed local write may wait longer).
+            let waited = self.now - at;
+            if waited > after + DEGRADE_MARGIN && self.p.src_fails.is_empty() {
+                return Err(Violation::Protocol(format!(
+                    "host write {} waited {} ms, degrade_after is {} ms; {}",
+                    c.seq,
+                    waited / MS,
+                    after / MS,
+                    self.state()
+                )));
+            }
+        }
         if !c.ok && self.p.src_fails.is_empty() {
             return Err(Violation::Protocol(format!("host write {} failed", c.seq)));
         }
@@ -1892,7 +1938,7 @@ impl Sim {
         self.log(|| format!("source reloaded: the new ring starts at {floor}"));
         // What the target applied on this source's stream (nothing, if it
         // is not on it yet).
-        let applied = if self.tgt.generation() == self.scfg.generation { self.tgt.applied_seq() } else { 0 };
+        let applied = if self.tgt.generation() == self.src.stream_generation() { self.tgt.applied_seq() } else { 0 };
         self.books.source_reloaded(floor, applied);
         self.scfg.generation = mix(self.seed, 7 + self.src_epoch) | 1;
         let mut src = new_source(self.scfg, &self.p, self.mutant, floor);
@@ -2525,6 +2571,7 @@ fn new_source(cfg: SourceConfig, p: &Params, mutant: Mutant, first_seq: u64) -> 
     )
     .expect("source config");
     s.set_payload_align(p.payload_align).expect("payload alignment");
+    s.set_degrade_after(p.degrade_after);
     s.mutant = mutant;
     s
 }

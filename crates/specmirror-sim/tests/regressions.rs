@@ -108,6 +108,18 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     (2003275, Mode::Speculative, 12, "unrepaired ranges lost by a source reload"),
     (2003275, Mode::LockSync, 12, "same, lock-sync"),
     (2003275, Mode::Speculative, 10, "same, generator 10"),
+    // Degraded mode (generator 13), found while it was built: a target
+    // refused the source for good (`Diverged`) when the source dropped
+    // records after a HELLO or kept the old stream (seeds 3, 12); a lost
+    // wake-up of the worker for the clocks a HELLO restarts (89); a
+    // deferred write whose ring room came from an aborted handshake was
+    // never offered again (1533); a write parked by `map` without a bio
+    // started no clock and waited past `degrade_after` (1941).
+    (3, Mode::Speculative, 13, "dropped records after the HELLO: Diverged"),
+    (12, Mode::Speculative, 13, "HELLO on the stream that lost records: Diverged"),
+    (89, Mode::Speculative, 13, "worker slept through the clocks a HELLO restarts"),
+    (1533, Mode::LockSync, 13, "deferred write not offered after an aborted handshake"),
+    (1941, Mode::Speculative, 13, "parked without a clock: waited past degrade_after"),
 ];
 
 #[test]
@@ -215,6 +227,9 @@ const MUTANTS: &[(Mutant, u64, Mode, u32, &str)] = &[
     (Mutant::NoSyncStart, 65, Mode::LockSync, 12, "while the target says it is consistent"),
     (Mutant::VerifyBlind, 15, Mode::Speculative, 12, "devices differ after quiesce"),
     (Mutant::VerifyNoBlock, 27, Mode::Speculative, 12, "accepted while verify held"),
+    (Mutant::DegradeNoMark, 2, Mode::Speculative, 13, "does not hold record"),
+    (Mutant::DegradeNever, 2, Mode::Speculative, 13, "waited"),
+    (Mutant::DegradeSameStream, 3, Mode::Speculative, 13, "no progress"),
 ];
 
 #[test]

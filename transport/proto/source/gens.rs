@@ -258,6 +258,17 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
+    /// Every record appended so far left the stream (degraded mode): a
+    /// SYNC record among them is announced again on the next stream.
+    pub(super) fn gens_dropped(&mut self) {
+        if let Some(g) = self.gens.as_mut() {
+            if matches!(g.phase, SyncPhase::Started | SyncPhase::DoneSent(_)) {
+                g.phase = SyncPhase::NeedStart;
+                g.wait_gen = None;
+            }
+        }
+    }
+
     /// Whether resync pieces may be read: the target was told the sync
     /// started (always, without generations).
     pub(super) fn sync_announced(&self) -> bool {

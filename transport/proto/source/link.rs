@@ -263,7 +263,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
 
     /// Closes the current connection (if any): the sender shuts it down
     /// and reconnects after the back-off.
-    fn close(&mut self) {
+    pub(super) fn close(&mut self) {
         match self.link.state {
             State::Challenge { .. } | State::HelloSent { .. } | State::Connected => {
                 self.link.state = State::Closing;
@@ -514,6 +514,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         l.ctl = None;
         l.connected_at = None;
         self.reset_holds();
+        self.degrade_link_down(now);
         if self.link.lease.take().is_some() {
             self.free_ring();
         }
@@ -616,7 +617,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             proto_version: u32::from(VERSION),
             dev_sectors: self.cfg.dev_sectors,
             region_sectors: self.cfg.region_sectors,
-            generation: self.cfg.generation,
+            generation: self.degrade.stream,
             // The source's base: every record after it is still held.
             last_applied: self.base(),
             nonce: [0; NONCE_LEN],
@@ -630,7 +631,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// Seq before the oldest record still held.
     fn base(&self) -> u64 {
         let oldest = self.ring.oldest_seq().unwrap_or(self.ring.next_seq());
-        oldest.saturating_sub(1).max(self.acked)
+        // Dropped records (degraded mode) are no longer the target's to
+        // apply, even while a local write still reads them.
+        oldest.saturating_sub(1).max(self.acked).max(self.degrade.dropped)
     }
 
     fn secret(&self) -> Option<&[u8]> {
@@ -640,6 +643,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// CHALLENGE: queue the HELLO, signed over the target's nonce.
     fn on_challenge<C: Crc32c>(&mut self, c: &C, payload: &[u8], deadline: Instant) -> Result<(), RecvError> {
         let peer: [u8; NONCE_LEN] = payload.try_into().map_err(|_| RecvError::Protocol)?;
+        // Degraded: the records from the base this HELLO names on are
+        // kept for the stream it starts.
+        self.degrade_hello();
         let mut hello = self.hello();
         hello.nonce = self.link.nonce;
         auth::sign(self.secret(), MacLabel::Hello, &peer, &mut hello);
@@ -674,7 +680,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         } else if crate::transport::proto::block_size_too_large(h.block_size, self.block_size) {
             // The target should have refused; an older one does not check.
             Err(Refusal::BlockSize)
-        } else if h.generation != self.cfg.generation {
+        } else if h.generation != self.degrade.stream {
             Err(Refusal::Generation)
         } else if h.last_applied < self.base() || h.last_applied >= self.ring.next_seq() {
             // The target lost records we already freed, or claims records
@@ -701,6 +707,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.link.state = State::Connected;
         self.link.refused = None;
         self.link.connected_at = Some(now);
+        self.degrade_connected();
         // New deadlines: the sender's keepalive, the worker's peer timeout.
         self.rearm(SENDER);
         #[cfg(feature = "mutants")]

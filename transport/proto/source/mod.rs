@@ -27,6 +27,7 @@
 //! [`WorkerStep::Deferred`].
 
 mod bitmap_save;
+mod degrade;
 mod gens;
 mod piece;
 mod link;
@@ -309,6 +310,8 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     gens: Option<gens::GenState>,
     /// Online verify or a checksum sync's comparison.
     verify: Option<verify::Verify>,
+    /// Degraded mode (`degrade.rs`).
+    degrade: degrade::Degrade,
     /// `sync_rate` in bytes/s; 0: no cap.
     sync_rate: u64,
     /// A suspend is under way: waiting writes are given up at this instant.
@@ -380,6 +383,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             resync: None,
             gens: None,
             verify: None,
+            degrade: degrade::Degrade::new(cfg.generation),
             sync_rate: 0,
             suspend_until: None,
             abandoning: false,
@@ -435,7 +439,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// result is not `Accepted`. While earlier writes are parked, the
     /// answer is `Wait(Queued)`, so writes keep their order. Every `Wait`
     /// means: park the bio at the tail of the deferred list.
-    pub fn submit<C, F>(&mut self, c: &C, w: &HostWrite, fill: F) -> Submit
+    /// `now` starts the clocks of degraded mode (`degrade.rs`).
+    pub fn submit<C, F>(&mut self, c: &C, w: &HostWrite, now: Instant, fill: F) -> Submit
     where
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
@@ -443,12 +448,18 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if self.deferred > 0 {
             self.count_wait();
             self.deferred += 1;
+            self.degrade_parked(now);
             return Submit::Wait(WaitReason::Queued);
         }
         let r = self.append_write(c, w, fill, Origin::Host);
-        if let Submit::Wait(_) = r {
-            self.deferred += 1;
-            self.deferred_gen = self.unblock_gen;
+        match r {
+            Submit::Wait(_) => {
+                self.deferred += 1;
+                self.deferred_gen = self.unblock_gen;
+                self.degrade_parked(now);
+            }
+            Submit::Accepted(seq) => self.inflight.stamp(seq, now),
+            Submit::Invalid(_) => {}
         }
         r
     }
@@ -456,15 +467,31 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// Offers the head of the deferred list again (the worker's
     /// [`WorkerStep::Deferred`]). `Wait`: push it back at the head and stop
     /// for now; otherwise it left the list.
-    pub fn retry_deferred<C, F>(&mut self, c: &C, w: &HostWrite, fill: F) -> Submit
+    pub fn retry_deferred<C, F>(&mut self, c: &C, w: &HostWrite, now: Instant, fill: F) -> Submit
     where
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
         let r = self.append_write(c, w, fill, Origin::Host);
         match r {
-            Submit::Wait(_) => self.deferred_gen = self.unblock_gen,
-            _ => self.deferred = self.deferred.saturating_sub(1),
+            Submit::Wait(_) => {
+                self.deferred_gen = self.unblock_gen;
+                // Parked by `map` without a clock (no bio at hand).
+                self.degrade_parked(now);
+            }
+            _ => {
+                self.deferred = self.deferred.saturating_sub(1);
+                if let Submit::Accepted(seq) = r {
+                    // Its wait began no later than the parked clock's
+                    // start: a sync write's wait for its acknowledgement
+                    // counts from there (`degrade.rs`).
+                    let since = self.degrade.wait_since.unwrap_or(now);
+                    self.inflight.stamp(seq, since);
+                }
+                if self.deferred == 0 {
+                    self.degrade.wait_since = None;
+                }
+            }
         }
         r
     }
@@ -474,6 +501,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// sleep for one) offers it soon.
     pub fn defer_unprepared(&mut self) {
         self.count_wait();
+        if self.deferred == 0 {
+            // Offered again at once by the worker: no clock needed, and
+            // `map` has none at hand.
+            self.degrade.wait_since = None;
+        }
         self.deferred += 1;
         self.deferred_gen = self.unblock_gen.wrapping_sub(1);
     }
@@ -482,6 +514,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// (the glue failed it, or gave it back to dm: [`WorkerStep::Abandon`]).
     pub fn deferred_dropped(&mut self) {
         self.deferred = self.deferred.saturating_sub(1);
+        if self.deferred == 0 {
+            self.degrade.wait_since = None;
+        }
         if self.abandoning {
             self.stats.abandoned = self.stats.abandoned.saturating_add(1);
         }
@@ -638,6 +673,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             // Could not fit even once every other record is gone.
             return Submit::Invalid(Invalid::TooLarge);
         }
+        if need > self.ring.free_bytes() && self.degrade.rejoin && origin == Origin::Host {
+            // Degraded, and the handshake under way would have the host
+            // wait for the ring: that handshake ends and what it kept is
+            // dropped (freed unless a local write still reads it).
+            self.close();
+            self.degrade_rejoin_failed();
+        }
         if need > self.ring.free_bytes() {
             self.count_wait();
             return Submit::Wait(WaitReason::RingFull);
@@ -685,12 +727,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             Err(RingError::BadHeader(_)) => return Submit::Invalid(Invalid::Range),
             Err(_) => return Submit::Invalid(Invalid::Internal),
         };
-        if origin != Origin::Host {
-            return Submit::Accepted(seq);
-        }
-        if !self.inflight.insert(seq, sector, u64::from(count)) {
+        if origin == Origin::Host && !self.inflight.insert(seq, sector, u64::from(count)) {
             // Checked above; the record is in the ring and will replicate.
             return Submit::Invalid(Invalid::Internal);
+        }
+        if self.degrade.on {
+            // Staged for the local write only (the in-flight slot keeps
+            // it in the ring until then): the target gets the chunk from
+            // the resync (`degrade.rs`).
+            self.degraded_append(sector, u64::from(count));
         }
         Submit::Accepted(seq)
     }
@@ -719,7 +764,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if !ok {
             self.stats.local_errors = self.stats.local_errors.saturating_add(1);
         }
+        let waiting = self.inflight.has_waiting();
         let known = self.inflight.local_done(seq, ok);
+        if known && !waiting && self.completion_ack().is_some() && self.inflight.has_waiting() {
+            // A sync write waits for its acknowledgement: degraded mode's
+            // clock (`degrade.rs`).
+            self.degrade_clock_started();
+        }
         if known {
             self.unblock();
             // The ring may hold acknowledged records this write pinned.
@@ -732,7 +783,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// completion (or once a suspend gave up waiting), the target's
     /// applied seq with sync completion.
     fn completion_ack(&self) -> Option<u64> {
-        match (self.cfg.completion, self.abandoning) {
+        let degraded = self.degrade.on && !self.degrade.rejoin;
+        match (self.cfg.completion, self.abandoning || degraded) {
             (Completion::Sync, false) => Some(self.acked),
             _ => None,
         }
@@ -758,7 +810,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// Frees the ring up to the acknowledged seq, except what a local
     /// write or a send in progress still reads (the invariants).
     fn free_ring(&mut self) {
-        let mut upto = self.acked;
+        // Dropped records (degraded mode) go like acknowledged ones.
+        let mut upto = self.acked.max(self.degrade.dropped);
         if let Some(first) = self.link.lease_first() {
             upto = upto.min(first.saturating_sub(1));
         }
@@ -980,6 +1033,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.suspend_until = None;
         self.abandoning = false;
         self.link.start(now);
+        // Not streaming until a handshake: degraded mode's clock runs.
+        self.degrade.down_since = None;
+        self.degrade_link_down(now);
     }
 
     /// Asks every thread to exit (dm postsuspend, remove). The glue shuts

@@ -558,6 +558,19 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             .is_some_and(|r| r.phase.is_reading())
     }
 
+    /// Every record appended so far left the stream (degraded mode): no
+    /// piece appended will be acknowledged, so none may clear its chunk,
+    /// and a chunk sent in part starts over.
+    pub(super) fn resync_dropped(&mut self) {
+        if let Some(r) = self.resync.as_mut() {
+            r.npending = 0;
+            r.cursor_off = 0;
+            if r.phase.busy().is_some() {
+                r.stale = true;
+            }
+        }
+    }
+
     /// A read that ended but was not appended is read again after the
     /// next start (the threads stopped).
     pub(super) fn resync_stopped(&mut self) {
@@ -622,6 +635,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         };
         let res = self.append_write(c, &w, fill, Origin::Resync);
         let unblock_gen = self.unblock_gen;
+        // Appended while degraded: dropped at once (its chunk is dirty).
+        let dropped = self.degrade.on;
         let Some(r) = self.resync.as_mut() else {
             return res;
         };
@@ -629,7 +644,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             Submit::Accepted(seq) => {
                 r.stats.records = r.stats.records.saturating_add(1);
                 r.stats.bytes = r.stats.bytes.saturating_add(u64::from(job.count) * 512);
-                if r.stale {
+                if r.stale || dropped {
                     r.stale = false;
                     r.cursor = job.chunk;
                     r.cursor_off = 0;

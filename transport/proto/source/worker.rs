@@ -152,6 +152,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
 
     fn worker_step(&mut self, now: Instant) -> WorkerStep {
         self.expire_link(now);
+        self.degrade_check(now);
         if let Some(conn) = self.link.shutdown_due() {
             return WorkerStep::Shutdown { conn };
         }
@@ -202,7 +203,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             earliest(self.link_deadline(), self.repair_retry_at),
             earliest(
                 earliest(self.suspend_until, self.resync_deadline()),
-                earliest(self.save_deadline(), self.gens_deadline()),
+                earliest(
+                    earliest(self.save_deadline(), self.gens_deadline()),
+                    self.degrade_deadline(),
+                ),
             ),
         );
         WorkerStep::Sleep { until }

@@ -119,7 +119,7 @@ pub(crate) fn hw(op: HostOp, sector: u64, count: u32, flags: u16) -> HostWrite {
 /// Offers a write of `count` sectors of `byte` at `sector`.
 pub(crate) fn write(s: &mut Src, sector: u64, count: u32, byte: u8) -> Submit {
     let data = vec![byte; count as usize * 512];
-    s.submit(&Crc, &hw(HostOp::Write, sector, count, 0), |wr| {
+    s.submit(&Crc, &hw(HostOp::Write, sector, count, 0), 0, |wr| {
         wr.write(&data)
     })
 }
@@ -127,7 +127,7 @@ pub(crate) fn write(s: &mut Src, sector: u64, count: u32, byte: u8) -> Submit {
 /// Offers the head of the deferred list again: the same write.
 pub(crate) fn retry(s: &mut Src, sector: u64, count: u32, byte: u8) -> Submit {
     let data = vec![byte; count as usize * 512];
-    s.retry_deferred(&Crc, &hw(HostOp::Write, sector, count, 0), |wr| {
+    s.retry_deferred(&Crc, &hw(HostOp::Write, sector, count, 0), 0, |wr| {
         wr.write(&data)
     })
 }
