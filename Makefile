@@ -109,7 +109,7 @@ check:
 # that need no second CPU run under UML (FAULT_TESTS_UML); those that race
 # two CPUs run in the SMP VM (FAULT_TESTS_SMP, `make faults-smp` alone).
 # selftests/README.md says which test runs where and why.
-FAULT_TESTS_UML := lifecycle.sh faults_link.sh faults_badnet.sh faults_corrupt.sh \
+FAULT_TESTS_UML := lifecycle.sh faults_link.sh faults_badnet.sh faults_corrupt.sh degraded_slow.sh \
 	faults_lock.sh faults_disk.sh faults_ringfull.sh bad_tables_gen.sh \
 	hostile.sh hostile_source.sh faults_remove.sh suspend_bounded.sh
 FAULT_TESTS_SMP := faults_remove.sh unstable_pages.sh

@@ -134,7 +134,9 @@ impl Glue {
                 !self.local.contains(&c.seq),
                 "completed before its local I/O"
             );
-            if c.ok && self.cfg.completion == Completion::Sync && !s.is_abandoning() {
+            // (Degraded: a dropped record completes locally, its chunk
+            // dirty.)
+            if c.ok && self.cfg.completion == Completion::Sync && !s.is_abandoning() && c.seq > s.dropped_upto() {
                 assert!(
                     c.seq <= s.acked_seq(),
                     "sync write {} before its ACK",
@@ -190,7 +192,9 @@ impl Glue {
                     Kind::Hello => {
                         let hello = Hello::decode(payload).expect("a HELLO");
                         assert_eq!(hello.proto_version, u32::from(VERSION));
-                        assert_eq!(hello.generation, GEN);
+                        // The table's stream, or one degraded mode began.
+                        assert_eq!(hello.generation, s.stream_generation());
+                        assert!(hello.generation == GEN || s.dropped_upto() > 0);
                         self.hello_nonce = hello.nonce;
                     }
                     Kind::Ping => assert_eq!((h.seq, h.len), (0, 0)),
@@ -323,7 +327,7 @@ impl Glue {
                         break;
                     };
                     let data = vec![0x22u8; w.count as usize * 512];
-                    let r = s.retry_deferred(&Crc, &w, 0, |wr| {
+                    let r = s.retry_deferred(&Crc, &w, self.now, |wr| {
                         if w.op == HostOp::Write {
                             wr.write(&data)
                         } else {
@@ -446,6 +450,10 @@ fuzz_target!(|data: &[u8]| {
             let mode = [InitialSync::None, InitialSync::Full, InitialSync::Checksum, InitialSync::Full][usize::from(inp.b() & 3)];
             s.attach_generations(gens, mode);
         }
+        if inp.b() & 1 != 0 {
+            // Degraded mode after 100-800 ms (time moves in the ops below).
+            s.set_degrade_after(Some(u64::from(inp.b() % 8 + 1) * 100 * MS));
+        }
     }
     s.start(0);
     let mut g = Glue {
@@ -503,7 +511,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let queued = !g.deferred.is_empty();
                 let data = vec![sel; count as usize * 512];
-                let r = s.submit(&Crc, &w, 0, |wr| {
+                let r = s.submit(&Crc, &w, g.now, |wr| {
                     if w.op == HostOp::Write {
                         wr.write(&data)
                     } else {
@@ -568,7 +576,7 @@ fuzz_target!(|data: &[u8]| {
                     proto_version: u32::from(VERSION),
                     dev_sectors: DEV,
                     region_sectors: REGION,
-                    generation: if sel & 0x08 == 0 { GEN } else { GEN + 1 },
+                    generation: if sel & 0x08 == 0 { s.stream_generation() } else { GEN + 1 },
                     last_applied,
                     nonce: [7; 16],
                     mac: [0; 32],
@@ -702,9 +710,11 @@ fuzz_target!(|data: &[u8]| {
         let r = s.ring();
         assert!(r.used_bytes() <= r.capacity_bytes());
         assert!(s.acked_seq() < r.next_seq());
-        // Nothing past the acknowledgement is freed...
+        // Nothing past the acknowledgement (or what degraded mode
+        // dropped, its chunks dirty) is freed...
         if let Some(o) = r.oldest_seq() {
-            assert!(o <= s.acked_seq() + 1, "oldest {o} acked {}", s.acked_seq());
+            let gone = s.acked_seq().max(s.dropped_upto());
+            assert!(o <= gone + 1, "oldest {o} acked {} dropped {}", s.acked_seq(), s.dropped_upto());
         }
         // ...and nothing a local write or a send still reads.
         let floor = r.oldest_seq().unwrap_or(r.next_seq());

@@ -243,6 +243,8 @@ enum Ev {
 struct HostReq {
     /// When the host submitted it.
     at: u64,
+    /// `Sim::local_only` then.
+    local_only: u64,
     wid: u64,
     op: HostOp,
     sector: u64,
@@ -285,11 +287,15 @@ pub struct Sim {
     /// Accepted host writes, by seq: the request and whether the local
     /// write ended.
     accepted: BTreeMap<u64, HostReq>,
-    /// When each host write in flight was submitted (degraded mode's
-    /// bound on the wait).
-    submitted: BTreeMap<u64, u64>,
+    /// When each host write in flight was submitted, and `local_only`
+    /// then (degraded mode's bound on the wait).
+    submitted: BTreeMap<u64, (u64, u64)>,
     /// The source stream the books last saw (`sync_drops`).
     books_stream: u64,
+    /// Virtual time spent with the source degraded and completing writes
+    /// locally: a write's wait then is the local device's, not the
+    /// link's, and I7 does not count it.
+    local_only: u64,
     /// The source's current connection: (machine conn, network conn).
     s_conn: Option<(u64, u64)>,
     /// Connect in progress: (machine conn, network conn).
@@ -423,6 +429,7 @@ impl Sim {
             accepted: BTreeMap::new(),
             submitted: BTreeMap::new(),
             books_stream: 0,
+            local_only: 0,
             s_conn: None,
             s_connecting: None,
             sending: None,
@@ -752,6 +759,9 @@ impl Sim {
             };
             if t > self.now {
                 self.check_sleepers()?;
+                if self.src.completes_locally() {
+                    self.local_only += t - self.now;
+                }
                 self.now = t;
             }
             self.events += 1;
@@ -1729,7 +1739,7 @@ impl Sim {
             HostOp::Write
         };
         if op == HostOp::Flush {
-            return HostReq { at: self.now, wid, op, sector: 0, count: 0, flags: 0 };
+            return HostReq { at: self.now, local_only: self.local_only, wid, op, sector: 0, count: 0, flags: 0 };
         }
         let max = if op == HostOp::Write {
             u64::from(p.max_write)
@@ -1768,7 +1778,7 @@ impl Sim {
                 flags |= FLAG_PREFLUSH;
             }
         }
-        HostReq { at: self.now, wid, op, sector, count, flags }
+        HostReq { at: self.now, local_only: self.local_only, wid, op, sector, count, flags }
     }
 
     fn host_next(&mut self) -> R<()> {
@@ -1820,7 +1830,7 @@ impl Sim {
             Hist { wid, kind, sector: req.sector, count: req.count, barrier, data: None, resync: false },
         );
         self.accepted.insert(seq, req);
-        self.submitted.insert(seq, req.at);
+        self.submitted.insert(seq, (req.at, req.local_only));
         let bytes = u64::from(req.count) * SECT as u64;
         let mut t = self.now + self.p.src_lat + (bytes * SEC).div_ceil(self.p.src_bw);
         if self.p.jitter {
@@ -1875,10 +1885,12 @@ impl Sim {
     fn host_complete(&mut self, c: Completed) -> R<()> {
         self.sync_drops();
         let at = self.submitted.remove(&c.seq);
-        if let (Some(after), Some(at)) = (self.p.degrade_after, at) {
-            // Degraded mode bounds every wait while the local device
-            // works (a repair of a failed local write may wait longer).
-            let waited = self.now - at;
+        if let (Some(after), Some((at, local_at))) = (self.p.degrade_after, at) {
+            // Degraded mode bounds every wait for the link while the
+            // local device works (a repair of a failed local write may
+            // wait longer); time spent degraded, when only the local
+            // device can hold a write back, does not count.
+            let waited = (self.now - at).saturating_sub(self.local_only - local_at);
             if waited > after + DEGRADE_MARGIN && self.p.src_fails.is_empty() {
                 return Err(Violation::Protocol(format!(
                     "host write {} waited {} ms, degrade_after is {} ms; {}",

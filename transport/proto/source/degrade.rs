@@ -126,6 +126,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.degrade.on
     }
 
+    /// Whether host writes complete on their local write alone now:
+    /// degraded, and no handshake under way (whose writes wait for the
+    /// link again).
+    pub fn completes_locally(&self) -> bool {
+        self.degrade.on && !self.degrade.rejoin
+    }
+
     /// Times the source went degraded.
     pub fn degrade_count(&self) -> u64 {
         self.degrade.entered
