@@ -12,7 +12,7 @@
 sm_require
 trap sm_cleanup EXIT
 ktap_print_header
-ktap_set_plan 18
+ktap_set_plan 21
 sm_load
 MB=${DMSM_RESYNC_MB:-32}
 src=$(sm_loop "$MB"); dst=$(sm_loop "$MB")
@@ -122,6 +122,29 @@ unacked() {
 sm_check "4 MiB unacknowledged, then a reload: their chunks are dirty" unacked
 sm_check "the resync after the reload ends" sm_synced "$S" 300
 sm_check "data devices equal after the reload (cmp)" sm_equal "$src" "$dst"
+
+# A module reload with records the target never acknowledged (issue 19):
+# both tables are removed (the source saves the chunks of its ring's
+# records as dirty when it stops), rmmod, insmod, both tables again; the
+# resync sends those chunks, not the device.
+modreload() {
+	local line k0
+	sm_fields "$S"; k0=${SM_F[resync_kib]}
+	dmsetup message "$S" 0 disconnect &&
+		dd if=/dev/urandom of="/dev/mapper/$S" bs=64k count=64 seek=300 oflag=direct status=none &&
+		line=$(dmsetup status "$S") && sm_parse_status "$line" && echo "$line" &&
+		[ "${SM_F[lag]}" -gt 4000000 ] &&
+		dmsetup remove "$S" && dmsetup remove "$D" && rmmod dm_specmirror && insmod "$MODULE" &&
+		sm_create "$D" "0 $n specmirror $ttable" && sm_create "$S" "0 $n specmirror $stable" &&
+		dmesg | tail -n 30 | grep "specmirror: metadata device .*: 64 of $chunks chunks dirty"
+}
+sm_check "4 MiB unacknowledged, then a module reload: their chunks are dirty" modreload
+bounded() {
+	sm_synced "$S" 300 && sm_fields "$S" && echo "resync_kib=${SM_F[resync_kib]}" &&
+		[ "${SM_F[resync_kib]}" -le 4096 ]
+}
+sm_check "the resync after the module reload sends those 4 MiB, not the device" bounded
+sm_check "data devices equal after the module reload (cmp)" sm_equal "$src" "$dst"
 
 # A range: bytes changed under the source (on its data device, as after
 # an unrepaired write), then `resync <sector> <sectors>` for that range.
