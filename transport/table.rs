@@ -807,7 +807,7 @@ mod tests {
         let c = parse_str("source 7:0 7:9 1.2.3.4:5").unwrap();
         assert_eq!(c.degrade_after, DEGRADE_AFTER_DEFAULT);
         assert_eq!(c.on_disconnect, OnDisconnect::Degrade);
-        assert_eq!(c.degrade_after_ns(), Some(10_000_000_000));
+        assert_eq!(c.degrade_after_ns(), Some(5_000_000_000));
         assert_eq!(table_of(&c), "source 7:0 7:9 1.2.3.4:5", "defaults are not printed back");
 
         let c = parse_str("source 7:0 7:9 1.2.3.4:5 2 degrade_after 1").unwrap();
