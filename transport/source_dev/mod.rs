@@ -607,10 +607,13 @@ impl SourceDev {
         );
         // The resync: chunks the target lacks, progress while a sync runs.
         let r = g.m.resync_stats().unwrap_or_default();
+        // Dirty chunks also in KiB (what a resync would send at most).
+        let dirty_kib = r.dirty.saturating_mul(u64::from(self.cfg.chunk_sectors)) / 2;
         let _ = write!(
             out,
-            " dirty={} resync_errors={} bitmap_errors={} resync_kib={}",
+            " dirty={} dirty_kib={} resync_errors={} bitmap_errors={} resync_kib={}",
             r.dirty,
+            dirty_kib,
             r.read_errors,
             g.m.bitmap_save_errors(),
             r.bytes / 1024
