@@ -1829,6 +1829,7 @@ impl Sim {
             seq,
             Hist { wid, kind, sector: req.sector, count: req.count, barrier, data: None, resync: false },
         );
+        self.log(|| format!("host write {seq} accepted: {:?} {}+{}", req.op, req.sector, req.count));
         self.accepted.insert(seq, req);
         self.submitted.insert(seq, (req.at, req.local_only));
         let bytes = u64::from(req.count) * SECT as u64;
@@ -1869,6 +1870,7 @@ impl Sim {
             self.books.apply_src(seq, |_| true);
         } else {
             // A failed write may have reached any part of its range.
+            self.books.note_failed(seq);
             let mut r = self.rng.fork();
             self.books.apply_src(seq, |_| r.chance(1, 2));
             self.log(|| format!("local write {seq} failed"));

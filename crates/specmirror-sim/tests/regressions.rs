@@ -120,6 +120,11 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     (89, Mode::Speculative, 13, "worker slept through the clocks a HELLO restarts"),
     (1533, Mode::LockSync, 13, "deferred write not offered after an aborted handshake"),
     (1941, Mode::Speculative, 13, "parked without a clock: waited past degrade_after"),
+    // A checker fix: a failed local write whose repair a reload lost was
+    // marked dirty, a checksum sync found the chunk equal (the write had
+    // not reached that sector) and left the target's older bytes, which
+    // the SYNC_DONE check took for a stale image.
+    (32466, Mode::Speculative, 13, "failed write without repair, found equal by digests"),
 ];
 
 #[test]
