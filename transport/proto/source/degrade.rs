@@ -35,6 +35,14 @@
 //!   Normal ──clock past degrade_after──▶ Degraded ──handshake (new stream)──▶ Normal
 //!                                        (drops, marks dirty)    (resync of the dirty chunks)
 //! ```
+//!
+//! The new stream id is drawn when the HELLO is built, if records were
+//! dropped since the current stream began (`gap`): a target still on the
+//! old stream would find the records it lacks gone and refuse
+//! (`Diverged`). From that HELLO on, records are kept for the stream it
+//! starts (`rejoin`): dropping them would leave a gap after the base it
+//! named. The handshake failing, the ring filling or a clock running out
+//! during it drops them after all (and the next HELLO draws another id).
 
 use core::ops::DerefMut;
 
@@ -52,8 +60,10 @@ use crate::transport::proto::wake::{due, earliest, Instant};
 ///   up to it left the stream without its acknowledgement, and the
 ///   chunks of those with a range are dirty in the bitmap (or were
 ///   resynced since);
-/// - `stream` is non-zero and names the stream every record after
-///   `dropped` belongs to.
+/// - `stream` is non-zero; `gap` is true when records were dropped since
+///   the HELLO that announced `stream` (the next HELLO draws a new one);
+/// - `rejoin` implies `on`: a HELLO went out while degraded, and the
+///   records after `dropped` belong to the stream it starts.
 pub(super) struct Degrade {
     /// `degrade_after`; `None`: `on_disconnect block`.
     after: Option<Instant>,
