@@ -111,13 +111,9 @@ impl Degrade {
     }
 }
 
-/// splitmix64's finalizer (see `gens.rs`): a new stream id from the
-/// table's.
+/// The `n`th new stream id from the table's (`gens.rs`'s bijective mix).
 fn stream_id(table: u64, n: u64) -> u64 {
-    let mut z = table ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    super::gens::mix(table ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSlot]>>
