@@ -337,3 +337,40 @@ fn stopping_saves_the_bitmap_before_the_worker_exits() {
     p.s.bitmap_saved(0, true, p.now);
     assert_eq!(p.s.poll_worker(p.now), WorkerStep::Exit);
 }
+
+#[test]
+fn a_save_that_fails_while_stopping_is_tried_again_before_the_exit() {
+    // (Simulator seed 51982: the save under way when the stop came failed,
+    // waited for its retry timer and the worker exited without it.)
+    let mut p = pair(64);
+    p.s.mark_dirty(5, 6);
+    assert_eq!(p.s.poll_worker(p.now), WorkerStep::SaveBitmap { block: 0 });
+    p.s.stop();
+    p.s.bitmap_saved(0, false, p.now);
+    assert_eq!(p.s.poll_worker(p.now), WorkerStep::SaveBitmap { block: 0 });
+    p.s.bitmap_saved(0, true, p.now);
+    assert!(p.s.bitmap_is_saved());
+    assert_eq!(p.s.poll_worker(p.now), WorkerStep::Exit);
+}
+
+#[test]
+fn a_stop_gives_up_a_save_that_keeps_failing() {
+    let mut p = pair(64);
+    p.s.mark_dirty(5, 6);
+    p.s.stop();
+    let mut saves = 0;
+    loop {
+        match p.s.poll_worker(p.now) {
+            WorkerStep::SaveBitmap { block } => {
+                saves += 1;
+                p.s.bitmap_saved(block, false, p.now);
+            }
+            WorkerStep::Exit => break,
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(saves < 10, "a dead metadata device must not keep the stop from ending");
+    }
+    assert!(saves >= 2, "tried more than once: {saves}");
+    assert!(!p.s.bitmap_is_saved());
+    assert_eq!(p.s.bitmap_save_errors(), saves);
+}

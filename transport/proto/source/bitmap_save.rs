@@ -25,6 +25,12 @@ use crate::transport::proto::wake::{due, Instant, SEC};
 /// Longest a cleared bit waits before its block is saved.
 pub const BITMAP_SAVE_INTERVAL: Instant = SEC;
 
+/// Saves that fail while the device stops and are tried again at once
+/// (a set bit lost there is a resync the next start never does); past
+/// them the worker exits without the block, so that a dead metadata
+/// device cannot keep a suspend or a remove from ending.
+pub const STOP_SAVE_TRIES: u8 = 3;
+
 /// Blocks of the bitmap that differ from the metadata device.
 ///
 /// # Invariants
@@ -44,6 +50,8 @@ pub(super) struct Unsaved {
     saving: Option<u64>,
     /// Saves that failed.
     errors: u64,
+    /// Failed saves still tried again at once while the device stops.
+    stop_tries: u8,
 }
 
 impl Unsaved {
@@ -122,11 +130,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         Some(WorkerStep::SaveBitmap { block: lo })
     }
 
-    /// The device stops: a save waiting after a failure is tried once
-    /// more now.
+    /// The device stops: a save waiting after a failure is tried now,
+    /// and one that fails from here on is tried again at once, up to
+    /// [`STOP_SAVE_TRIES`] times.
     pub(super) fn save_on_stop(&mut self) {
         if let Some(r) = self.resync.as_mut() {
             r.unsaved.retry_at = None;
+            r.unsaved.stop_tries = STOP_SAVE_TRIES;
         }
     }
 
@@ -145,8 +155,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
 
     /// The save of `block` ended (`ok`: it is on the metadata device as
     /// copied). A failed save is tried again after
-    /// [`BITMAP_SAVE_INTERVAL`] (and once more when the device stops).
+    /// [`BITMAP_SAVE_INTERVAL`], or at once while the device stops (see
+    /// [`STOP_SAVE_TRIES`]).
     pub fn bitmap_saved(&mut self, block: u64, ok: bool, now: Instant) {
+        let stopping = self.stopping;
         let Some(r) = self.resync.as_mut() else {
             return;
         };
@@ -158,9 +170,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if !ok {
             // Tried again (with whatever changed meanwhile) later; a set
             // bit it held still keeps resync reads back. A device that
-            // stops exits without it and tries again when it starts (or,
-            // removed, has lost it: the log and `bitmap_errors` say so).
+            // stops tries at once, a few times, then exits without it
+            // (the log and `bitmap_errors` say so).
             u.errors = u.errors.saturating_add(1);
+            if stopping && u.stop_tries > 0 {
+                u.stop_tries -= 1;
+                u.changed(block, block, false, None);
+                u.retry_at = None;
+                return;
+            }
             let t = now.saturating_add(BITMAP_SAVE_INTERVAL);
             u.changed(block, block, false, None);
             u.retry_at = Some(t);
