@@ -243,6 +243,12 @@ impl<P: Pages> RollbackRing<P> {
         self.send_seq
     }
 
+    /// One past the highest seq ever sent (or skipped): a record below it
+    /// may be on the target, one at or above it never left this ring.
+    pub fn sent_hwm(&self) -> u64 {
+        self.sent_hwm
+    }
+
     /// Records between the send cursor and the tail.
     pub fn unsent_records(&self) -> u64 {
         self.next_seq - self.send_seq

@@ -92,6 +92,20 @@ impl Generations {
         base
     }
 
+    /// Source, at the start of a full sync that replaces one whose
+    /// SYNC_DONE never left it: as [`Generations::begin_full`], but the
+    /// current generation, which no target can hold (a target takes a
+    /// source's current generation only from a SYNC_DONE), is dropped
+    /// instead of remembered. Each sync restarted by a flaky link would
+    /// otherwise push two ids into the short history, and after a few
+    /// the target's own generation falls out of it (`refused:unrelated`).
+    pub fn restart_full(&mut self, base: u64, new: u64) -> u64 {
+        self.remember(self.bitmap);
+        self.current = new;
+        self.bitmap = base;
+        base
+    }
+
     /// Target, when the source's sync starts: the image now belongs to
     /// nothing complete; it is `base` plus some of the sync's writes.
     pub fn target_sync_started(&mut self, base: u64) {

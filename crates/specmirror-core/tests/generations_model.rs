@@ -59,6 +59,11 @@ struct Model {
     /// Targets refused as older than the source's history, then wiped by
     /// the operator as the docs tell them to.
     too_old: u64,
+    /// The source's memory of the ids its last full sync drew (as
+    /// `gens.rs` keeps it): whether the SYNC_START naming the base, and
+    /// the SYNC_DONE naming the current generation, may have left it. A
+    /// source restart forgets it.
+    minted: Option<(bool, bool)>,
     log: Vec<String>,
 }
 
@@ -86,6 +91,7 @@ impl Model {
             version: 0,
             ever: vec![first],
             too_old: 0,
+            minted: None,
             log: Vec::new(),
         }
     }
@@ -102,7 +108,12 @@ impl Model {
             Some(0) => {
                 self.crash_in = None;
                 self.phase = Phase::Down;
-                self.log.push("  crash".into());
+                if self.rng.below(2) == 0 {
+                    self.minted = None;
+                    self.log.push("  crash (the source restarts)".into());
+                } else {
+                    self.log.push("  crash (the link or the target)".into());
+                }
                 Err(Crashed)
             }
             Some(n) => {
@@ -195,12 +206,27 @@ impl Model {
             self.bits = [true; CHUNKS];
         }
         self.step()?;
-        let (b, g) = (self.fresh_gen(), self.fresh_gen());
-        let base = if full {
-            self.src.begin_full(b, g)
-        } else {
-            self.src.begin_tracking(g)
+        let base = match (full, self.minted) {
+            // The last full sync's ids never left the source: kept.
+            (true, Some((false, _))) => self.src.bitmap,
+            (true, m) => {
+                let (b, g) = (self.fresh_gen(), self.fresh_gen());
+                self.minted = Some((false, false));
+                if m == Some((true, false)) {
+                    self.src.restart_full(b, g)
+                } else {
+                    self.src.begin_full(b, g)
+                }
+            }
+            (false, _) => {
+                let g = self.fresh_gen();
+                self.src.begin_tracking(g)
+            }
         };
+        // SYNC_START leaves the source, then the target takes it.
+        if let Some(m) = self.minted.as_mut() {
+            m.0 = true;
+        }
         self.step()?;
         self.tgt.target_sync_started(base);
         self.consistent = false;
@@ -220,11 +246,15 @@ impl Model {
             self.log.push(format!("  synced chunk {c}"));
             return Ok(());
         }
+        if let Some(m) = self.minted.as_mut() {
+            m.1 = true;
+        }
         self.step()?;
         self.tgt.target_sync_started(self.src.current);
         self.consistent = true;
         self.step()?;
         self.src.bitmap = 0;
+        self.minted = None;
         self.phase = Phase::Streaming;
         self.log.push("  sync done".into());
         Ok(())

@@ -1415,6 +1415,7 @@ impl Sim {
                 return Ok(());
             }
             Some(None) => {
+                self.log(|| "source <- error".into());
                 self.src.on_recv_error(conn, RecvError::Io);
                 return self.end_src_receiver();
             }
@@ -1424,7 +1425,8 @@ impl Sim {
         // longer than any the target sends, ends the connection.
         let kind = match decode_header(&f) {
             Ok((h, _)) if h.frame_len() == f.len() && f.len() <= MAX_CONTROL_FRAME => h.kind,
-            _ => {
+            r => {
+                self.log(|| format!("source <- bad frame of {} bytes: {:?}", f.len(), r.map(|(h, _)| h)));
                 self.src.on_recv_error(conn, RecvError::Corrupt);
                 return self.end_src_receiver();
             }

@@ -84,6 +84,27 @@ pub(super) struct GenState {
     rule: Option<Rule>,
     /// New ids drawn so far.
     ids: u64,
+    /// Set when this load's handshake began a full sync (new base and
+    /// current ids): the seqs of the first SYNC_START and SYNC_DONE
+    /// appended since. While neither left the ring, no target can hold
+    /// the ids, and a handshake that wants another full sync reuses them
+    /// rather than filling the history with ids nobody ever saw.
+    minted: Option<Minted>,
+}
+
+/// The first SYNC records that announce a full sync's new ids.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Minted {
+    start_seq: Option<u64>,
+    done_seq: Option<u64>,
+}
+
+impl Minted {
+    /// Whether the record at `seq` may have left the ring (`hwm`: one past
+    /// the highest seq sent or dropped).
+    fn out(seq: Option<u64>, hwm: u64) -> bool {
+        seq.is_some_and(|s| s < hwm)
+    }
 }
 
 /// What status shows about the generations.
@@ -128,6 +149,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             wait_gen: None,
             rule: None,
             ids: 0,
+            minted: None,
         });
     }
 
@@ -209,11 +231,27 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                 g.wait_gen = None;
             }
             plan @ (SyncPlan::All | SyncPlan::Checksum) => {
-                let base = self.fresh_id();
-                let new = self.fresh_id();
+                let hwm = self.ring.sent_hwm();
+                let (base_out, current_out) = match g.minted {
+                    Some(m) => (Minted::out(m.start_seq, hwm), Minted::out(m.done_seq, hwm)),
+                    None => (true, true),
+                };
+                if base_out {
+                    let base = self.fresh_id();
+                    let new = self.fresh_id();
+                    if let Some(g) = self.gens.as_mut() {
+                        if current_out {
+                            g.gens.begin_full(base, new);
+                        } else {
+                            g.gens.restart_full(base, new);
+                        }
+                        g.unsaved = true;
+                        g.minted = Some(Minted::default());
+                    }
+                }
+                // (Otherwise the last full sync's ids never left this
+                // ring: they are as new as fresh ones, and kept.)
                 if let Some(g) = self.gens.as_mut() {
-                    g.gens.begin_full(base, new);
-                    g.unsaved = true;
                     g.phase = SyncPhase::NeedStart;
                     g.wait_gen = None;
                 }
@@ -250,6 +288,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if let SyncPhase::DoneSent(seq) = g.phase {
             if acked >= seq {
                 g.phase = SyncPhase::Idle;
+                g.minted = None;
                 if g.gens.bitmap != 0 {
                     g.gens.bitmap = 0;
                     g.unsaved = true;
@@ -356,6 +395,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         };
         match res {
             Ok(seq) => {
+                if let Some(m) = g.minted.as_mut() {
+                    let first = if what == SYNC_START { &mut m.start_seq } else { &mut m.done_seq };
+                    first.get_or_insert(seq);
+                }
                 g.phase = if what == SYNC_START {
                     SyncPhase::Started
                 } else {
