@@ -12,7 +12,7 @@
 /// Frame magic, `"SMR1"` read as little-endian bytes; cheap resync check.
 pub const MAGIC: u32 = 0x3152_4D53;
 /// Wire format version this code speaks; any other value is rejected.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Size of the fixed frame header in bytes (a multiple of 8 so that
 /// payloads stay 8-byte aligned inside the rings).
 pub const HEADER_LEN: usize = 40;

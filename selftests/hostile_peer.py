@@ -22,7 +22,7 @@ import sys
 import time
 
 MAGIC = 0x31524D53
-VERSION = 3  # Documentation/wire-protocol.rst: versions 1 and 2 are refused
+VERSION = 4  # Documentation/wire-protocol.rst: versions 1 to 3 are refused
 HEADER = struct.Struct("<IBBHQQIIII")  # 40 bytes, little-endian
 HELLO = struct.Struct("<IIQQQ16s32sIIQQ64s")  # 168 bytes (generations last)
 K_HELLO, K_WRITE, K_HELLO_REPLY, K_CHALLENGE = 0x01, 0x04, 0x81, 0x86

@@ -210,6 +210,13 @@ impl Glue {
                 self.until(until);
                 self.slept(APPLIER, true);
             }
+            ApplierStep::Flush { upto } => {
+                // It covers only what was applied; here the device has no
+                // volatile cache and the flush ends at once.
+                assert!(upto <= t.applied_seq() && upto > t.durable_seq());
+                t.flush_done(upto, true, self.now);
+                assert_eq!(t.durable_seq(), upto);
+            }
             ApplierStep::FailReads => {
                 for _ in self.reads.drain(..) {
                     t.read_failed();

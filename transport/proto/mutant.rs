@@ -67,11 +67,15 @@ pub enum Mutant {
     /// After records were dropped the next HELLO keeps the old stream:
     /// the target, missing them, refuses it (`Diverged`) for good.
     DegradeSameStream,
+    /// The source frees ring records once the target applied them, not
+    /// once it reported them durable: a power loss of the target loses
+    /// what its volatile cache held, and nobody sends it again.
+    FreeOnApplied,
 }
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 17] = [
+    pub const ALL: [Mutant; 18] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
@@ -89,5 +93,6 @@ impl Mutant {
         Mutant::DegradeNoMark,
         Mutant::DegradeNever,
         Mutant::DegradeSameStream,
+        Mutant::FreeOnApplied,
     ];
 }

@@ -578,7 +578,7 @@ impl SourceDev {
             "source {} {} ring={}/{} queued={} sent={} acked={} lag={} inflight={} deferred={} \
              resends={} crc_errors={} naks={} lock_rejections={} reconnects={} auth_failures={} \
              connect_failures={} waits={} local_errors={} repairs={} unrepaired={} protocol_errors={} \
-             peer_timeouts={} abandoned={} degraded_count={}",
+             peer_timeouts={} abandoned={} degraded_count={} durable={}",
             dev,
             conn,
             ring.used_bytes(),
@@ -604,6 +604,7 @@ impl SourceDev {
             s.peer_timeouts,
             s.abandoned,
             g.m.degrade_count(),
+            g.m.durable_seq(),
         );
         // The resync: chunks the target lacks, progress while a sync runs.
         let r = g.m.resync_stats().unwrap_or_default();

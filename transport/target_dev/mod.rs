@@ -401,7 +401,7 @@ impl TargetDev {
             "target {} {} log={}/{} received={} applied={} acked={} pending={} reads_waiting={} \
              crc_errors={} naks={} lock_rejections={} lock_conflicts={} reconnects={} auth_failures={} \
              refused_connections={} protocol_errors={} io_errors={} failing={} writes_refused={} local_locks={} \
-             peer_timeouts={}",
+             peer_timeouts={} durable={} flushes={} flush_errors={}",
             dev,
             g.m.conn_state(),
             log.used_bytes(),
@@ -424,6 +424,9 @@ impl TargetDev {
             s.writes_refused,
             g.m.msg_locks_len(),
             s.peer_timeouts,
+            g.m.durable_seq(),
+            g.m.flush_stats().0,
+            g.m.flush_stats().1,
         );
         // Whether the image is a flush-boundary image of its generation
         // (not in the middle of a sync), and the last handshake's rule.
@@ -455,9 +458,26 @@ fn new_machine(cfg: TargetConfig, pages: KPages) -> Result<KBox<Machine>> {
     Ok(KBox::write(b, m))
 }
 
+/// Cookie bit of the applier's flushes for the durable point (the rest is
+/// the seq they cover); record bios carry their seq, far below it.
+pub(super) const FLUSH_COOKIE: u64 = 1 << 63;
+
 impl IoOwner for TargetDev {
-    /// A record bio ended (cookie: its seq). Any context.
+    /// A record bio ended (cookie: its seq), or a flush for the durable
+    /// point (cookie: [`FLUSH_COOKIE`] and the seq it covers). Any context.
     fn io_done(&self, seq: u64, err: i32) {
+        if seq & FLUSH_COOKIE != 0 {
+            let mut g = self.st.lock();
+            g.m.flush_done(seq & !FLUSH_COOKIE, err == 0, sys::now());
+            let n = g.m.flush_stats().1;
+            // As below: wake under the lock, then touch nothing.
+            self.end_section(&mut g);
+            drop(g);
+            if err != 0 && n.is_power_of_two() {
+                pr_warn!("specmirror: target: a flush of the data device failed ({}); tried again ({} failures so far)\n", err, n);
+            }
+            return;
+        }
         let status = match err {
             0 => IoStatus::Ok,
             e if e == -(bindings::EOPNOTSUPP as i32) => IoStatus::Unsupported,

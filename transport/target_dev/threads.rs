@@ -214,9 +214,32 @@ impl TargetDev {
                 ApplierStep::FailReads => self.fail_reads(),
                 ApplierStep::Reads => self.release_reads(),
                 ApplierStep::Issue => self.issue(&mut batch, &mut pieces, &mut dpage),
+                ApplierStep::Flush { upto } => self.flush_for_durable(upto),
                 ApplierStep::Sleep { .. } => {}
             }
         }
+    }
+
+    /// Flushes the data device's cache for the durable point (an empty
+    /// PREFLUSH bio, not waited for): its completion reports
+    /// `flush_done(upto)` through the cookie's [`FLUSH_COOKIE`] bit.
+    fn flush_for_durable(&self, upto: u64) {
+        let io = DevIo {
+            op: IoOp::Flush,
+            preflush: true,
+            fua: false,
+            sector: 0,
+            sectors: 0,
+        };
+        let cookie = upto | super::FLUSH_COOKIE;
+        let Some(mut bio) = self.bios.prepare(&self.data, &io, 0, false) else {
+            // No bio now: reported failed, tried again after the retry
+            // pause.
+            self.bios.fail(cookie);
+            return;
+        };
+        bio.set_cookie(cookie);
+        bio.submit();
     }
 
     /// Fails every waiting read (a suspend could not wait any longer).

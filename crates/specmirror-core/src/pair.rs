@@ -325,6 +325,11 @@ impl<C: Crc32c> Pair<C> {
                 true
             }
             ApplierStep::Reads => true,
+            // The pair's disk has no volatile cache: a flush ends at once.
+            ApplierStep::Flush { upto } => {
+                self.t.flush_done(upto, true, self.now);
+                true
+            }
             ApplierStep::Issue => {
                 for _ in 0..crate::transport::proto::target::APPLY_BATCH {
                     let Some(v) = self.t.poll_issue() else { break };

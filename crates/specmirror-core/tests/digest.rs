@@ -33,6 +33,11 @@ fn a_full_answer_queue_puts_the_applier_to_sleep_and_the_sender_wakes_it() {
         match p.t.poll_applier(p.now) {
             ApplierStep::Issue => {}
             ApplierStep::Sleep { .. } => break,
+            // Requests count as applied: the durable point follows.
+            ApplierStep::Flush { upto } => {
+                p.t.flush_done(upto, true, p.now);
+                continue;
+            }
             other => panic!("unexpected applier step {other:?}"),
         }
         let mut any = false;
@@ -67,5 +72,10 @@ fn a_full_answer_queue_puts_the_applier_to_sleep_and_the_sender_wakes_it() {
         answers,
         (first..first + DIGEST_QUEUE as u64).collect::<Vec<_>>()
     );
-    assert_eq!(p.t.poll_applier(p.now), ApplierStep::Issue);
+    let mut step = p.t.poll_applier(p.now);
+    while let ApplierStep::Flush { upto } = step {
+        p.t.flush_done(upto, true, p.now);
+        step = p.t.poll_applier(p.now);
+    }
+    assert_eq!(step, ApplierStep::Issue);
 }

@@ -38,7 +38,7 @@ fn header_layout_is_byte_exact() {
     h.encode(&mut b);
     let expect: [u8; 40] = [
         0x53, 0x4D, 0x52, 0x31, // magic "SMR1"
-        3, 0x04, 0x03, 0x00, // version, kind, flags
+        4, 0x04, 0x03, 0x00, // version, kind, flags
         8, 7, 6, 5, 4, 3, 2, 1, // seq
         0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11, // sector
         1, 0, 0, 0, // count

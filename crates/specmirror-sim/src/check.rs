@@ -158,6 +158,25 @@ pub struct Books {
     /// Failed local writes: the source device's bytes of their range
     /// before them (the write may have reached any part of its range).
     failed_prev: BTreeMap<u64, Vec<u8>>,
+    /// The target's device has a volatile write cache (generator 14).
+    pub volatile: bool,
+    /// Its writes that no completed flush covers, oldest first: an undo
+    /// log (what each sector held before), so that a power loss can keep
+    /// any of each sector's versions since the last flush.
+    cache: Vec<CachedWrite>,
+    /// Writes completed on the target's device so far (the cache's
+    /// clock: a flush covers the writes completed before it was issued).
+    cache_clock: u64,
+}
+
+/// One sector write held in the target's volatile cache.
+struct CachedWrite {
+    /// `cache_clock` when it completed.
+    at: u64,
+    sector: usize,
+    /// What the sector held before (bytes, record).
+    before: Vec<u8>,
+    before_seq: u64,
 }
 
 impl Books {
@@ -179,7 +198,56 @@ impl Books {
             floor: 0,
             corrupt: vec![false; n],
             failed_prev: BTreeMap::new(),
+            volatile: false,
+            cache: Vec::new(),
+            cache_clock: 0,
         }
+    }
+
+    /// The cache's clock now: a flush issued now covers the writes
+    /// completed before it.
+    pub fn cache_mark(&self) -> u64 {
+        self.cache_clock
+    }
+
+    /// A flush issued at `mark` completed: those writes are durable.
+    pub fn cache_flushed(&mut self, mark: u64) {
+        self.cache.retain(|w| w.at > mark);
+    }
+
+    /// A FUA write of `sector..sector+count` completed: those sectors are
+    /// durable as they are now, whatever the cache held for them before.
+    pub fn cache_fua(&mut self, sector: u64, count: u32) {
+        let (a, b) = (sector as usize, (sector + u64::from(count)) as usize);
+        self.cache.retain(|w| w.sector < a || w.sector >= b);
+    }
+
+    /// The target loses power: of each sector's versions since the last
+    /// flush that covered it, any one survives (its durable one, or any
+    /// later write), chosen by `pick(n)` in `0..=n`. Returns the sectors
+    /// that went back. (That nothing reported durable is lost shows at
+    /// the end: the devices must be equal, and nothing resends what the
+    /// source let go.)
+    pub fn power_loss(&mut self, mut pick: impl FnMut(u64) -> u64) -> R<usize> {
+        let cache = std::mem::take(&mut self.cache);
+        let mut by_sector: BTreeMap<usize, Vec<&CachedWrite>> = BTreeMap::new();
+        for w in &cache {
+            by_sector.entry(w.sector).or_default().push(w);
+        }
+        let mut lost = 0;
+        for (sector, ws) in by_sector {
+            // Keep version k: 0 is what preceded the first cached write.
+            let k = pick(ws.len() as u64) as usize;
+            if k == ws.len() {
+                continue;
+            }
+            let w = ws[k];
+            let off = sector * SECT;
+            self.tgt_disk[off..off + SECT].copy_from_slice(&w.before);
+            self.tgt_seq[sector] = w.before_seq;
+            lost += 1;
+        }
+        Ok(lost)
     }
 
     /// The source was reloaded: records before `floor` that the target
@@ -299,6 +367,16 @@ impl Books {
                     "sector {s}: record {seq} applied after record {} (source order reversed)",
                     self.tgt_seq[su]
                 )));
+            }
+            if self.volatile {
+                let off = su * SECT;
+                self.cache_clock += 1;
+                self.cache.push(CachedWrite {
+                    at: self.cache_clock,
+                    sector: su,
+                    before: self.tgt_disk[off..off + SECT].to_vec(),
+                    before_seq: self.tgt_seq[su],
+                });
             }
             self.tgt_seq[su] = seq;
             self.corrupt[su] = false;

@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 13;
+pub const GEN_VERSION: u32 = 14;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -159,6 +159,10 @@ pub struct Params {
     pub corrupt: u64,
     /// `degrade_after` (ns); `None`: `on_disconnect block`.
     pub degrade_after: Option<u64>,
+    /// The target's device has a volatile write cache: every target
+    /// restart is a power loss that keeps, of each sector written since
+    /// the last flush that covered it, any one version.
+    pub volatile_cache: bool,
 }
 
 impl Params {
@@ -258,6 +262,7 @@ impl Params {
             verifies: Vec::new(),
             corrupt: 0,
             degrade_after: None,
+            volatile_cache: false,
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -451,6 +456,21 @@ impl Params {
                 }
                 if r13.chance(1, 3) {
                     p.link_bw = r13.range(1, 4) * 1_000_000;
+                }
+            }
+        }
+        if gen >= 14 {
+            // Version 14: durable acknowledgements. Half of the seeds give
+            // the target a volatile cache; half of those that had no
+            // target restart get one to three power losses.
+            let mut r14 = Rng::new(mix(seed, 0x1414));
+            if r14.chance(1, 2) {
+                p.volatile_cache = true;
+                if p.restarts.is_empty() && r14.chance(1, 2) {
+                    for _ in 0..r14.range(1, 4) {
+                        p.restarts.push(r14.below(p.faults_end));
+                    }
+                    p.restarts.sort();
                 }
             }
         }

@@ -302,7 +302,13 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
                 progress = true;
             }
             // Target device.
-            if let ApplierStep::Issue = tgt.poll_applier(now) {
+            let mut step = tgt.poll_applier(now);
+            while let ApplierStep::Flush { upto } = step {
+                // The model's disks have no volatile cache.
+                tgt.flush_done(upto, true, now);
+                step = tgt.poll_applier(now);
+            }
+            if let ApplierStep::Issue = step {
                 while let Some(v) = tgt.poll_issue() {
                     let bytes = if v.header.kind == Kind::Write {
                         u64::from(v.header.len)

@@ -221,6 +221,9 @@ enum Ev {
     /// The source's superblock write ended.
     GensWritten { ok: bool },
     DevDone { seq: u64, ok: bool, epoch: u64 },
+    /// The applier's flush for the durable point ended (`mark`: the
+    /// volatile cache's clock when it was issued).
+    FlushDone { upto: u64, mark: u64, ok: bool, epoch: u64 },
     /// A device completion's wake-ups, delivered after its lock was
     /// dropped (the `NotifyAfterUnlock` mutant only).
     LateNotify { wakes: u8, epoch: u64 },
@@ -347,6 +350,9 @@ pub struct Sim {
     dev_ops: BTreeMap<u64, IssueView>,
     reads: VecDeque<(u64, u64)>,
     tgt_epoch: u64,
+    /// Flushing device operations in flight (FLUSH records, PREFLUSH
+    /// writes, SYNC_DONE): the volatile cache's clock at their issue.
+    flush_marks: BTreeMap<u64, u64>,
     /// Target sleepers whose wake-up is on its way (`NotifyAfterUnlock`).
     notify_pending: u8,
     /// Target incarnations freed by a reload (their memory gone).
@@ -393,6 +399,7 @@ impl Sim {
         let mut src = new_source(scfg, &p, mutant, 1);
         let mut tgt = new_target(tcfg, &p, mutant);
         let mut books = Books::new(seed, p.dev_sectors);
+        books.volatile = p.volatile_cache;
         presync(seed, &p, &mut src, &mut books);
         // Formatted superblocks: the source at a random generation, the
         // target new or consistent at the source's.
@@ -457,6 +464,7 @@ impl Sim {
             dev_ops: BTreeMap::new(),
             reads: VecDeque::new(),
             tgt_epoch: 0,
+            flush_marks: BTreeMap::new(),
             freed: std::collections::BTreeSet::new(),
             notify_pending: 0,
             tgt_running: false,
@@ -777,6 +785,7 @@ impl Sim {
                     return Err(Violation::Liveness(format!("source suspend never ended: {}", self.state())));
                 }
             }
+            if std::env::var_os("DMSM_EVDEBUG").is_some() { let (a, d, hc) = (self.src.acked_seq(), self.src.durable_seq(), self.src.has_completions()); self.log(|| format!("ev {ev:?} acked {a} durable {d} completions {hc}")); }
             self.handle(ev)?;
         }
     }
@@ -1030,6 +1039,20 @@ impl Sim {
                 Ok(())
             }
             Ev::DevDone { seq, ok, epoch } => self.dev_done(seq, ok, epoch),
+            Ev::FlushDone { upto, mark, ok, epoch } => {
+                if epoch != self.tgt_epoch {
+                    return Ok(());
+                }
+                if ok {
+                    self.books.cache_flushed(mark);
+                }
+                self.log(|| format!("target flush up to {upto} done ({ok})"));
+                self.tgt.flush_done(upto, ok, self.now);
+                let w = self.tgt.take_wakes();
+                self.notify(w);
+                self.maybe_tgt_stopped();
+                Ok(())
+            }
             Ev::LateNotify { wakes, epoch } => {
                 if self.freed.contains(&epoch) {
                     return Err(Violation::Protocol(format!(
@@ -2139,6 +2162,16 @@ impl Sim {
                     self.check_read(s, c)?;
                 }
             }
+            ApplierStep::Flush { upto } => {
+                // An empty write with PREFLUSH: it covers the writes
+                // completed before it.
+                let mark = self.books.cache_mark();
+                let fail = self.in_windows(&self.p.fails.clone());
+                let slow = if self.in_windows(&self.p.slows.clone()) { 10 } else { 1 };
+                let t = self.now + slow * self.p.tgt_lat;
+                self.log(|| format!("target flushes up to {upto}"));
+                self.at(t, Ev::FlushDone { upto, mark, ok: !fail, epoch: self.tgt_epoch });
+            }
             ApplierStep::Issue => {
                 let mut issued = 0;
                 for _ in 0..APPLY_BATCH {
@@ -2175,6 +2208,9 @@ impl Sim {
         };
         let fail = self.in_windows(&self.p.fails.clone());
         let lat = self.p.tgt_lat * if flush { 2 } else { 1 };
+        if flush {
+            self.flush_marks.insert(v.seq, self.books.cache_mark());
+        }
         self.dev_ops.insert(v.seq, v);
         self.at(self.now + lat, Ev::DevDone { seq: v.seq, ok: !fail, epoch: self.tgt_epoch });
         Ok(())
@@ -2219,6 +2255,7 @@ impl Sim {
         let mut lat = slow * self.p.tgt_lat;
         if v.header.flags & FLAG_PREFLUSH != 0 || v.header.kind == Kind::Flush {
             lat += slow * self.p.tgt_lat;
+            self.flush_marks.insert(v.seq, self.books.cache_mark());
         }
         let mut t = self.now + slow * (bytes * SEC).div_ceil(self.p.tgt_bw) + lat;
         if self.p.jitter {
@@ -2238,6 +2275,11 @@ impl Sim {
             .dev_ops
             .remove(&seq)
             .ok_or_else(|| Violation::Protocol(format!("device done for unknown seq {seq}")))?;
+        if let Some(mark) = self.flush_marks.remove(&seq) {
+            if ok {
+                self.books.cache_flushed(mark);
+            }
+        }
         if v.header.kind == Kind::DigestReq {
             let (a, n) = (v.header.sector as usize * SECT, v.header.count as usize * SECT);
             let d = ok.then(|| Sha256::digest(&self.books.tgt_disk[a..a + n]));
@@ -2271,6 +2313,9 @@ impl Sim {
             let zero_writes = h.kind == Kind::WriteZeroes && self.tgt.zeroes_by_writes();
             let _ = zero_writes;
             self.books.apply_tgt(seq, h.kind, h.sector, h.count, &payload)?;
+            if h.flags & FLAG_FUA != 0 && h.kind.is_data() {
+                self.books.cache_fua(h.sector, h.count);
+            }
             self.last_progress = self.now;
         }
         let status = if ok { IoStatus::Ok } else { IoStatus::Failed };
@@ -2278,6 +2323,15 @@ impl Sim {
             return Err(Violation::Protocol(format!("target refused io_done({seq})")));
         }
         let w = self.tgt.take_wakes();
+        self.notify(w);
+        self.maybe_tgt_stopped();
+        Ok(())
+    }
+
+    /// A device completion (a record's, or a flush's) wakes the target's
+    /// threads: under its lock, as the glue does (the mutant wakes them
+    /// after dropping it).
+    fn notify(&mut self, w: Wakes) {
         if self.mutant == Mutant::NotifyAfterUnlock {
             // The lock is dropped here; the wake-up comes after.
             let d = self.rng.range(US, 30 * US);
@@ -2286,8 +2340,6 @@ impl Sim {
         } else {
             self.deliver(w, true);
         }
-        self.maybe_tgt_stopped();
-        Ok(())
     }
 
     fn tgt_sender(&mut self) -> R<()> {
@@ -2510,7 +2562,14 @@ impl Sim {
         }
         // The host crashes and comes back: commit log, lock table,
         // connection and in-flight device writes are gone; the device
-        // keeps what was written.
+        // keeps what was written, or (a volatile cache) what a flush
+        // covered and any part of the rest.
+        if self.p.volatile_cache {
+            let rng = &mut self.rng;
+            let lost = self.books.power_loss(|n| rng.below(n + 1))?;
+            self.log(|| format!("power loss: {lost} sectors went back to an older version"));
+        }
+        self.flush_marks.clear();
         if let Some((_, nc)) = self.t_conn {
             self.break_conn(nc);
         }

@@ -29,7 +29,7 @@ pub const BITMAP_SAVE_INTERVAL: Instant = SEC;
 /// (a set bit lost there is a resync the next start never does); past
 /// them the worker exits without the block, so that a dead metadata
 /// device cannot keep a suspend or a remove from ending.
-pub const STOP_SAVE_TRIES: u8 = 3;
+pub(super) const STOP_SAVE_TRIES: u8 = 3;
 
 /// Blocks of the bitmap that differ from the metadata device.
 ///

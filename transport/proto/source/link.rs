@@ -633,7 +633,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         let oldest = self.ring.oldest_seq().unwrap_or(self.ring.next_seq());
         // Dropped records (degraded mode) are no longer the target's to
         // apply, even while a local write still reads them.
-        oldest.saturating_sub(1).max(self.acked).max(self.degrade.dropped)
+        // Not `acked`: records applied but not durable are the target's
+        // to apply again if it lost them (a restarted target takes this
+        // base as its stream's start).
+        oldest.saturating_sub(1).max(self.durable).max(self.degrade.dropped)
     }
 
     fn secret(&self) -> Option<&[u8]> {
@@ -695,7 +698,14 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.refuse(e);
             return Ok(());
         }
-        self.acknowledge(h.last_applied, now);
+        if h.last_applied < self.acked {
+            // A target that restarted (a crash or a power loss, or a new
+            // table) took our base as its start: what it applied before
+            // and did not report durable is gone with its cache, and is
+            // sent again from the ring.
+            self.acked = h.last_applied;
+        }
+        self.acknowledge(h.last_applied, 0, now);
         // Digest requests of the connection that is gone lost their
         // answers.
         self.verify_reconnected();

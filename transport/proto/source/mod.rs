@@ -285,8 +285,14 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     hot: HotRegions<H>,
     inflight: Inflight<I>,
     holds: [Hold; MAX_HOLDS],
-    /// Highest cumulative ACK (or HELLO_REPLY last_applied) seen.
+    /// Highest cumulative ACK (or HELLO_REPLY last_applied) seen: the
+    /// target applied every record up to it (its bio completed).
     acked: u64,
+    /// Highest durable point an ACK carried (protocol 4): every record up
+    /// to it is on the target's stable storage. Ring records and resync
+    /// bits are let go only up to here, so a target that loses its
+    /// volatile cache gets them again.
+    durable: u64,
     /// One past the highest seq ever sent.
     sent_hwm: u64,
     handshakes: u64,
@@ -369,6 +375,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             inflight: Inflight::new(inflight),
             holds: [Hold::default(); MAX_HOLDS],
             acked: first_seq - 1,
+            durable: first_seq - 1,
             sent_hwm: first_seq,
             handshakes: 0,
             block_size: 0,
@@ -764,11 +771,14 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if !ok {
             self.stats.local_errors = self.stats.local_errors.saturating_add(1);
         }
-        let waiting = self.inflight.has_waiting();
+        let before = self.inflight.oldest_waiting_since();
         let known = self.inflight.local_done(seq, ok);
-        if known && !waiting && self.completion_ack().is_some() && self.inflight.has_waiting() {
+        let after = self.inflight.oldest_waiting_since();
+        if known && self.completion_ack().is_some() && after.is_some_and(|a| before.map_or(true, |b| a < b)) {
             // A sync write waits for its acknowledgement: degraded mode's
-            // clock (`degrade.rs`).
+            // clock (`degrade.rs`) starts, or starts earlier (a write
+            // whose local I/O ended after a later one's may have waited
+            // longer: gen 14 seed 381).
             self.degrade_clock_started();
         }
         if known {
@@ -810,8 +820,17 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// Frees the ring up to the acknowledged seq, except what a local
     /// write or a send in progress still reads (the invariants).
     fn free_ring(&mut self) {
-        // Dropped records (degraded mode) go like acknowledged ones.
-        let mut upto = self.acked.max(self.degrade.dropped);
+        // Only durable records leave (`durable`); dropped ones (degraded
+        // mode) go too: their chunks are dirty.
+        #[cfg(feature = "mutants")]
+        let durable = if self.mutant == crate::transport::proto::mutant::Mutant::FreeOnApplied {
+            self.acked
+        } else {
+            self.durable
+        };
+        #[cfg(not(feature = "mutants"))]
+        let durable = self.durable;
+        let mut upto = durable.max(self.degrade.dropped);
         if let Some(first) = self.link.lease_first() {
             upto = upto.min(first.saturating_sub(1));
         }
@@ -823,9 +842,13 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// A new cumulative acknowledgement `seq` (an ACK, or the handshake's
-    /// last applied seq).
-    fn acknowledge(&mut self, seq: u64, now: Instant) {
+    /// A new cumulative acknowledgement: applied up to `seq`, durable up
+    /// to `durable` (an ACK; the handshake's last applied seq says
+    /// nothing new about durability).
+    fn acknowledge(&mut self, seq: u64, durable: u64, now: Instant) {
+        if durable > self.durable {
+            self.durable = durable;
+        }
         if seq > self.acked {
             self.acked = seq;
             if self.suspend_until.is_some() {
@@ -835,7 +858,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
         self.free_ring();
         self.clear_acked_holds();
-        self.resync_acked(self.acked, now);
+        // A resync piece lost from the target's cache must still be dirty.
+        self.resync_acked(self.durable, now);
         self.gens_acked(self.acked);
     }
 
@@ -844,10 +868,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     fn on_stream_frame(&mut self, h: &Header, now: Instant) -> Result<(), link::RecvError> {
         match h.kind {
             Kind::Ack => {
-                if h.seq >= self.sent_hwm {
+                if h.seq >= self.sent_hwm || h.sector > h.seq {
                     return Err(link::RecvError::Protocol);
                 }
-                self.acknowledge(h.seq, now);
+                self.acknowledge(h.seq, h.sector, now);
             }
             Kind::Nak => {
                 self.stats.naks = self.stats.naks.saturating_add(1);
@@ -1084,6 +1108,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// Highest seq the target acknowledged as applied.
     pub fn acked_seq(&self) -> u64 {
         self.acked
+    }
+
+    /// Highest seq the target reported durable (on stable storage).
+    pub fn durable_seq(&self) -> u64 {
+        self.durable
     }
 
     /// The rollback ring (read-only: cursors, usage, pages).

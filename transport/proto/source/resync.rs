@@ -315,7 +315,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     }
 
     /// Marks dirty the chunks of every data record the target has not
-    /// acknowledged: at stop, so that a reload (which starts a new ring)
+    /// reported durable: at stop, so that a reload (which starts a new ring)
     /// resyncs what the old ring still held. After a resume instead, those
     /// records are sent again and the chunks resynced as well (harmless).
     pub(super) fn mark_unacked(&mut self) {
@@ -323,14 +323,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if self.mutant == crate::transport::proto::mutant::Mutant::NoMarkAtStop {
             return;
         }
-        let acked = self.acked;
+        // Applied but not durable: a power loss of the target may lose it.
+        let durable = self.durable;
         let ring = &self.ring;
         let Some(r) = self.resync.as_mut() else {
             return;
         };
         for v in ring.views_at(ring.oldest_cursor(), usize::MAX) {
             let h = v.header;
-            if v.seq <= acked || !h.kind.is_data() || h.count == 0 {
+            if v.seq <= durable || !h.kind.is_data() || h.count == 0 {
                 continue;
             }
             let last = h.sector.saturating_add(u64::from(h.count) - 1);

@@ -27,6 +27,7 @@
 
 mod conn;
 mod digest;
+mod durable;
 mod gens;
 mod steps;
 
@@ -247,6 +248,8 @@ where
     ctl_len: usize,
     rejected: [Option<u64>; MAX_REJECTED],
     acked_sent: u64,
+    /// The durable point (`durable.rs`).
+    durable: durable::Durable,
     /// A FLUSH or FUA record completed since the last ACK.
     urgent: bool,
     failed: u64,
@@ -327,6 +330,7 @@ where
             ctl_len: 0,
             rejected: [None; MAX_REJECTED],
             acked_sent: 0,
+            durable: Default::default(),
             urgent: false,
             failed: 0,
             block_size: 0,
@@ -574,6 +578,7 @@ where
                         self.rejected = [None; MAX_REJECTED];
                         self.generation = h.generation;
                         self.acked_sent = h.last_applied;
+                        self.durable.reset(h.last_applied);
                         Ok(())
                     }
                     None => Err(Refusal::Diverged),
@@ -665,6 +670,11 @@ where
             if header.kind == Kind::Sync {
                 self.sync_applied(&header);
             }
+            if header.kind == Kind::Flush {
+                // Issued once every earlier record completed, and it
+                // flushed the device: all of them are durable.
+                self.durable_to(seq);
+            }
             self.steps.progress();
             if self.steps.suspend_until.is_some() {
                 // Moving along: the suspend's grace starts again.
@@ -706,6 +716,12 @@ where
     fn ack_due(&self) -> bool {
         if !self.connected {
             return false;
+        }
+        // A durable point the source has not heard of goes at once: it
+        // frees the source's ring (one per flush, flushes go one at a
+        // time).
+        if self.durable.upto > self.durable.sent {
+            return true;
         }
         let applied = self.log.applied_upto();
         if applied <= self.acked_sent {
@@ -778,8 +794,10 @@ where
     /// Encodes an ACK of everything applied (also as a keepalive).
     fn encode_ack<C: Crc32c>(&mut self, c: &C, out: &mut [u8]) -> Result<usize, EncodeError> {
         let applied = self.log.applied_upto();
+        let durable = self.durable.upto.min(applied);
         let mut h = Header::new(Kind::Ack);
         h.seq = applied;
+        h.sector = durable;
         let res = encode_frame(c, &h, &[], out);
         #[cfg(feature = "mutants")]
         {
@@ -787,6 +805,7 @@ where
         }
         if res.is_ok() {
             self.acked_sent = applied;
+            self.durable.sent = durable;
             self.urgent = false;
             self.stats.acks = self.stats.acks.saturating_add(1);
         }
@@ -915,7 +934,7 @@ where
     /// aside: a sleeper's step names its own deadline).
     pub fn has_work(&self, i: u8) -> bool {
         if self.stopping {
-            return i != APPLIER || self.log.in_flight() == 0;
+            return i != APPLIER || (self.log.in_flight() == 0 && !self.flush_in_flight());
         }
         match i {
             RECEIVER => self.receiver_has_work(),

@@ -52,6 +52,14 @@ pub enum ApplierStep {
     /// Hand records to the device: up to [`APPLY_BATCH`] from
     /// [`Target::poll_issue`], each reported with [`Target::io_done`].
     Issue,
+    /// Flush the data device's volatile cache (an empty write with
+    /// PREFLUSH), without waiting for it; report its end with
+    /// [`Target::flush_done`] and this `upto` (see `durable.rs`).
+    Flush {
+        /// Every record up to this seq is applied; the flush makes them
+        /// durable.
+        upto: u64,
+    },
 }
 
 /// Answer to a `lock` message.
@@ -130,14 +138,16 @@ where
     }
 
     pub(super) fn applier_has_work(&self) -> bool {
-        self.reads_may_move() || self.log.can_issue_if(|h| self.may_issue(h))
+        self.reads_may_move()
+            || self.flush_due(None).is_some()
+            || self.log.can_issue_if(|h| self.may_issue(h))
     }
 
     /// The applier thread's next step (see [`ApplierStep`]).
     pub fn poll_applier(&mut self, now: Instant) -> ApplierStep {
         self.sleepers.running(APPLIER);
         if self.stopping {
-            if self.log.in_flight() == 0 {
+            if self.log.in_flight() == 0 && !self.flush_in_flight() {
                 return ApplierStep::Exit;
             }
             // The device finishes what was started first.
@@ -154,13 +164,22 @@ where
             self.steps.read_gen = self.steps.progress_gen;
             return ApplierStep::Reads;
         }
+        // Before more writes: one flush at a time covers every record
+        // applied so far, so the durable point keeps up with a busy
+        // stream.
+        self.flush_retry_due(now);
+        if let Some(upto) = self.flush_due(Some(now)) {
+            self.flush_issued(upto);
+            return ApplierStep::Flush { upto };
+        }
         if self.log.can_issue_if(|h| self.may_issue(h)) {
             return ApplierStep::Issue;
         }
         self.sleepers.sleep(APPLIER);
+        let retry = crate::transport::proto::wake::earliest(self.steps.retry_at, self.flush_deadline());
         let until = match self.steps.reads_waiting {
-            0 => self.steps.retry_at,
-            _ => crate::transport::proto::wake::earliest(self.steps.retry_at, self.steps.suspend_until),
+            0 => retry,
+            _ => crate::transport::proto::wake::earliest(retry, self.steps.suspend_until),
         };
         ApplierStep::Sleep { until }
     }

@@ -266,7 +266,17 @@ pub(crate) fn apply_all(p: &mut Pair<Crc>) -> Vec<u64> {
         ));
         done.push(v.seq);
     }
+    flush_all(p);
     done
+}
+
+/// Runs the target's flushes for its durable point (the device has no
+/// volatile cache here: each ends at once).
+pub(crate) fn flush_all(p: &mut Pair<Crc>) {
+    let now = p.now;
+    while let specmirror_core::transport::proto::target::ApplierStep::Flush { upto } = p.t.poll_applier(now) {
+        p.t.flush_done(upto, true, now);
+    }
 }
 
 /// The frames of one target sender step (reported sent); `Err` with any
