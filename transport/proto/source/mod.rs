@@ -774,7 +774,12 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         let before = self.inflight.oldest_waiting_since();
         let known = self.inflight.local_done(seq, ok);
         let after = self.inflight.oldest_waiting_since();
-        if known && self.completion_ack().is_some() && after.is_some_and(|a| before.map_or(true, |b| a < b)) {
+        let earlier = match (after, before) {
+            (Some(a), Some(b)) => a < b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if known && self.completion_ack().is_some() && earlier {
             // A sync write waits for its acknowledgement: degraded mode's
             // clock (`degrade.rs`) starts, or starts earlier (a write
             // whose local I/O ended after a later one's may have waited
