@@ -33,7 +33,8 @@ use crate::transport::proto::wake::{due, Instant};
 /// - `upto <= ` the commit log's applied point whenever a flush completed
 ///   (a flush covers only records applied before it was issued);
 /// - `flushing` is `Some(s)` while one flush covering records up to `s`
-///   is in flight, and there is never more than one;
+///   is in flight, and there is never more than one; `stale` only while
+///   one is (it was issued for a stream that ended);
 /// - `sent <= upto` except after a new stream reset both.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Durable {
@@ -43,6 +44,9 @@ pub(super) struct Durable {
     pub(super) sent: u64,
     /// The flush in flight covers records up to this seq.
     flushing: Option<u64>,
+    /// The flush in flight belongs to a stream that ended: its seqs are
+    /// not the new stream's (a new source table starts again at 1).
+    stale: bool,
     /// A flush failed: none before then.
     retry_at: Option<Instant>,
     /// Flushes issued, and failed.
@@ -56,6 +60,9 @@ impl Durable {
     pub(super) fn reset(&mut self, base: u64) {
         self.upto = base;
         self.sent = base;
+        // Still in flight (the applier waits for it before it exits),
+        // but it covers nothing of the new stream.
+        self.stale = self.flushing.is_some();
     }
 }
 
@@ -103,6 +110,11 @@ where
             return;
         }
         self.durable.flushing = None;
+        if core::mem::take(&mut self.durable.stale) {
+            // Of an old stream: what the new one applied meanwhile waits
+            // for the next flush (`applier_has_work`).
+            return;
+        }
         if ok {
             // A flush for what was applied meanwhile is work the applier
             // is woken for (`applier_has_work`).
