@@ -128,8 +128,10 @@ where
     }
 
     /// Every record up to `upto` is durable (a flush, or a FLUSH record,
-    /// completed).
+    /// completed), as far as they are applied: a record that failed
+    /// before it is not on the device at all.
     pub(super) fn durable_to(&mut self, upto: u64) {
+        let upto = upto.min(self.log.applied_upto());
         if upto > self.durable.upto {
             self.durable.upto = upto;
         }
