@@ -13,6 +13,10 @@
 #   source connects again, resyncs the chunks written meanwhile (at most
 #   1.5 times the data fio wrote cross as resync) and the devices are
 #   equal (cmp).
+# - `completion sync` with the default policy: a write completes only
+#   once the target applied it, so every write waits from the cut on;
+#   still none waits longer than degrade_after + 2 s, and the devices are
+#   equal once the link is back (cmp).
 # - `on_disconnect block`: the writes stall for the outage instead (the
 #   longest write takes more than degrade_after + 2 s), the source never
 #   says degraded, and the devices are equal once it quiesced (cmp).
@@ -22,7 +26,7 @@ command -v ip >/dev/null || { ktap_skip_all "ip not found"; exit "$KSFT_SKIP"; }
 cleanup() { sm_cleanup; sm_netns_down; }
 trap cleanup EXIT
 ktap_print_header
-ktap_set_plan 17
+ktap_set_plan 23
 sm_load
 sm_netns_down
 sm_check "two hosts joined by veth" sm_netns_up
@@ -116,6 +120,19 @@ echo "# source: $(dmsetup status $S)"
 echo "# target: $(dmsetup status $D)"
 removed() { dmsetup remove $S && dmsetup remove $D; }
 sm_check "degrade: remove" removed
+
+# --- completion sync: every write waits for the target until degraded ------
+
+devices
+sm_check "sync: create target and source (completion sync, degrade_after $AFTER): connected" \
+	pair "8 initial_sync none ring_mb $RING degrade_after $AFTER completion sync"
+outage
+sm_check "sync: no write took longer than degrade_after + 2 s (lat max $((LAT / 1000)) ms)" bounded
+sm_check "sync: fio wrote ${WMB} MiB without error" fio_ok
+sm_check "sync: the link is back: connected, dirty=0" back
+sm_check "sync: data devices equal (cmp)" sm_equal "$src" "$dst"
+echo "# source: $(dmsetup status $S)"
+sm_check "sync: remove" removed
 
 # --- on_disconnect block: the writes wait for the link ----------------------
 
