@@ -96,3 +96,31 @@ fn a_flush_of_an_old_stream_does_not_count_for_a_new_one() {
     t.flush_done(2, true, 0);
     assert_eq!(last_ack(&mut t), Some((2, 2)));
 }
+
+/// A FLUSH record waits for every earlier write, a failed one too (kept
+/// and retried): its completion never makes durable what is not on the
+/// device. (`durable_to` also clamps to the applied point.)
+#[test]
+fn a_flush_record_does_not_cover_a_failed_write() {
+    let mut t = target(64);
+    t.start();
+    let conn = stream(&mut t, 7, 0);
+    let f = record(Kind::Write, 1, 8, 1, &[1; 512]);
+    assert_eq!(t.on_frame(&Crc, conn, &f, 0), RxVerdict::Continue);
+    let f = record(Kind::Flush, 2, 0, 0, &[]);
+    assert_eq!(t.on_frame(&Crc, conn, &f, 0), RxVerdict::Continue);
+    let mut issued = Vec::new();
+    while let Some(v) = t.poll_issue() {
+        issued.push(v.seq);
+        let st = if v.seq == 1 { IoStatus::Failed } else { IoStatus::Ok };
+        assert!(t.io_done(v.seq, st, 0));
+    }
+    assert_eq!(issued, [1], "the FLUSH waits for the failed write");
+    assert_eq!(t.applied_seq(), 0);
+    assert!(
+        t.durable_seq() <= t.applied_seq(),
+        "durable {} past applied {} (issued {issued:?})",
+        t.durable_seq(),
+        t.applied_seq()
+    );
+}
