@@ -174,6 +174,8 @@ struct CachedWrite {
     /// `cache_clock` when it completed.
     at: u64,
     sector: usize,
+    /// The record that wrote it.
+    seq: u64,
     /// What the sector held before (bytes, record).
     before: Vec<u8>,
     before_seq: u64,
@@ -227,8 +229,13 @@ impl Books {
     /// later write), chosen by `pick(n)` in `0..=n`. Returns the sectors
     /// that went back. (That nothing reported durable is lost shows at
     /// the end: the devices must be equal, and nothing resends what the
-    /// source let go.)
-    pub fn power_loss(&mut self, mut pick: impl FnMut(u64) -> u64) -> R<usize> {
+    /// source let go.) A sector that lost a version written by a record
+    /// the source no longer holds (`gone(seq, sector)`: an old table's, or
+    /// one degraded mode dropped, whose chunk is dirty) gets it back only
+    /// through the resync: it is stale until then, like a reload's
+    /// (`source_reloaded`). One that is not dirty is lost for good, and the
+    /// checks find it.
+    pub fn power_loss(&mut self, mut pick: impl FnMut(u64) -> u64, gone: impl Fn(u64, u64) -> bool) -> R<usize> {
         let cache = std::mem::take(&mut self.cache);
         let mut by_sector: BTreeMap<usize, Vec<&CachedWrite>> = BTreeMap::new();
         for w in &cache {
@@ -242,6 +249,9 @@ impl Books {
                 continue;
             }
             let w = ws[k];
+            if ws[k..].iter().any(|x| gone(x.seq, sector as u64)) {
+                self.stale[sector] = true;
+            }
             let off = sector * SECT;
             self.tgt_disk[off..off + SECT].copy_from_slice(&w.before);
             self.tgt_seq[sector] = w.before_seq;
@@ -374,6 +384,7 @@ impl Books {
                 self.cache.push(CachedWrite {
                     at: self.cache_clock,
                     sector: su,
+                    seq,
                     before: self.tgt_disk[off..off + SECT].to_vec(),
                     before_seq: self.tgt_seq[su],
                 });

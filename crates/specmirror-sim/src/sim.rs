@@ -2566,7 +2566,12 @@ impl Sim {
         // covered and any part of the rest.
         if self.p.volatile_cache {
             let rng = &mut self.rng;
-            let lost = self.books.power_loss(|n| rng.below(n + 1))?;
+            // Records below the ring's oldest are gone from the source
+            // (an old table's, or dropped by degraded mode): durable ones
+            // never reach the cache's undo log.
+            let oldest = self.src.ring().oldest_seq().unwrap_or(self.src.ring().next_seq());
+            let src = &self.src;
+            let lost = self.books.power_loss(|n| rng.below(n + 1), |seq, sector| seq < oldest && src.sector_is_dirty(sector))?;
             self.log(|| format!("power loss: {lost} sectors went back to an older version"));
         }
         self.flush_marks.clear();

@@ -300,6 +300,12 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.resync.as_mut()?.mark(first, last)
     }
 
+    /// Whether the chunk holding `sector` is dirty (the resync will send
+    /// it); false without a bitmap.
+    pub fn sector_is_dirty(&self, sector: u64) -> bool {
+        self.resync.as_ref().is_some_and(|r| r.bits.test(sector >> r.shift))
+    }
+
     /// Marks dirty the chunks that `count` sectors at `sector` touch (an
     /// operator's `resync <sector> <sectors>`); `None` for an empty range,
     /// one past the device's end, or no bitmap. Returns the chunks.
