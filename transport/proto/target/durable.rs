@@ -74,16 +74,12 @@ where
     L: DerefMut<Target = [LockSlot]>,
 {
     /// The flush the applier should issue now, if any: records applied
-    /// past the durable point, none in flight, no failure waiting.
-    pub(super) fn flush_due(&self, now: Option<Instant>) -> Option<u64> {
+    /// past the durable point, none in flight, no failure waiting (a
+    /// passed retry deadline is cleared first by `flush_retry_due`).
+    pub(super) fn flush_due(&self) -> Option<u64> {
         let d = &self.durable;
         let applied = self.log.applied_upto();
-        let waiting = match (d.retry_at, now) {
-            (None, _) => false,
-            (Some(t), Some(n)) => !due(Some(t), n),
-            (Some(_), None) => true,
-        };
-        (applied > d.upto && d.flushing.is_none() && !waiting).then_some(applied)
+        (applied > d.upto && d.flushing.is_none() && d.retry_at.is_none()).then_some(applied)
     }
 
     /// The applier's clock: a failed flush's pause is over. (Cleared here,

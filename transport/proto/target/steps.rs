@@ -139,7 +139,7 @@ where
 
     pub(super) fn applier_has_work(&self) -> bool {
         self.reads_may_move()
-            || self.flush_due(None).is_some()
+            || self.flush_due().is_some()
             || self.log.can_issue_if(|h| self.may_issue(h))
     }
 
@@ -168,7 +168,7 @@ where
         // applied so far, so the durable point keeps up with a busy
         // stream.
         self.flush_retry_due(now);
-        if let Some(upto) = self.flush_due(Some(now)) {
+        if let Some(upto) = self.flush_due() {
             self.flush_issued(upto);
             return ApplierStep::Flush { upto };
         }
