@@ -46,7 +46,7 @@ quiet_step() {
 	return "$rc"
 }
 
-UML_QUICK="load_unload.sh create_remove.sh data_roundtrip.sh bad_tables.sh metadata.sh resync.sh generations.sh verify.sh degraded.sh rmmod_busy.sh primitives.sh target_powerloss.sh replication.sh replication_blk.sh"
+UML_QUICK="load_unload.sh create_remove.sh data_roundtrip.sh bad_tables.sh metadata.sh resync.sh generations.sh verify.sh degraded.sh rmmod_busy.sh primitives.sh target_powerloss.sh source_powerloss.sh replication.sh replication_blk.sh"
 UML_FULL="$UML_QUICK suspend_bounded.sh lifecycle.sh degraded_slow.sh faults_link.sh faults_badnet.sh faults_corrupt.sh faults_lock.sh faults_disk.sh faults_ringfull.sh bad_tables_gen.sh hostile.sh hostile_source.sh faults_remove.sh"
 # Races between the two CPUs: four O_DIRECT writers and a thread changing
 # their buffers, against the source's copy, the sender, the target's

@@ -26,6 +26,10 @@ pub const RING_MB_MAX: u32 = 4096;
 pub const HOT_REGIONS_DEFAULT: u32 = 64;
 /// Upper bound on hot regions; the lock table is sized from it.
 pub const HOT_REGIONS_MAX: u32 = 65536;
+/// Default number of regions in the source's activity log.
+pub const AL_REGIONS_DEFAULT: u32 = 1024;
+/// Upper bound on the activity log's regions.
+pub const AL_REGIONS_MAX: u32 = 65536;
 /// Longest accepted shared secret, in bytes.
 pub const SECRET_MAX: usize = 64;
 /// Default chunk (unit of the dirty bitmap and of resync), in sectors.
@@ -136,6 +140,7 @@ const GIVEN_SYNC_RATE: u16 = 1 << 7;
 const GIVEN_INITIAL_SYNC: u16 = 1 << 8;
 const GIVEN_DEGRADE_AFTER: u16 = 1 << 9;
 const GIVEN_ON_DISCONNECT: u16 = 1 << 10;
+const GIVEN_AL_REGIONS: u16 = 1 << 11;
 
 /// Largest `sync_rate` in KiB/s (4 GiB/s).
 pub const SYNC_RATE_MAX: u32 = 1 << 22;
@@ -189,6 +194,9 @@ pub struct TableConfig {
     pub degrade_after: u32,
     /// Degrade or block when the target is gone (source only).
     pub on_disconnect: OnDisconnect,
+    /// Regions of the activity log (source only): a crash of the source
+    /// resyncs at most these regions besides the dirty bitmap.
+    pub al_regions: u32,
     given: u16,
 }
 
@@ -239,6 +247,8 @@ pub enum TableError {
     BadDegradeAfter,
     /// on_disconnect neither `degrade` nor `block`.
     BadOnDisconnect,
+    /// al_regions out of range.
+    BadAlRegions,
 }
 
 impl TableError {
@@ -262,7 +272,7 @@ impl TableError {
             TableError::UnknownKey => "Unknown optional argument\0",
             TableError::DuplicateKey => "Optional argument given twice\0",
             TableError::SourceOnlyKey => {
-                "mode, completion, hot_regions, sync_rate, initial_sync, degrade_after and on_disconnect apply to the source role only\0"
+                "mode, completion, hot_regions, al_regions, sync_rate, initial_sync, degrade_after and on_disconnect apply to the source role only\0"
             }
             TableError::BadRegionSize => {
                 "Invalid region_size: must be a power of two from 8 to 2097152 sectors\0"
@@ -271,6 +281,7 @@ impl TableError {
             TableError::BadMode => "Invalid mode: expected speculative or lock-sync\0",
             TableError::BadCompletion => "Invalid completion: expected async or sync\0",
             TableError::BadHotRegions => "Invalid hot_regions: must be 1 to 65536\0",
+            TableError::BadAlRegions => "Invalid al_regions: must be 1 to 65536\0",
             TableError::BadSecret => "Invalid secret: 1 to 64 printable characters\0",
             TableError::BadChunkSize => {
                 "Invalid chunk_size: must be a power of two from 8 sectors to region_size\0"
@@ -331,6 +342,7 @@ where
         mode: Mode::Speculative,
         completion: Completion::Async,
         hot_regions: HOT_REGIONS_DEFAULT,
+        al_regions: AL_REGIONS_DEFAULT,
         secret: None,
         chunk_sectors: CHUNK_SECTORS_DEFAULT,
         sync_rate: 0,
@@ -369,6 +381,7 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
         b"mode" => GIVEN_MODE,
         b"completion" => GIVEN_COMPLETION,
         b"hot_regions" => GIVEN_HOT_REGIONS,
+        b"al_regions" => GIVEN_AL_REGIONS,
         b"secret" => GIVEN_SECRET,
         b"chunk_size" => GIVEN_CHUNK_SIZE,
         b"sync_rate" => GIVEN_SYNC_RATE,
@@ -383,6 +396,7 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
     let source_only = GIVEN_MODE
         | GIVEN_COMPLETION
         | GIVEN_HOT_REGIONS
+        | GIVEN_AL_REGIONS
         | GIVEN_SYNC_RATE
         | GIVEN_INITIAL_SYNC
         | GIVEN_DEGRADE_AFTER
@@ -420,6 +434,9 @@ fn apply_option(c: &mut TableConfig, key: &[u8], value: &[u8]) -> Result<(), Tab
                 b"sync" => Completion::Sync,
                 _ => return Err(TableError::BadCompletion),
             }
+        }
+        GIVEN_AL_REGIONS => {
+            c.al_regions = parse_in(value, 1, AL_REGIONS_MAX, TableError::BadAlRegions)?;
         }
         GIVEN_HOT_REGIONS => {
             c.hot_regions = parse_in(value, 1, HOT_REGIONS_MAX, TableError::BadHotRegions)?;
@@ -683,6 +700,9 @@ impl TableConfig {
         if self.given & GIVEN_HOT_REGIONS != 0 {
             write!(f, " hot_regions {}", self.hot_regions)?;
         }
+        if self.given & GIVEN_AL_REGIONS != 0 {
+            write!(f, " al_regions {}", self.al_regions)?;
+        }
         if self.given & GIVEN_CHUNK_SIZE != 0 {
             write!(f, " chunk_size {}", self.chunk_sectors)?;
         }
@@ -714,7 +734,7 @@ impl TableConfig {
         let role = self.role_str();
         write!(
             f,
-            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},sync_rate={},initial_sync={},degrade_after={},on_disconnect={},auth={};",
+            "role={},data_dev={},meta_dev={},endpoint={},chunk_size={},region_size={},ring_mb={},mode={},completion={},hot_regions={},al_regions={},sync_rate={},initial_sync={},degrade_after={},on_disconnect={},auth={};",
             role,
             data_dev,
             meta_dev,
@@ -725,6 +745,7 @@ impl TableConfig {
             self.mode_str(),
             self.completion_str(),
             self.hot_regions,
+            self.al_regions,
             self.sync_rate,
             self.initial_sync_str(),
             self.degrade_after,

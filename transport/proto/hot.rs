@@ -25,6 +25,11 @@ pub struct HotSlot {
     chain: u32,
     /// First hot slot of hash bucket number (this slot's index).
     head: u32,
+    /// A value the owner keeps with the region (the activity log's last
+    /// write, or the next block to save; unused by the hot regions).
+    seq: u64,
+    /// A second such value (the activity log's insertion stamp).
+    stamp: u64,
 }
 
 impl Default for HotSlot {
@@ -35,8 +40,21 @@ impl Default for HotSlot {
             newer: NIL,
             chain: NIL,
             head: NIL,
+            seq: 0,
+            stamp: 0,
         }
     }
+}
+
+/// A region of the table with the owner's two values (see [`HotSlot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The region.
+    pub region: u64,
+    /// The owner's first value.
+    pub seq: u64,
+    /// The owner's second value.
+    pub stamp: u64,
 }
 
 /// Outcome of [`HotRegions::touch`].
@@ -241,6 +259,79 @@ impl<S: DerefMut<Target = [HotSlot]>> HotRegions<S> {
         }
     }
 
+    /// The entry of `region`, if it is in the table.
+    pub fn entry(&self, region: u64) -> Option<Entry> {
+        let s = self.slot(self.lookup(region)?)?;
+        Some(Entry { region, seq: s.seq, stamp: s.stamp })
+    }
+
+    /// Sets the owner's values of `region` (false if it is not in the
+    /// table).
+    pub fn set_entry(&mut self, region: u64, seq: u64, stamp: u64) -> bool {
+        let Some(i) = self.lookup(region) else { return false };
+        match self.slot_mut(i) {
+            Some(s) => {
+                s.seq = seq;
+                s.stamp = stamp;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether every slot holds a region.
+    pub fn is_full(&self) -> bool {
+        self.len >= self.cap
+    }
+
+    /// Adds `region` as the most recently used, with the owner's values,
+    /// if it is not in the table and a slot is free (no eviction).
+    pub fn insert(&mut self, region: u64, seq: u64, stamp: u64) -> bool {
+        if self.is_full() || self.contains(region) {
+            return false;
+        }
+        if self.touch(region) != Touch::Inserted {
+            return false;
+        }
+        self.set_entry(region, seq, stamp)
+    }
+
+    /// Takes `region` out of the table (false if it was not in it).
+    pub fn remove(&mut self, region: u64) -> bool {
+        let Some(i) = self.lookup(region) else { return false };
+        self.unchain(i, region);
+        self.lru_unlink(i);
+        let free = self.free;
+        if let Some(s) = self.slot_mut(i) {
+            // `head` belongs to bucket `i`, not to the region: it stays.
+            *s = HotSlot { older: free, head: s.head, ..HotSlot::default() };
+        }
+        self.free = i;
+        self.len -= 1;
+        true
+    }
+
+    /// The entries from the least recently used on.
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        let mut i = self.oldest;
+        core::iter::from_fn(move || {
+            let s = self.slot(i)?;
+            i = s.newer;
+            Some(Entry { region: s.region, seq: s.seq, stamp: s.stamp })
+        })
+    }
+
+    /// Calls `f` with every entry and lets it change the owner's values.
+    pub fn update_all(&mut self, mut f: impl FnMut(Entry) -> (u64, u64)) {
+        let mut i = self.oldest;
+        while let Some(s) = self.slot_mut(i) {
+            let (seq, stamp) = f(Entry { region: s.region, seq: s.seq, stamp: s.stamp });
+            s.seq = seq;
+            s.stamp = stamp;
+            i = s.newer;
+        }
+    }
+
     /// Forgets every hot region (the target dropped the stream's locks).
     pub fn clear(&mut self) {
         let cap = self.cap;
@@ -273,8 +364,8 @@ mod tests {
         assert_eq!(h.touch(3), Touch::Evicted(2));
         assert!(h.contains(1) && h.contains(3) && !h.contains(2));
         assert_eq!(h.misses(1, 4), 2);
-        // The index lives in the slots without growing them.
-        assert_eq!(core::mem::size_of::<HotSlot>(), 24);
+        // The index lives in the slots beside the owner's two values.
+        assert_eq!(core::mem::size_of::<HotSlot>(), 40);
         let mut z = HotRegions::new(vec![]);
         assert_eq!(z.touch(1), Touch::NoCapacity);
     }

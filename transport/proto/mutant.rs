@@ -71,11 +71,23 @@ pub enum Mutant {
     /// once it reported them durable: a power loss of the target loses
     /// what its volatile cache held, and nobody sends it again.
     FreeOnApplied,
+    /// Host writes never wait for the activity log: a local write can
+    /// begin before its region is on the metadata device, and a crash of
+    /// the source forgets it.
+    AlNoWait,
+    /// The activity log lets a region go once the target made its writes
+    /// durable, without a flush of the source's own data device: a power
+    /// loss of the source loses writes the target keeps.
+    AlEvictUnflushed,
+    /// The activity log lets a region go once its writes are flushed
+    /// locally, before the target made them durable: a crash of the
+    /// source leaves the target without them.
+    AlEvictUndurable,
 }
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 18] = [
+    pub const ALL: [Mutant; 21] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
@@ -94,5 +106,8 @@ impl Mutant {
         Mutant::DegradeNever,
         Mutant::DegradeSameStream,
         Mutant::FreeOnApplied,
+        Mutant::AlNoWait,
+        Mutant::AlEvictUnflushed,
+        Mutant::AlEvictUndurable,
     ];
 }

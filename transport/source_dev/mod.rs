@@ -200,6 +200,9 @@ impl SourceDev {
         // Local writes go from the ring: payloads start on a block.
         m.set_payload_align((lbs as usize).max(SECTOR_ALIGN)).map_err(inval)?;
         Self::attach_bitmap(&mut m, &cfg, &meta, dev_sectors)?;
+        // The activity log: a crash resyncs its regions besides the bitmap.
+        let al = KVec::from_elem(HotSlot::default(), cfg.al_regions as usize, GFP_KERNEL).map_err(nomem)?;
+        m.attach_activity_log(al).map_err(inval)?;
         m.attach_generations(meta.lock().superblock().gens, cfg.initial_sync);
         m.set_sync_rate(cfg.sync_rate);
         // `on_disconnect block`: None, never degraded.
@@ -621,6 +624,15 @@ impl SourceDev {
         );
         if r.dirty > 0 {
             let _ = write!(out, " syncing={}/{}", r.done, r.done.saturating_add(r.dirty));
+        }
+        // The activity log: regions a crash would resync besides the
+        // dirty chunks, and how often writes waited for it.
+        if let Some(a) = g.m.activity_stats() {
+            let _ = write!(
+                out,
+                " al={}/{} al_waits={} al_flushes={} al_flush_errors={}",
+                a.used, a.size, a.waits, a.flushes, a.flush_errors
+            );
         }
         // Online verify (or a checksum sync's comparison): progress while
         // it runs, what the last pass found.

@@ -268,6 +268,7 @@ impl SourceDev {
                 WorkerStep::RepairRead(job) => self.repair_read(&job, &mut buf),
                 WorkerStep::RepairAppend { job, ok } => self.repair_append(&job, ok, &buf),
                 WorkerStep::SaveBitmap { block } => self.save_bitmap(block),
+                WorkerStep::FlushData => self.flush_data(),
                 WorkerStep::SaveGens => self.save_gens(),
                 WorkerStep::AppendSync => self.with(|g| g.m.append_sync(&self.crc)),
                 WorkerStep::VerifyRead(job) => {
@@ -406,6 +407,24 @@ impl SourceDev {
         }
     }
 
+    /// Flushes the data device's volatile cache for the activity log,
+    /// then tells the machine how it went.
+    pub(super) fn flush_data(&self) {
+        let r = self.data.flush();
+        let errors = self.with(|g| {
+            g.m.data_flushed(r.is_ok(), sys::now());
+            g.m.activity_stats().map_or(0, |a| a.flush_errors)
+        });
+        if let Err(e) = r {
+            if errors.is_power_of_two() {
+                pr_err!(
+                    "specmirror: source for {}: cannot flush the data device for the activity log ({:?}, {} failures); retrying\n",
+                    self.cfg.endpoint, e, errors
+                );
+            }
+        }
+    }
+
     /// Writes the superblock with the machine's generations (the next of
     /// its two copies), then tells the machine how it went.
     pub(super) fn save_gens(&self) {
@@ -436,6 +455,7 @@ impl SourceDev {
             let step = self.with(|g| g.m.poll_worker(sys::now()));
             match step {
                 WorkerStep::SaveBitmap { block } => self.save_bitmap(block),
+                WorkerStep::FlushData => self.flush_data(),
                 WorkerStep::SaveGens => self.save_gens(),
                 _ => return,
             }

@@ -513,6 +513,11 @@ impl<C: Crc32c> Pair<C> {
                 self.s.bitmap_saved(block, true, self.now);
                 true
             }
+            // Nor a volatile cache: a flush of the data device ends at once.
+            WorkerStep::FlushData => {
+                self.s.data_flushed(true, self.now);
+                true
+            }
             // Deferred writes belong to the test, which offers them again.
             WorkerStep::Deferred => false,
         }

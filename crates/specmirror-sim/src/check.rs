@@ -160,16 +160,71 @@ pub struct Books {
     failed_prev: BTreeMap<u64, Vec<u8>>,
     /// The target's device has a volatile write cache (generator 14).
     pub volatile: bool,
-    /// Its writes that no completed flush covers, oldest first: an undo
-    /// log (what each sector held before), so that a power loss can keep
-    /// any of each sector's versions since the last flush.
-    cache: Vec<CachedWrite>,
-    /// Writes completed on the target's device so far (the cache's
-    /// clock: a flush covers the writes completed before it was issued).
-    cache_clock: u64,
+    /// Its writes that no completed flush covers.
+    cache: Cache,
+    /// The source's device has a volatile write cache (generator 15).
+    pub src_volatile: bool,
+    /// Its writes that no completed flush covers.
+    src_cache: Cache,
+    /// Source sectors a power loss took back to an older version (until
+    /// written again): the history's last record is not what the source
+    /// holds there, and a consistent target must hold the source's bytes.
+    src_reverted: Vec<bool>,
 }
 
-/// One sector write held in the target's volatile cache.
+/// The writes a device's volatile cache holds that no completed flush
+/// covers, oldest first: an undo log (what each sector held before), so
+/// that a power loss can keep any of each sector's versions since the
+/// last flush.
+#[derive(Default)]
+struct Cache {
+    writes: Vec<CachedWrite>,
+    /// Writes completed on the device so far (the cache's clock: a flush
+    /// covers the writes completed before it was issued).
+    clock: u64,
+}
+
+impl Cache {
+    /// Sector `sector` was written by record `seq`; it held `before`
+    /// (written by `before_seq`).
+    fn push(&mut self, sector: usize, seq: u64, before: &[u8], before_seq: u64) {
+        self.clock += 1;
+        self.writes.push(CachedWrite { at: self.clock, sector, seq, before: before.to_vec(), before_seq });
+    }
+
+    /// A flush issued at `mark` completed.
+    fn flushed(&mut self, mark: u64) {
+        self.writes.retain(|w| w.at > mark);
+    }
+
+    /// A FUA write of `sector..sector+count` completed.
+    fn fua(&mut self, sector: u64, count: u32) {
+        let (a, b) = (sector as usize, (sector + u64::from(count)) as usize);
+        self.writes.retain(|w| w.sector < a || w.sector >= b);
+    }
+
+    /// Power is lost: of each sector's versions since its last flush, the
+    /// one `pick(n)` (in `0..=n`, 0 being what preceded the first cached
+    /// write) survives. Returns, for each sector that went back, the
+    /// writes it lost, oldest first (the first one's `before` is what it
+    /// holds now). The cache is empty after.
+    fn power_loss(&mut self, mut pick: impl FnMut(u64) -> u64) -> Vec<(usize, Vec<CachedWrite>)> {
+        let mut by_sector: BTreeMap<usize, Vec<CachedWrite>> = BTreeMap::new();
+        for w in std::mem::take(&mut self.writes) {
+            by_sector.entry(w.sector).or_default().push(w);
+        }
+        let mut out = Vec::new();
+        for (sector, mut ws) in by_sector {
+            let k = pick(ws.len() as u64) as usize;
+            if k < ws.len() {
+                out.push((sector, ws.split_off(k)));
+            }
+        }
+        out
+    }
+}
+
+/// One sector write held in a volatile cache.
 struct CachedWrite {
     /// `cache_clock` when it completed.
     at: u64,
@@ -201,27 +256,28 @@ impl Books {
             corrupt: vec![false; n],
             failed_prev: BTreeMap::new(),
             volatile: false,
-            cache: Vec::new(),
-            cache_clock: 0,
+            cache: Cache::default(),
+            src_volatile: false,
+            src_cache: Cache::default(),
+            src_reverted: vec![false; n],
         }
     }
 
     /// The cache's clock now: a flush issued now covers the writes
     /// completed before it.
     pub fn cache_mark(&self) -> u64 {
-        self.cache_clock
+        self.cache.clock
     }
 
     /// A flush issued at `mark` completed: those writes are durable.
     pub fn cache_flushed(&mut self, mark: u64) {
-        self.cache.retain(|w| w.at > mark);
+        self.cache.flushed(mark);
     }
 
     /// A FUA write of `sector..sector+count` completed: those sectors are
     /// durable as they are now, whatever the cache held for them before.
     pub fn cache_fua(&mut self, sector: u64, count: u32) {
-        let (a, b) = (sector as usize, (sector + u64::from(count)) as usize);
-        self.cache.retain(|w| w.sector < a || w.sector >= b);
+        self.cache.fua(sector, count);
     }
 
     /// The target loses power: of each sector's versions since the last
@@ -235,29 +291,46 @@ impl Books {
     /// through the resync: it is stale until then, like a reload's
     /// (`source_reloaded`). One that is not dirty is lost for good, and the
     /// checks find it.
-    pub fn power_loss(&mut self, mut pick: impl FnMut(u64) -> u64, gone: impl Fn(u64, u64) -> bool) -> R<usize> {
-        let cache = std::mem::take(&mut self.cache);
-        let mut by_sector: BTreeMap<usize, Vec<&CachedWrite>> = BTreeMap::new();
-        for w in &cache {
-            by_sector.entry(w.sector).or_default().push(w);
-        }
-        let mut lost = 0;
-        for (sector, ws) in by_sector {
-            // Keep version k: 0 is what preceded the first cached write.
-            let k = pick(ws.len() as u64) as usize;
-            if k == ws.len() {
-                continue;
-            }
-            let w = ws[k];
-            if ws[k..].iter().any(|x| gone(x.seq, sector as u64)) {
-                self.stale[sector] = true;
+    pub fn power_loss(&mut self, pick: impl FnMut(u64) -> u64, gone: impl Fn(u64, u64) -> bool) -> R<usize> {
+        let lost = self.cache.power_loss(pick);
+        for (sector, ws) in &lost {
+            if ws.iter().any(|x| gone(x.seq, *sector as u64)) {
+                self.stale[*sector] = true;
             }
             let off = sector * SECT;
-            self.tgt_disk[off..off + SECT].copy_from_slice(&w.before);
-            self.tgt_seq[sector] = w.before_seq;
-            lost += 1;
+            self.tgt_disk[off..off + SECT].copy_from_slice(&ws[0].before);
+            self.tgt_seq[*sector] = ws[0].before_seq;
         }
-        Ok(lost)
+        Ok(lost.len())
+    }
+
+    /// The source cache's clock now (see [`Books::cache_mark`]).
+    pub fn src_cache_mark(&self) -> u64 {
+        self.src_cache.clock
+    }
+
+    /// A flush of the source's device issued at `mark` completed.
+    pub fn src_cache_flushed(&mut self, mark: u64) {
+        self.src_cache.flushed(mark);
+    }
+
+    /// A FUA write of `sector..sector+count` completed on the source.
+    pub fn src_cache_fua(&mut self, sector: u64, count: u32) {
+        self.src_cache.fua(sector, count);
+    }
+
+    /// The source host loses power, as [`Books::power_loss`] for the
+    /// target. Returns the sectors that went back. The source's device is
+    /// the truth the target must end equal to: nothing is checked here,
+    /// I1 at quiesce finds a sector the resync missed.
+    pub fn src_power_loss(&mut self, pick: impl FnMut(u64) -> u64) -> usize {
+        let lost = self.src_cache.power_loss(pick);
+        for (sector, ws) in &lost {
+            let off = sector * SECT;
+            self.src_disk[off..off + SECT].copy_from_slice(&ws[0].before);
+            self.src_reverted[*sector] = true;
+        }
+        lost.len()
     }
 
     /// The source was reloaded: records before `floor` that the target
@@ -321,7 +394,11 @@ impl Books {
             if keep(s) {
                 self.expected(&h, i, s, &mut buf);
                 let off = s as usize * SECT;
+                if self.src_volatile {
+                    self.src_cache.push(s as usize, seq, &self.src_disk[off..off + SECT], 0);
+                }
                 self.src_disk[off..off + SECT].copy_from_slice(&buf);
+                self.src_reverted[s as usize] = false;
             }
         }
     }
@@ -380,14 +457,7 @@ impl Books {
             }
             if self.volatile {
                 let off = su * SECT;
-                self.cache_clock += 1;
-                self.cache.push(CachedWrite {
-                    at: self.cache_clock,
-                    sector: su,
-                    seq,
-                    before: self.tgt_disk[off..off + SECT].to_vec(),
-                    before_seq: self.tgt_seq[su],
-                });
+                self.cache.push(su, seq, &self.tgt_disk[off..off + SECT], self.tgt_seq[su]);
             }
             self.tgt_seq[su] = seq;
             self.corrupt[su] = false;
@@ -503,7 +573,10 @@ impl Books {
                 .get(&seq)
                 .and_then(|p| p.get(i * SECT..(i + 1) * SECT))
                 .is_some_and(|p| p == got);
-            if *got != buf[..] && !unwritten {
+            // A source power loss took the sector back: the target must
+            // hold what the source holds.
+            let reverted = self.src_reverted[s] && *got == self.src_disk[off..off + SECT];
+            if *got != buf[..] && !unwritten && !reverted {
                 return Err(Violation::I2(format!(
                     "target says consistent at SYNC {d} but sector {s} does not hold record {seq} (it has record {})",
                     self.tgt_seq[s]

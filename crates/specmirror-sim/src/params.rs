@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 14;
+pub const GEN_VERSION: u32 = 15;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -163,6 +163,12 @@ pub struct Params {
     /// restart is a power loss that keeps, of each sector written since
     /// the last flush that covered it, any one version.
     pub volatile_cache: bool,
+    /// Regions of the source's activity log (0: none; generator 15).
+    pub al_regions: usize,
+    /// The source's data device has a volatile write cache.
+    pub src_volatile: bool,
+    /// Source crashes (power loss of the source host) at these times.
+    pub src_crashes: Vec<u64>,
 }
 
 impl Params {
@@ -263,6 +269,9 @@ impl Params {
             corrupt: 0,
             degrade_after: None,
             volatile_cache: false,
+            al_regions: 0,
+            src_volatile: false,
+            src_crashes: Vec::new(),
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -472,6 +481,29 @@ impl Params {
                     }
                     p.restarts.sort();
                 }
+            }
+        }
+        if gen >= 15 && p.chunk_sectors > 0 {
+            // Version 15: the activity log and source crashes. Every seed
+            // with a bitmap has a log: a third a small one (room for the
+            // widest write and up to 3 more regions, so that it evicts),
+            // the others up to 8 times the hot regions. Half give the
+            // source's data device a volatile cache; a third crash the
+            // source host one to three times.
+            let mut r15 = Rng::new(mix(seed, 0x1515));
+            let widest = (p.max_write.div_ceil(p.region_sectors) + 1) as usize;
+            let least = widest.max(p.hot_regions);
+            p.al_regions = if r15.chance(1, 3) {
+                least + r15.below(4) as usize
+            } else {
+                least + r15.below(7 * p.hot_regions as u64 + 1) as usize
+            };
+            p.src_volatile = r15.chance(1, 2);
+            if r15.chance(1, 3) {
+                for _ in 0..r15.range(1, 4) {
+                    p.src_crashes.push(r15.below(p.faults_end));
+                }
+                p.src_crashes.sort();
             }
         }
         p

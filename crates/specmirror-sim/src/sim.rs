@@ -220,6 +220,11 @@ enum Ev {
     BitmapWritten { block: u64, ok: bool },
     /// The source's superblock write ended.
     GensWritten { ok: bool },
+    /// The worker's flush of the source's data device ended (`mark`: the
+    /// source cache's clock when it was issued).
+    DataFlushed { ok: bool, mark: u64 },
+    /// The source host loses power.
+    SourceCrash,
     DevDone { seq: u64, ok: bool, epoch: u64 },
     /// The applier's flush for the durable point ended (`mark`: the
     /// volatile cache's clock when it was issued).
@@ -322,6 +327,11 @@ pub struct Sim {
     meta_bitmap: Vec<[u8; PAGE_SIZE]>,
     /// The block the worker is writing.
     meta_write: Option<[u8; PAGE_SIZE]>,
+    /// The block `meta_write` goes to.
+    meta_write_block: u64,
+    /// Host flushes and PREFLUSH writes accepted: the source cache's clock
+    /// then (what their flush covers).
+    src_flush_marks: BTreeMap<u64, u64>,
     /// The source's superblock as its metadata device holds it.
     src_sb: Generations,
     /// The superblock the source's worker is writing.
@@ -400,6 +410,7 @@ impl Sim {
         let mut tgt = new_target(tcfg, &p, mutant);
         let mut books = Books::new(seed, p.dev_sectors);
         books.volatile = p.volatile_cache;
+        books.src_volatile = p.src_volatile;
         presync(seed, &p, &mut src, &mut books);
         // Formatted superblocks: the source at a random generation, the
         // target new or consistent at the source's.
@@ -410,6 +421,18 @@ impl Sim {
             tgt.attach_generations(tgt_sb.0, tgt_sb.1);
         }
         let meta_blocks = src.bitmap().map_or(0, |b| bitmap::blocks_for(b.chunks()) as usize);
+        // The metadata device holds the starting bits (from generator 15;
+        // before, a crash never came before the first save).
+        let mut meta_bitmap = vec![[0u8; PAGE_SIZE]; meta_blocks];
+        if p.al_regions > 0 {
+            for (i, page) in meta_bitmap.iter_mut().enumerate() {
+                for off in (0..bitmap::BITS_BYTES).step_by(510) {
+                    let n = 510.min(bitmap::BITS_BYTES - off);
+                    src.bitmap_copy(i as u64, off, &mut page[bitmap::HEADER_LEN + off..][..n]);
+                }
+                bitmap::seal_block(i as u64, page, &Crc);
+            }
+        }
         let lockers = vec![None; p.lockers];
         Sim {
             seed,
@@ -446,8 +469,10 @@ impl Sim {
             verify_at_start: false,
             empty_issues: 0,
             verify_piece: None,
-            meta_bitmap: vec![[0u8; PAGE_SIZE]; meta_blocks],
+            meta_bitmap,
             meta_write: None,
+            meta_write_block: 0,
+            src_flush_marks: BTreeMap::new(),
             src_sb,
             gens_write: None,
             tgt_sb,
@@ -744,6 +769,9 @@ impl Sim {
         for t in self.p.src_reloads.clone() {
             self.at(t, Ev::ReloadSource);
         }
+        for t in self.p.src_crashes.clone() {
+            self.at(t, Ev::SourceCrash);
+        }
         for id in 0..self.p.lockers {
             let t = self.rng.range(0, self.p.faults_end);
             self.at(t, Ev::LockerTry { id });
@@ -885,12 +913,20 @@ impl Sim {
                 bitmap::BlockState::Damaged => {
                     return Err(Violation::Protocol(format!("bitmap block {i} on the metadata device is damaged")));
                 }
-                _ if bits.iter().any(|&x| x != 0) => {
-                    return Err(Violation::Protocol(format!(
-                        "the metadata device still marks chunks of block {i} dirty after the sync"
-                    )));
+                _ => {
+                    // Set bits belong to the activity log's regions only.
+                    let cpb = bitmap::CHUNKS_PER_BLOCK;
+                    for (j, &x) in bits.iter().enumerate() {
+                        for k in 0..8 {
+                            let c = i as u64 * cpb + j as u64 * 8 + k;
+                            if x & (1 << k) != 0 && !self.src.activity_log_has_chunk(c) {
+                                return Err(Violation::Protocol(format!(
+                                    "the metadata device still marks chunk {c} (block {i}) dirty after the sync"
+                                )));
+                            }
+                        }
+                    }
                 }
-                _ => {}
             }
         }
         Ok(())
@@ -1025,6 +1061,17 @@ impl Sim {
                 self.schedule(Actor::SrcWorker, d);
                 Ok(())
             }
+            Ev::DataFlushed { ok, mark } => {
+                if ok {
+                    self.books.src_cache_flushed(mark);
+                }
+                self.src.data_flushed(ok, self.now);
+                self.src_wakes();
+                let d = self.cpu();
+                self.schedule(Actor::SrcWorker, d);
+                Ok(())
+            }
+            Ev::SourceCrash => self.source_crash(),
             Ev::BitmapWritten { block, ok } => {
                 // The worker slept in the write; the block lands only if
                 // it succeeded.
@@ -1603,6 +1650,15 @@ impl Sim {
                 self.block(Actor::SrcWorker);
                 return Ok(());
             }
+            WorkerStep::FlushData => {
+                let mark = self.books.src_cache_mark();
+                let ok = !self.in_windows(&self.p.src_fails);
+                self.log(|| format!("data device flushed ({ok})"));
+                let t = self.now + self.p.src_lat;
+                self.at(t, Ev::DataFlushed { ok, mark });
+                self.block(Actor::SrcWorker);
+                return Ok(());
+            }
             WorkerStep::SaveBitmap { block } => {
                 // Copied in pieces, each under the lock, as the glue does.
                 let mut page = [0u8; PAGE_SIZE];
@@ -1613,6 +1669,7 @@ impl Sim {
                 }
                 bitmap::seal_block(block, &mut page, &self.c);
                 self.meta_write = Some(page);
+                self.meta_write_block = block;
                 // (A metadata device failing while a reloaded source saves
                 // its last bits loses them: logged, not modelled.)
                 let ok = !self.src_running && self.reloading
@@ -1855,6 +1912,25 @@ impl Sim {
             Hist { wid, kind, sector: req.sector, count: req.count, barrier, data: None, resync: false },
         );
         self.log(|| format!("host write {seq} accepted: {:?} {}+{}", req.op, req.sector, req.count));
+        if barrier {
+            self.src_flush_marks.insert(seq, self.books.src_cache_mark());
+        }
+        if self.p.al_regions > 0 && kind != Kind::Flush {
+            // The activity log: no local write before its chunks are set
+            // on the metadata device (a crash would forget it).
+            let cs = u64::from(self.p.chunk_sectors);
+            let cpb = bitmap::CHUNKS_PER_BLOCK;
+            for c in req.sector / cs..=(req.sector + u64::from(req.count) - 1) / cs {
+                let (b, i) = ((c / cpb) as usize, c % cpb);
+                let byte = self.meta_bitmap.get(b).map_or(0, |p| p[bitmap::HEADER_LEN + (i / 8) as usize]);
+                if byte & (1 << (i % 8)) == 0 {
+                    return Err(Violation::Protocol(format!(
+                        "local write {seq} ({}+{}) of chunk {c} whose bit is not on the metadata device",
+                        req.sector, req.count
+                    )));
+                }
+            }
+        }
         self.accepted.insert(seq, req);
         self.submitted.insert(seq, (req.at, req.local_only));
         let bytes = u64::from(req.count) * SECT as u64;
@@ -1891,8 +1967,17 @@ impl Sim {
                 return Err(Violation::Protocol("ring storage gone".into()));
             }
         }
+        if let Some(mark) = self.src_flush_marks.remove(&seq) {
+            // A host flush, or the PREFLUSH before a write.
+            if ok {
+                self.books.src_cache_flushed(mark);
+            }
+        }
         if ok {
             self.books.apply_src(seq, |_| true);
+            if req.flags & FLAG_FUA != 0 && req.op != HostOp::Flush {
+                self.books.src_cache_fua(req.sector, req.count);
+            }
         } else {
             // A failed write may have reached any part of its range.
             self.books.note_failed(seq);
@@ -1987,6 +2072,7 @@ impl Sim {
             bits.load_block(i as u64, b, &self.c);
         }
         src.attach_bitmap(bits, self.p.chunk_sectors).expect("bitmap fits");
+        attach_al(&self.p, &mut src);
         src.set_sync_rate(self.p.sync_rate_kib);
         if self.p.gens {
             src.attach_generations(self.src_sb, initial_mode(&self.p));
@@ -1995,6 +2081,83 @@ impl Sim {
         self.resync_buf = None;
         self.repair_buf = None;
         self.rate_books = None;
+    }
+
+    /// The source host loses power: its threads, memory, ring and host
+    /// requests are gone; a local write in flight reached any part of its
+    /// range, the data device keeps (with a volatile cache) any version of
+    /// each sector since its last flush, and a metadata write in flight
+    /// landed or not. A new source is loaded from the metadata device, as
+    /// after a reboot, and the target must end equal to its device.
+    fn source_crash(&mut self) -> R<()> {
+        if !self.faults_on || !self.src_running || self.suspending.is_some() || self.reloading {
+            return Ok(());
+        }
+        self.log(|| format!("source crash (ring {:?}..{})", self.src.ring().oldest_seq(), self.src.ring().next_seq()));
+        for (seq, _) in std::mem::take(&mut self.accepted) {
+            self.books.note_failed(seq);
+            let mut r = self.rng.fork();
+            self.books.apply_src(seq, |_| r.chance(1, 2));
+        }
+        if self.p.src_volatile {
+            let rng = &mut self.rng;
+            let lost = self.books.src_power_loss(|n| rng.below(n + 1));
+            self.log(|| format!("source power loss: {lost} sectors went back to an older version"));
+        }
+        if let Some(page) = self.meta_write.take() {
+            if self.rng.chance(1, 2) {
+                self.meta_bitmap[self.meta_write_block as usize] = page;
+            }
+        }
+        if let Some(g) = self.gens_write.take() {
+            if self.rng.chance(1, 2) {
+                self.src_sb = g;
+            }
+        }
+        // Every event of the old machine's I/O is void.
+        let q = std::mem::take(&mut self.q);
+        self.q = q
+            .into_iter()
+            .filter(|Reverse((_, _, e))| {
+                !matches!(
+                    e,
+                    Ev::LocalDone { .. }
+                        | Ev::RepairReadDone { .. }
+                        | Ev::ResyncReadDone { .. }
+                        | Ev::VerifyReadDone { .. }
+                        | Ev::BitmapWritten { .. }
+                        | Ev::GensWritten { .. }
+                        | Ev::DataFlushed { .. }
+                )
+            })
+            .collect();
+        // The host's requests in flight die with it; they are issued again.
+        self.issued -= self.dm_inflight;
+        self.dm_inflight = 0;
+        self.deferred.clear();
+        self.submitted.clear();
+        self.src_flush_marks.clear();
+        if let Some((_, nc)) = self.s_conn {
+            self.break_conn(nc);
+        }
+        if let Some((_, nc)) = self.s_connecting {
+            self.break_conn(nc);
+        }
+        for a in [Actor::SrcSender, Actor::SrcWorker, Actor::SrcReceiver] {
+            self.gone(a);
+        }
+        self.s_conn = None;
+        self.s_connecting = None;
+        self.sending = None;
+        self.verify_piece = None;
+        self.verify_buf = None;
+        self.src_running = false;
+        self.src_epoch += 1;
+        self.host_paused = true;
+        self.reload_source();
+        let t = self.now + self.rng.range(MS, 200 * MS);
+        self.at(t, Ev::ResumeSource);
+        Ok(())
     }
 
     /// dm's wait for in-flight bios ended: postsuspend stops the threads.
@@ -2656,6 +2819,13 @@ fn new_source(cfg: SourceConfig, p: &Params, mutant: Mutant, first_seq: u64) -> 
     s
 }
 
+/// The activity log of `p.al_regions` regions, if any (generator 15).
+fn attach_al(p: &Params, src: &mut Src) {
+    if p.al_regions > 0 {
+        src.attach_activity_log(vec![HotSlot::default(); p.al_regions]).expect("activity log");
+    }
+}
+
 /// The bytes only the source holds at the start (`p.presync`), and the
 /// dirty bitmap that says so (every chunk with `p.presync_all`).
 fn presync(seed: u64, p: &Params, src: &mut Src, books: &mut Books) {
@@ -2666,6 +2836,7 @@ fn presync(seed: u64, p: &Params, src: &mut Src, books: &mut Books) {
     let pages = bitmap::blocks_for(chunks) as usize;
     let bits = Bitmap::new(VecPages::new(pages), chunks).expect("bitmap pages");
     src.attach_bitmap(bits, p.chunk_sectors).expect("bitmap fits");
+    attach_al(p, src);
     src.set_sync_rate(p.sync_rate_kib);
     let mut r = Rng::new(mix(seed, 0x5C5C));
     let cs = u64::from(p.chunk_sectors);

@@ -147,6 +147,15 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     // and the flush-boundary check expected it before the resync came.
     (517446, Mode::Speculative, 14, "power loss after a reload: sector stale until the resync"),
     (517513, Mode::LockSync, 14, "same, lock-sync"),
+    // Generator 15 (activity log, source crashes), checker fixes: the
+    // metadata device must start with the bits the source starts with (a
+    // crash before the first save lost them: 791, 1298); a source power
+    // loss takes sectors back, and a consistent target then holds the
+    // source's older bytes, not the history's last record (1831).
+    (791, Mode::Speculative, 15, "crash before the first save: starting bits on the metadata device"),
+    (1298, Mode::LockSync, 15, "same, two crashes"),
+    (1831, Mode::Speculative, 15, "source power loss: the target holds the reverted bytes"),
+    (1831, Mode::LockSync, 15, "same, lock-sync"),
 ];
 
 #[test]
@@ -260,6 +269,10 @@ const MUTANTS: &[(Mutant, u64, Mode, u32, &str)] = &[
     (Mutant::DegradeNever, 2, Mode::Speculative, 14, "waited"),
     (Mutant::DegradeSameStream, 3, Mode::Speculative, 14, "no progress"),
     (Mutant::FreeOnApplied, 43, Mode::Speculative, 14, "at flush boundary"),
+    // Generator 15: the activity log and source crashes.
+    (Mutant::AlNoWait, 2, Mode::Speculative, 15, "whose bit is not on the metadata device"),
+    (Mutant::AlEvictUnflushed, 138, Mode::Speculative, 15, "devices differ after quiesce"),
+    (Mutant::AlEvictUndurable, 28, Mode::Speculative, 15, "at flush boundary"),
 ];
 
 #[test]

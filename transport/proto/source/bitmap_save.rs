@@ -75,15 +75,17 @@ impl Unsaved {
     /// save waits. Without `now`, timers aside (a sleeper's step names
     /// its own deadline).
     fn due(&self, now: Option<Instant>, flush: bool) -> bool {
+        self.idle(now) && self.range.is_some() && (self.sets || flush || now.is_some_and(|n| due(self.at, n)))
+    }
+
+    /// Whether a save may start: none in flight, no failed one waiting.
+    fn idle(&self, now: Option<Instant>) -> bool {
         let waiting = match (self.retry_at, now) {
             (None, _) => false,
             (Some(t), Some(n)) => n < t,
             (Some(_), None) => true,
         };
-        self.saving.is_none()
-            && self.range.is_some()
-            && !waiting
-            && (self.sets || flush || now.is_some_and(|n| due(self.at, n)))
+        self.saving.is_none() && !waiting
     }
 
     /// The earliest timer.
@@ -107,15 +109,24 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
 
     /// Whether the worker has a block to save (timers aside).
     pub(super) fn save_has_work(&self) -> bool {
-        self.resync
-            .as_ref()
-            .is_some_and(|r| r.unsaved.due(None, self.save_flush()))
+        self.resync.as_ref().is_some_and(|r| {
+            r.unsaved.due(None, self.save_flush()) || (r.unsaved.idle(None) && self.al_save_due().is_some())
+        })
     }
 
     /// The worker's save step, if one is due.
     pub(super) fn save_step(&mut self, now: Instant) -> Option<WorkerStep> {
         let flush = self.save_flush();
+        // A region entering the activity log first: a host write waits.
+        let al_block = self.al_save_due();
         let r = self.resync.as_mut()?;
+        if let (Some(block), true) = (al_block, r.unsaved.idle(Some(now))) {
+            let u = &mut r.unsaved;
+            u.retry_at = None;
+            u.saving = Some(block);
+            self.al_save_started(block);
+            return Some(WorkerStep::SaveBitmap { block });
+        }
         let u = &mut r.unsaved;
         if !u.due(Some(now), flush) {
             return None;
@@ -127,6 +138,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
         u.retry_at = None;
         u.saving = Some(lo);
+        self.al_save_started(lo);
         Some(WorkerStep::SaveBitmap { block: lo })
     }
 
@@ -148,9 +160,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// Copies bytes `off..off + out.len()` of bitmap block `block`'s bits
     /// for its save (see the module comment); false past the end.
     pub fn bitmap_copy(&self, block: u64, off: usize, out: &mut [u8]) -> bool {
-        self.resync
+        let ok = self
+            .resync
             .as_ref()
-            .is_some_and(|r| r.bits.copy_bits(block, off, out))
+            .is_some_and(|r| r.bits.copy_bits(block, off, out));
+        if ok {
+            // The activity log's regions are dirty on the metadata device.
+            self.al_copy_or(block, off, out);
+        }
+        ok
     }
 
     /// The save of `block` ended (`ok`: it is on the metadata device as
@@ -158,6 +176,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// [`BITMAP_SAVE_INTERVAL`], or at once while the device stops (see
     /// [`STOP_SAVE_TRIES`]).
     pub fn bitmap_saved(&mut self, block: u64, ok: bool, now: Instant) {
+        if self.resync.as_ref().is_some_and(|r| r.unsaved.saving == Some(block)) {
+            self.al_saved(block, ok);
+        }
         let stopping = self.stopping;
         let Some(r) = self.resync.as_mut() else {
             return;

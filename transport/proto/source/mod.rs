@@ -26,6 +26,7 @@
 //! [`Submit::Wait`], and the caller parks the bio until the worker's
 //! [`WorkerStep::Deferred`].
 
+mod activity;
 mod bitmap_save;
 mod degrade;
 mod gens;
@@ -38,6 +39,7 @@ mod worker;
 use core::ops::DerefMut;
 
 pub use link::{Batch, ControlFrame, RecvError, RxVerdict, SenderStep, SEND_BATCH_BYTES, SEND_BATCH_PIECES};
+pub use activity::{ActivityStats, DATA_FLUSH_RETRY};
 pub use bitmap_save::BITMAP_SAVE_INTERVAL;
 pub use gens::{GenStatus, SyncPhase, GENS_SAVE_RETRY};
 pub use resync::{ResyncError, ResyncJob, ResyncStats, RESYNC_PENDING, RESYNC_RETRY};
@@ -130,6 +132,9 @@ pub enum WaitReason {
     InflightFull,
     /// Earlier writes wait already: this one queues behind them.
     Queued,
+    /// A region it writes is not in the activity log on the metadata
+    /// device yet, or the log has no room (`activity.rs`).
+    ActivityLog,
 }
 
 /// Why a host write can never be accepted (fail the bio with an error).
@@ -312,6 +317,11 @@ pub struct Source<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target 
     repair_retry_at: Option<Instant>,
     /// The resync engine, once a dirty bitmap is attached.
     resync: Option<resync::Resync<P>>,
+    /// The activity log, once attached (`activity.rs`).
+    al: Option<activity::ActivityLog<H>>,
+    /// The clock of the host write being offered (the activity log's
+    /// lazy saves count from it).
+    host_now: Instant,
     /// The data generations, once the superblock's are attached.
     gens: Option<gens::GenState>,
     /// Online verify or a checksum sync's comparison.
@@ -388,6 +398,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             repair: Repair::Idle,
             repair_retry_at: None,
             resync: None,
+            al: None,
+            host_now: 0,
             gens: None,
             verify: None,
             degrade: degrade::Degrade::new(cfg.generation),
@@ -458,6 +470,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.degrade_parked(now);
             return Submit::Wait(WaitReason::Queued);
         }
+        self.host_now = now;
         let r = self.append_write(c, w, fill, Origin::Host);
         match r {
             Submit::Wait(_) => {
@@ -479,6 +492,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
+        self.host_now = now;
         let r = self.append_write(c, w, fill, Origin::Host);
         match r {
             Submit::Wait(_) => {
@@ -639,7 +653,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             let first = sector >> self.shift;
             let last = (end - 1) >> self.shift;
             let n = last - first + 1;
-            if n > self.hot.capacity() as u64 {
+            if n > self.hot.capacity() as u64 || n > self.al_capacity() {
                 return Submit::Invalid(Invalid::TooManyRegions);
             }
             range = Some((first, last));
@@ -662,6 +676,14 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if origin == Origin::Host && self.inflight.is_full() {
             self.count_wait();
             return Submit::Wait(WaitReason::InflightFull);
+        }
+        if let (Origin::Host, Some((first, last))) = (origin, range) {
+            // The local write may not begin before its regions are in the
+            // activity log on the metadata device.
+            if !self.al_admit(first, last, self.host_now) {
+                self.count_wait();
+                return Submit::Wait(WaitReason::ActivityLog);
+            }
         }
         // Space for the data record plus every LOCK and UNLOCK it needs,
         // wherever the padding before its payload falls.
@@ -734,6 +756,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             Err(RingError::BadHeader(_)) => return Submit::Invalid(Invalid::Range),
             Err(_) => return Submit::Invalid(Invalid::Internal),
         };
+        if let (Origin::Host | Origin::Repair(_), Some((first, last))) = (origin, range) {
+            self.al_wrote(first, last, seq);
+        }
         if origin == Origin::Host && !self.inflight.insert(seq, sector, u64::from(count)) {
             // Checked above; the record is in the ring and will replicate.
             return Submit::Invalid(Invalid::Internal);
@@ -1072,6 +1097,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     pub fn stop(&mut self) {
         self.stopping = true;
         self.mark_unacked();
+        self.al_on_stop();
         self.save_on_stop();
         self.gens_on_stop();
     }

@@ -68,6 +68,8 @@ pub enum ResyncError {
     ChunkSize,
     /// The bitmap does not cover the device in chunks of that size.
     Chunks,
+    /// An activity log needs the dirty bitmap first, and a slot.
+    NoBitmap,
 }
 
 /// Progress and counters of the resync (status).
@@ -130,6 +132,11 @@ pub(super) struct Resync<P: Pages> {
 }
 
 impl<P: Pages> Resync<P> {
+    /// Sectors per chunk, as a shift.
+    pub(super) fn chunk_shift(&self) -> u32 {
+        self.shift
+    }
+
     /// See [`Source::mark_dirty`].
     fn mark(&mut self, first: u64, last: u64) -> Option<(u64, u64)> {
         let within = |c: u64| c >= first && c <= last;

@@ -66,6 +66,10 @@ pub enum WorkerStep {
         /// Index of the block within the bitmap.
         block: u64,
     },
+    /// Flush the data device (an empty PREFLUSH bio), then report
+    /// [`Source::data_flushed`]: the activity log lets regions go only
+    /// once their writes are on stable storage (`activity.rs`).
+    FlushData,
     /// Write the superblock with the generations [`Source::gens_copy`]
     /// gives (the next of its two copies), then report
     /// [`Source::gens_saved`] (see `gens.rs`).
@@ -119,6 +123,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             || (self.deferred > 0 && self.deferred_gen != self.unblock_gen)
             || self.sync_event_due()
             || self.save_has_work()
+            || self.al_has_work()
             || self.gens_has_work()
             || self.resync_has_work()
             || self.verify_has_work()
@@ -134,7 +139,12 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                 self.sleepers.sleep(WORKER);
                 return WorkerStep::Sleep { until: None };
             }
-            // The bitmap as it is goes to the metadata device first.
+            // The data device is flushed so that the activity log can be
+            // emptied; then the bitmap as it is goes to the metadata
+            // device.
+            if let Some(step) = self.al_stop_step(now) {
+                return step;
+            }
             if let Some(step) = self.save_step(now) {
                 return step;
             }
@@ -187,6 +197,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if let Some(step) = self.save_step(now) {
             return step;
         }
+        if let Some(step) = self.al_flush_step(now) {
+            return step;
+        }
         if let Some(step) = self.gens_step(now) {
             return step;
         }
@@ -205,7 +218,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                 earliest(self.suspend_until, self.resync_deadline()),
                 earliest(
                     earliest(self.save_deadline(), self.gens_deadline()),
-                    self.degrade_deadline(),
+                    earliest(self.degrade_deadline(), self.al_deadline()),
                 ),
             ),
         );
