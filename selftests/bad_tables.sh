@@ -56,6 +56,8 @@ cases=(
 	"source $dev $meta 127.0.0.1:7000 2 completion maybe|Invalid completion"
 	"source $dev $meta 127.0.0.1:7000 2 hot_regions 0|Invalid hot_regions"
 	"source $dev $meta 127.0.0.1:7000 2 hot_regions -1|Invalid hot_regions"
+	"source $dev $meta 127.0.0.1:7000 2 al_regions 0|Invalid al_regions"
+	"target $dev $meta 0.0.0.0:7000 2 al_regions 8|source role only"
 	"source $dev $meta 127.0.0.1:7000 2 sync_rate 4194305|Invalid sync_rate"
 	"source $dev $meta 127.0.0.1:7000 2 degrade_after 0|Invalid degrade_after"
 	"source $dev $meta 127.0.0.1:7000 2 degrade_after 3601|Invalid degrade_after"
