@@ -142,7 +142,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             .any(|e| self.al_chunks(e.region).is_some_and(|(c0, c1)| c0 <= chunk && chunk <= c1))
     }
 
-    /// Regions the log can hold (0 without a log).
+    /// Regions the log can hold (no bound without a log).
     pub(super) fn al_capacity(&self) -> u64 {
         self.al.as_ref().map_or(u64::MAX, |a| a.table.capacity() as u64)
     }
