@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 15;
+pub const GEN_VERSION: u32 = 16;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -169,6 +169,10 @@ pub struct Params {
     pub src_volatile: bool,
     /// Source crashes (power loss of the source host) at these times.
     pub src_crashes: Vec<u64>,
+    /// A new source (reload, crash) starts its ring at seq 1, as the
+    /// kernel does (generator 16; before, it went on from the old ring's
+    /// seqs).
+    pub seq_restart: bool,
 }
 
 impl Params {
@@ -272,6 +276,7 @@ impl Params {
             al_regions: 0,
             src_volatile: false,
             src_crashes: Vec::new(),
+            seq_restart: false,
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -483,6 +488,10 @@ impl Params {
                 }
             }
         }
+        // Version 16: a new source's ring starts at seq 1, as in the
+        // kernel; the books keep one history across sources (a source's
+        // seq plus the seqs of the sources before it).
+        p.seq_restart = gen >= 16;
         if gen >= 15 && p.chunk_sectors > 0 {
             // Version 15: the activity log and source crashes. Every seed
             // with a bitmap has a log: a third a small one (room for the

@@ -300,6 +300,13 @@ pub struct Sim {
     submitted: BTreeMap<u64, (u64, u64)>,
     /// The source stream the books last saw (`sync_drops`).
     books_stream: u64,
+    /// The books' history id of the current source's seq 0: a source
+    /// that starts again at seq 1 (generator 16) continues the history.
+    src_base: u64,
+    /// The history id of seq 0 of each stream a source announced (its
+    /// table's and those degraded mode began): what the target applies
+    /// belongs to the stream it accepted.
+    stream_base: BTreeMap<u64, u64>,
     /// Virtual time spent with the source degraded and completing writes
     /// locally: a write's wait then is the local device's, not the
     /// link's, and I7 does not count it.
@@ -459,6 +466,8 @@ impl Sim {
             accepted: BTreeMap::new(),
             submitted: BTreeMap::new(),
             books_stream: 0,
+            src_base: 0,
+            stream_base: BTreeMap::new(),
             local_only: 0,
             s_conn: None,
             s_connecting: None,
@@ -936,16 +945,31 @@ impl Sim {
         self.faults_on && w.iter().any(|&(s, e)| self.now >= s && self.now < e)
     }
 
+    /// The history id of the current source's `seq`.
+    fn sg(&self, seq: u64) -> u64 {
+        self.src_base + seq
+    }
+
+    /// The history id of `seq` of the stream the target is on.
+    fn tg(&self, seq: u64) -> u64 {
+        self.stream_base.get(&self.tgt.generation()).copied().unwrap_or(0) + seq
+    }
+
+    /// Remembers the stream the source announces now.
+    fn note_stream(&mut self) {
+        self.stream_base.entry(self.src.stream_generation()).or_insert(self.src_base);
+    }
+
     fn check_i3(&self) -> R<()> {
         let r = self.src.ring();
         let freed = r.oldest_seq().unwrap_or(r.next_seq()) - 1;
         // (A new target knows nothing until the next handshake.)
         // (Nor does a target still on a reloaded source's old stream.)
-        let applied = (self.tgt.generation() == self.src.stream_generation()).then(|| self.tgt.applied_seq());
+        let applied = (self.tgt.generation() == self.src.stream_generation()).then(|| self.tg(self.tgt.applied_seq()));
         // Records dropped in degraded mode leave unapplied (their chunks
         // are dirty; `sync_drops` took them out of the books).
         let applied = applied.filter(|_| freed > self.src.dropped_upto());
-        self.books.check_i3(freed, applied)
+        self.books.check_i3(self.sg(freed), applied)
     }
 
     /// Degraded mode dropped records from the stream: the books treat
@@ -953,10 +977,10 @@ impl Sim {
     /// sectors stale until written again).
     fn sync_drops(&mut self) {
         let d = self.src.dropped_upto();
-        if d > 0 && d >= self.books.floor {
-            let applied = if self.tgt.generation() == self.books_stream { self.tgt.applied_seq() } else { 0 };
+        if d > 0 && self.sg(d) >= self.books.floor {
+            let applied = if self.tgt.generation() == self.books_stream { self.tg(self.tgt.applied_seq()) } else { 0 };
             self.log(|| format!("degraded: records up to {d} dropped"));
-            self.books.source_reloaded(d + 1, applied);
+            self.books.source_reloaded(self.sg(d) + 1, applied);
         }
         self.books_stream = self.src.stream_generation();
     }
@@ -1344,6 +1368,7 @@ impl Sim {
             return self.finish_send(sn);
         }
         let step = self.src.poll_sender(&self.c, self.now);
+        self.note_stream();
         self.src_wakes();
         match step {
             SenderStep::Exit => {
@@ -1600,7 +1625,7 @@ impl Sim {
                     match r {
                         Submit::Accepted(rseq) => {
                             self.books.record(
-                                rseq,
+                                self.sg(rseq),
                                 Hist {
                                     wid: 0,
                                     kind: Kind::Write,
@@ -1734,7 +1759,7 @@ impl Sim {
                                 )));
                             }
                             self.books.record(
-                                seq,
+                                self.sg(seq),
                                 Hist {
                                     wid: 0,
                                     kind: Kind::Write,
@@ -1908,7 +1933,7 @@ impl Sim {
         };
         let barrier = kind == Kind::Flush || req.flags & FLAG_PREFLUSH != 0;
         self.books.record(
-            seq,
+            self.sg(seq),
             Hist { wid, kind, sector: req.sector, count: req.count, barrier, data: None, resync: false },
         );
         self.log(|| format!("host write {seq} accepted: {:?} {}+{}", req.op, req.sector, req.count));
@@ -1958,7 +1983,7 @@ impl Sim {
             };
             let mut got = Vec::new();
             gather(self.src.ring().pages(), spans, &mut got);
-            if got != self.books.payload(seq) {
+            if got != self.books.payload(self.sg(seq)) {
                 return Err(Violation::Protocol(format!(
                     "ring bytes under local write {seq} changed before it ended"
                 )));
@@ -1973,16 +1998,17 @@ impl Sim {
                 self.books.src_cache_flushed(mark);
             }
         }
+        let gseq = self.sg(seq);
         if ok {
-            self.books.apply_src(seq, |_| true);
+            self.books.apply_src(gseq, |_| true);
             if req.flags & FLAG_FUA != 0 && req.op != HostOp::Flush {
                 self.books.src_cache_fua(req.sector, req.count);
             }
         } else {
             // A failed write may have reached any part of its range.
-            self.books.note_failed(seq);
+            self.books.note_failed(gseq);
             let mut r = self.rng.fork();
-            self.books.apply_src(seq, |_| r.chance(1, 2));
+            self.books.apply_src(gseq, |_| r.chance(1, 2));
             self.log(|| format!("local write {seq} failed"));
         }
         self.accepted.remove(&seq);
@@ -2018,7 +2044,7 @@ impl Sim {
         }
         if self.p.completion == Completion::Sync
             && c.ok
-            && self.books.pending_tgt.contains(&c.seq)
+            && self.books.pending_tgt.contains(&self.sg(c.seq))
             && !self.src.is_abandoning()
         {
             return Err(Violation::Protocol(format!(
@@ -2058,14 +2084,18 @@ impl Sim {
     /// with the bitmap read back from the metadata device. The old ring's
     /// unacknowledged records are gone.
     fn reload_source(&mut self) {
-        let floor = self.src.ring().next_seq();
-        self.log(|| format!("source reloaded: the new ring starts at {floor}"));
+        let floor = self.sg(self.src.ring().next_seq());
         // What the target applied on this source's stream (nothing, if it
         // is not on it yet).
-        let applied = if self.tgt.generation() == self.src.stream_generation() { self.tgt.applied_seq() } else { 0 };
+        let applied = if self.tgt.generation() == self.src.stream_generation() { self.tg(self.tgt.applied_seq()) } else { 0 };
         self.books.source_reloaded(floor, applied);
         self.scfg.generation = mix(self.seed, 7 + self.src_epoch) | 1;
-        let mut src = new_source(self.scfg, &self.p, self.mutant, floor);
+        // The kernel's new ring starts at 1 (generator 16); the books'
+        // history goes on at `floor`.
+        let first = if self.p.seq_restart { 1 } else { floor };
+        self.src_base = floor - first;
+        self.log(|| format!("source reloaded: the new ring starts at {first} (history id {floor})"));
+        let mut src = new_source(self.scfg, &self.p, self.mutant, first);
         let chunks = self.p.dev_sectors.div_ceil(u64::from(self.p.chunk_sectors));
         let mut bits = Bitmap::new(VecPages::new(self.meta_bitmap.len()), chunks).expect("bitmap pages");
         for (i, b) in self.meta_bitmap.iter().enumerate() {
@@ -2078,6 +2108,7 @@ impl Sim {
             src.attach_generations(self.src_sb, initial_mode(&self.p));
         }
         self.src = src;
+        self.note_stream();
         self.resync_buf = None;
         self.repair_buf = None;
         self.rate_books = None;
@@ -2095,9 +2126,10 @@ impl Sim {
         }
         self.log(|| format!("source crash (ring {:?}..{})", self.src.ring().oldest_seq(), self.src.ring().next_seq()));
         for (seq, _) in std::mem::take(&mut self.accepted) {
-            self.books.note_failed(seq);
+            let gseq = self.sg(seq);
+            self.books.note_failed(gseq);
             let mut r = self.rng.fork();
-            self.books.apply_src(seq, |_| r.chance(1, 2));
+            self.books.apply_src(gseq, |_| r.chance(1, 2));
         }
         if self.p.src_volatile {
             let rng = &mut self.rng;
@@ -2363,7 +2395,7 @@ impl Sim {
     /// A SYNC record: a barrier, executed as a flush of the data device
     /// (SYNC_DONE) and a superblock write.
     fn issue_sync(&mut self, v: IssueView) -> R<()> {
-        if let Some(first) = self.books.pending_tgt.range(..v.seq).next() {
+        if let Some(first) = self.books.pending_tgt.range(..self.tg(v.seq)).next() {
             return Err(Violation::I2(format!("SYNC {} started before record {first} was applied", v.seq)));
         }
         let Some((_, _, flush)) = self.tgt.sync_meta(&v.header) else {
@@ -2391,7 +2423,7 @@ impl Sim {
             self.at(t, Ev::DevDone { seq: v.seq, ok: !fail, epoch: self.tgt_epoch });
             return Ok(());
         }
-        self.books.check_issue(v.seq)?;
+        self.books.check_issue(self.tg(v.seq))?;
         if v.header.kind.is_data() {
             let (a, b) = (v.header.sector, v.header.sector + u64::from(v.header.count));
             if let Some(l) = self.lockers.iter().flatten().find(|&&(s, c)| s < b && a < s + c) {
@@ -2458,13 +2490,13 @@ impl Sim {
             if let Some((g, consistent, _)) = self.tgt.sync_meta(&v.header) {
                 self.log(|| format!("target superblock {g:?} consistent={consistent} (SYNC {seq})"));
                 self.tgt_sb = (g, consistent);
-                if consistent && seq > self.books.replay_until {
-                    self.books.check_consistent(seq)?;
+                if consistent && self.tg(seq) > self.books.replay_until {
+                    self.books.check_consistent(self.tg(seq))?;
                 }
             }
         } else if ok {
             let h = v.header;
-            if self.p.gens && self.tgt.generations().1 && self.books.hist.get(&seq).is_some_and(|x| x.resync) {
+            if self.p.gens && self.tgt.generations().1 && self.books.hist.get(&self.tg(seq)).is_some_and(|x| x.resync) {
                 return Err(Violation::I2(format!(
                     "resync record {seq} applied while the target says it is consistent"
                 )));
@@ -2475,7 +2507,7 @@ impl Sim {
             }
             let zero_writes = h.kind == Kind::WriteZeroes && self.tgt.zeroes_by_writes();
             let _ = zero_writes;
-            self.books.apply_tgt(seq, h.kind, h.sector, h.count, &payload)?;
+            self.books.apply_tgt(self.tg(seq), h.kind, h.sector, h.count, &payload)?;
             if h.flags & FLAG_FUA != 0 && h.kind.is_data() {
                 self.books.cache_fua(h.sector, h.count);
             }
@@ -2728,11 +2760,11 @@ impl Sim {
         // keeps what was written, or (a volatile cache) what a flush
         // covered and any part of the rest.
         if self.p.volatile_cache {
-            let rng = &mut self.rng;
             // Records below the ring's oldest are gone from the source
             // (an old table's, or dropped by degraded mode): durable ones
             // never reach the cache's undo log.
-            let oldest = self.src.ring().oldest_seq().unwrap_or(self.src.ring().next_seq());
+            let oldest = self.sg(self.src.ring().oldest_seq().unwrap_or(self.src.ring().next_seq()));
+            let rng = &mut self.rng;
             let src = &self.src;
             let lost = self.books.power_loss(|n| rng.below(n + 1), |seq, sector| seq < oldest && src.sector_is_dirty(sector))?;
             self.log(|| format!("power loss: {lost} sectors went back to an older version"));
