@@ -313,6 +313,7 @@ impl Glue {
                 assert!(s.bitmap_copy(block, 0, &mut piece));
                 s.bitmap_saved(block, inp.b() % 4 != 0, now);
             }
+            WorkerStep::FlushData => s.data_flushed(inp.b() % 4 != 0, now),
             WorkerStep::ResyncAppend { job, ok } => {
                 if ok {
                     let data = vec![0x33u8; job.count as usize * 512];
@@ -435,6 +436,12 @@ fuzz_target!(|data: &[u8]| {
         let pages = VecPages::new(bitmap::blocks_for(chunks) as usize);
         let bits = Bitmap::new(pages, chunks).expect("enough pages");
         s.attach_bitmap(bits, 8).expect("chunk fits a region");
+        if inp.b() & 1 != 0 {
+            // An activity log of 1 to 8 regions (a write wider than it is
+            // refused).
+            let n = 1 + usize::from(inp.b() % 8);
+            s.attach_activity_log(vec![HotSlot::default(); n]).expect("bitmap attached");
+        }
         for _ in 0..inp.b() % 8 {
             let c = u64::from(inp.b()) % chunks;
             s.mark_dirty(c, c + u64::from(inp.b() % 4));
@@ -687,12 +694,17 @@ fuzz_target!(|data: &[u8]| {
                         g.end_send(&mut s, false);
                     }
                     let mut saves = 0;
-                    while let WorkerStep::SaveBitmap { block } = s.poll_worker(g.now) {
-                        s.bitmap_saved(block, inp.b() % 4 != 0, g.now);
+                    loop {
+                        match s.poll_worker(g.now) {
+                            WorkerStep::SaveBitmap { block } => s.bitmap_saved(block, inp.b() % 4 != 0, g.now),
+                            // The activity log's flush before it empties.
+                            WorkerStep::FlushData => s.data_flushed(inp.b() % 4 != 0, g.now),
+                            _ => break,
+                        }
                         saves += 1;
                         assert!(saves <= 64, "the stopping worker keeps saving");
                     }
-                    assert_eq!(s.poll_worker(g.now), WorkerStep::Exit);
+                    assert_eq!(s.poll_worker(g.now), WorkerStep::Exit, "the stopping worker only saves, then exits");
                     assert_eq!(s.poll_sender(&Crc, g.now), SenderStep::Exit);
                     if let Some(conn) = g.conn.take() {
                         s.on_recv_error(conn, RecvError::Io);
