@@ -188,3 +188,37 @@ fn a_clean_stop_flushes_and_empties_the_log() {
     assert_eq!(p.s.activity_stats().map(|a| a.used), Some(0));
     assert!(!saved_bit(&p.s, 0) && !saved_bit(&p.s, 8), "a clean reload would resync the log");
 }
+
+/// A region whose chunks straddle two bitmap blocks (blocks hold 32640
+/// chunks, not a power of two): its write waits until both are saved,
+/// each by a save that began after the insertion.
+#[test]
+fn a_region_across_two_bitmap_blocks_waits_for_both() {
+    const BIG: u64 = 1 << 19; // 256 MiB: 65536 chunks of 8 sectors, 3 blocks
+    let mut cfg = src_cfg(Mode::Speculative, Completion::Async);
+    cfg.dev_sectors = BIG;
+    cfg.region_sectors = 2048; // 256 chunks a region
+    let mut s = source_with(cfg, 64, 8, 512);
+    let chunks = BIG / u64::from(CHUNK);
+    let bits = Bitmap::new(VecPages::new(bitmap::blocks_for(chunks) as usize), chunks).expect("pages");
+    s.attach_bitmap(bits, CHUNK).expect("chunk size");
+    s.attach_activity_log(vec![HotSlot::default(); 4]).expect("log");
+    s.start(0);
+    // Region 127: chunks 32512..=32767, blocks 0 and 1.
+    let sector = 127 * 2048;
+    assert_eq!(write(&mut s, sector, 8, 1), Submit::Wait(WaitReason::ActivityLog));
+    let WorkerStep::SaveBitmap { block } = s.poll_worker(0) else { panic!("no save") };
+    assert_eq!(block, 0);
+    let mut b0 = vec![0u8; bitmap::BITS_BYTES];
+    assert!(s.bitmap_copy(0, 0, &mut b0));
+    assert!(b0[32512 / 8..].iter().all(|&x| x == 0xFF), "block 0 holds the region's first 128 chunks");
+    s.bitmap_saved(block, true, 0);
+    assert_eq!(retry(&mut s, sector, 8, 1), Submit::Wait(WaitReason::ActivityLog), "block 1 not saved yet");
+    let WorkerStep::SaveBitmap { block } = s.poll_worker(0) else { panic!("no second save") };
+    assert_eq!(block, 1);
+    let mut b1 = vec![0u8; bitmap::BITS_BYTES];
+    assert!(s.bitmap_copy(1, 0, &mut b1));
+    assert!(b1[..128 / 8].iter().all(|&x| x == 0xFF) && b1[128 / 8] == 0, "block 1 holds the other 128");
+    s.bitmap_saved(block, true, 0);
+    assert!(matches!(retry(&mut s, sector, 8, 1), Submit::Accepted(_)));
+}
