@@ -14,7 +14,8 @@
 #   7 the target restarted (table removed and created again)
 # At the end: faults off, load stopped, quiesce, the two data devices
 # equal (invariant I1 in Documentation/dm-specmirror.rst). The seed of the fault sequence is printed; set
-# DMSM_SOAK_SEED to replay it.
+# DMSM_SOAK_SEED to replay it. DMSM_SOAK_AL sets the source's al_regions
+# (a small activity log keeps evicting, and flushing, under the faults).
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 sm_require
 for t in ip tc ss; do
@@ -24,6 +25,8 @@ DISCARD_PID=
 cleanup() { [ -z "$DISCARD_PID" ] || kill "$DISCARD_PID" 2>/dev/null; sm_cleanup; sm_netns_down; }
 trap cleanup EXIT
 SECS=${DMSM_SOAK_SECONDS:-600}
+SRC_OPTS="2 ring_mb 8"
+[ -z "${DMSM_SOAK_AL:-}" ] || SRC_OPTS="4 ring_mb 8 al_regions $DMSM_SOAK_AL"
 SEED=${DMSM_SOAK_SEED:-$(( $(date +%s) % 100000 ))}
 RANDOM=$SEED
 ktap_print_header
@@ -39,7 +42,7 @@ target_up() {
 }
 pair() {
 	dmsetup create $FD --table "0 $n linear $dst 0" && target_up &&
-	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:$PORT 2 ring_mb 8" &&
+	ip netns exec $SM_NS_SRC dmsetup create $S --table "0 $n specmirror source $src $(sm_meta $src) $SM_IP_DST:$PORT $SRC_OPTS" &&
 	sm_state $S connected
 }
 sm_check "create target (over dm-linear) and source (ring_mb 8); connected" pair
