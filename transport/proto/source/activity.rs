@@ -439,11 +439,6 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// The stop's flush, if it is due (the worker's stop path).
-    pub(super) fn al_stop_step(&mut self, now: Instant) -> Option<super::WorkerStep> {
-        self.al_flush_step(now)
-    }
-
     /// Empties the log after the stop's flush: every host write is on the
     /// data device, and those the target has not made durable have their
     /// chunks dirty (`mark_unacked`).

@@ -120,26 +120,25 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         // A region entering the activity log first: a host write waits.
         let al_block = self.al_save_due();
         let r = self.resync.as_mut()?;
-        if let (Some(block), true) = (al_block, r.unsaved.idle(Some(now))) {
-            let u = &mut r.unsaved;
-            u.retry_at = None;
-            u.saving = Some(block);
-            self.al_save_started(block);
-            return Some(WorkerStep::SaveBitmap { block });
-        }
         let u = &mut r.unsaved;
-        if !u.due(Some(now), flush) {
-            return None;
-        }
-        let (lo, hi) = u.range?;
-        u.range = (lo < hi).then_some((lo + 1, hi));
-        if u.range.is_none() {
-            u.at = None;
-        }
+        let block = match al_block {
+            Some(block) if u.idle(Some(now)) => block,
+            _ => {
+                if !u.due(Some(now), flush) {
+                    return None;
+                }
+                let (lo, hi) = u.range?;
+                u.range = (lo < hi).then_some((lo + 1, hi));
+                if u.range.is_none() {
+                    u.at = None;
+                }
+                lo
+            }
+        };
         u.retry_at = None;
-        u.saving = Some(lo);
-        self.al_save_started(lo);
-        Some(WorkerStep::SaveBitmap { block: lo })
+        u.saving = Some(block);
+        self.al_save_started(block);
+        Some(WorkerStep::SaveBitmap { block })
     }
 
     /// The device stops: a save waiting after a failure is tried now,

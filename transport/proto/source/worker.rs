@@ -142,7 +142,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             // The data device is flushed so that the activity log can be
             // emptied; then the bitmap as it is goes to the metadata
             // device.
-            if let Some(step) = self.al_stop_step(now) {
+            if let Some(step) = self.al_flush_step(now) {
                 return step;
             }
             if let Some(step) = self.save_step(now) {
