@@ -31,6 +31,14 @@
 //! Applied records are freed from the head in order; `applied_upto` is
 //! what the target acknowledges.
 //!
+//! A record is stored whole by [`CommitLog::push`], or in two steps:
+//! [`CommitLog::reserve`] stores its header and takes its place, the
+//! receiver copies the payload into [`CommitLog::reserve`]'s pieces outside
+//! the target's lock, then [`CommitLog::publish`] lets it enter the issue
+//! window. At most one record is reserved at a time (one receiver), always
+//! the last one; until it is published nothing issues or reads it, and
+//! nothing else can be pushed.
+//!
 //! Every data record from its push until it is done (or dropped, or the
 //! log reset) is counted in a [`RegionFilter`] over the target's regions
 //! (its counters: the caller's `F`, a power-of-two length),
@@ -58,6 +66,8 @@ pub enum CommitError {
     Duplicate,
     /// `seq` is above `next_seq()`: a record is missing.
     Gap,
+    /// A reserved record's payload is still being copied (one at a time).
+    Unfilled,
     /// `payload.len()` differs from the header, or the header is invalid.
     BadLength,
     /// Only source-to-target records except HELLO belong in the log.
@@ -195,6 +205,14 @@ pub struct CommitLog<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<T
     win_next: usize,
     /// Regions of the data records held and not done (module docs).
     filter: RegionFilter<F>,
+    /// The reserved record whose payload is being copied, if any: the
+    /// last one held (module docs).
+    unfilled: Option<(u64, Spans)>,
+    /// Planted bug for the simulator: a reserved record enters the issue
+    /// window before its payload is in
+    /// ([`crate::transport::proto::mutant::Mutant::IssueUnfilled`]).
+    #[cfg(feature = "mutants")]
+    pub mutant_issue_unfilled: bool,
 }
 
 impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> CommitLog<P, W, F> {
@@ -234,6 +252,9 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
             win_len: 0,
             win_next: 0,
             filter,
+            unfilled: None,
+            #[cfg(feature = "mutants")]
+            mutant_issue_unfilled: false,
         })
     }
 
@@ -286,6 +307,7 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         self.win_len = 0;
         self.win_next = 0;
         self.filter.clear();
+        self.unfilled = None;
     }
 
     /// Sets the region size of [`CommitLog::may_be_pending`] to
@@ -372,7 +394,67 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         if !hdr.kind.is_from_source() || hdr.kind == Kind::Hello {
             return Err(CommitError::BadKind);
         }
-        if hdr.len as usize != payload.len() || hdr.validate().is_err() {
+        if hdr.len as usize != payload.len() {
+            return Err(CommitError::BadLength);
+        }
+        let (at, stored) = self.place(hdr)?;
+        write_at(&mut self.pages, self.cap, at, payload).map_err(|()| CommitError::Full)?;
+        self.count_in(hdr, stored);
+        Ok(())
+    }
+
+    /// Appends a received record whose payload (`hdr.len` bytes) the
+    /// caller then copies into the returned pieces and publishes with
+    /// [`CommitLog::publish`] (module docs). `Unfilled` while another
+    /// record is reserved.
+    pub fn reserve(&mut self, hdr: &Header) -> Result<Spans, CommitError> {
+        if self.unfilled.is_some() {
+            return Err(CommitError::Unfilled);
+        }
+        let (at, stored) = self.place(hdr)?;
+        let spans = Spans::new(self.cap, at, hdr.len as usize);
+        self.unfilled = Some((hdr.seq, spans));
+        self.count_in(hdr, stored);
+        Ok(spans)
+    }
+
+    /// Copies `payload` (exactly its length) into reserved record `seq`:
+    /// what the kernel's receiver does outside the lock, for callers that
+    /// hold the log (the simulator, tests). False if `seq` is not the
+    /// reserved record or the length differs.
+    pub fn fill_reserved(&mut self, seq: u64, payload: &[u8]) -> bool {
+        match self.unfilled {
+            Some((s, spans)) if s == seq && spans.remaining() == payload.len() => {
+                write_at(&mut self.pages, self.cap, spans.pos, payload).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// Reserved record `seq`'s payload is in: it may be issued. False if
+    /// it is not the reserved record (dropped or reset meanwhile: the
+    /// bytes copied sit in free space).
+    pub fn publish(&mut self, seq: u64) -> bool {
+        if self.unfilled.map(|(s, _)| s) != Some(seq) {
+            return false;
+        }
+        self.unfilled = None;
+        self.fill();
+        true
+    }
+
+    /// The reserved record whose payload is awaited, if any.
+    pub fn unfilled(&self) -> Option<u64> {
+        self.unfilled.map(|(s, _)| s)
+    }
+
+    /// Checks a record for the tail and stores its header there; returns
+    /// where its payload goes and the bytes it takes. Counts nothing.
+    fn place(&mut self, hdr: &Header) -> Result<(usize, usize), CommitError> {
+        if !hdr.kind.is_from_source() || hdr.kind == Kind::Hello {
+            return Err(CommitError::BadKind);
+        }
+        if hdr.validate().is_err() {
             return Err(CommitError::BadLength);
         }
         if hdr.seq < self.next_seq {
@@ -381,28 +463,34 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         if hdr.seq > self.next_seq {
             return Err(CommitError::Gap);
         }
-        if !self.fits_ever(payload.len()) {
+        if self.unfilled.is_some() {
+            return Err(CommitError::Unfilled);
+        }
+        let len = hdr.len as usize;
+        if !self.fits_ever(len) {
             return Err(CommitError::TooLarge);
         }
         let tail = advance(self.head, self.used, self.cap);
-        let stored = stored_len(tail, payload.len(), self.align);
+        let stored = stored_len(tail, len, self.align);
         if stored > self.free_bytes() {
             return Err(CommitError::Full);
         }
-        let after = self.next_seq.checked_add(1).ok_or(CommitError::Full)?;
+        self.next_seq.checked_add(1).ok_or(CommitError::Full)?;
         let mut hb = [0u8; HEADER_LEN];
         hdr.encode(&mut hb);
         write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| CommitError::Full)?;
-        let at = advance(tail, HEADER_LEN + header_pad(tail, self.align), self.cap);
-        write_at(&mut self.pages, self.cap, at, payload).map_err(|()| CommitError::Full)?;
+        Ok((advance(tail, HEADER_LEN + header_pad(tail, self.align), self.cap), stored))
+    }
+
+    /// Counts the record `place` stored in.
+    fn count_in(&mut self, hdr: &Header, stored: usize) {
         self.used += stored;
         self.records += 1;
-        self.next_seq = after;
+        self.next_seq += 1;
         if hdr.kind.has_range() {
             self.filter.add(hdr.sector, hdr.count);
         }
         self.fill();
-        Ok(())
     }
 
     /// Bytes the record with header `h` stored at `pos` occupies.
@@ -469,6 +557,14 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
     /// record over its whole life in the log).
     fn fill(&mut self) {
         while self.win_len < self.win.len() && self.win_len < self.records {
+            #[cfg(feature = "mutants")]
+            let held = !self.mutant_issue_unfilled;
+            #[cfg(not(feature = "mutants"))]
+            let held = true;
+            if held && self.unfilled() == Some(self.head_seq + self.win_len as u64) {
+                // Its payload is not in yet.
+                return;
+            }
             let pos = self.win_next;
             let Some(h) = self.header_at(pos) else {
                 return;
@@ -684,6 +780,10 @@ impl<P: Pages, W: DerefMut<Target = [WindowSlot]>, F: DerefMut<Target = [u32]>> 
         }
         if cut >= self.next_seq {
             return self.next_seq;
+        }
+        if self.unfilled().is_some_and(|u| u >= cut) {
+            // Dropped before its payload was in: its publication fails.
+            self.unfilled = None;
         }
         // cut lies in [head_seq, next_seq), so the difference fits.
         let keep = (cut - self.head_seq) as usize;

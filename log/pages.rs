@@ -87,6 +87,17 @@ pub trait Pages {
     fn page(&self, i: usize) -> Option<&[u8; PAGE_SIZE]>;
     /// Page `i` for writing, `None` if out of range.
     fn page_mut(&mut self, i: usize) -> Option<&mut [u8; PAGE_SIZE]>;
+    /// Bytes `off..off + len` of page `i` (`None` if out of range). The
+    /// rings reach their pages only through these two: the kernel's
+    /// storage borrows just these bytes, because another CPU may be
+    /// filling a reserved record elsewhere in the same page meanwhile.
+    fn bytes(&self, i: usize, off: usize, len: usize) -> Option<&[u8]> {
+        self.page(i)?.get(off..off.checked_add(len)?)
+    }
+    /// Bytes `off..off + len` of page `i` for writing (see [`Pages::bytes`]).
+    fn bytes_mut(&mut self, i: usize, off: usize, len: usize) -> Option<&mut [u8]> {
+        self.page_mut(i)?.get_mut(off..off.checked_add(len)?)
+    }
 }
 
 /// Usable ring capacity in bytes: the leading pages that really exist.
@@ -94,7 +105,7 @@ pub trait Pages {
 /// come from a broken `Pages` impl, never from our own arithmetic.
 pub(crate) fn capacity<P: Pages>(p: &P) -> usize {
     let mut n = 0usize;
-    while n < p.page_count() && p.page(n).is_some() {
+    while n < p.page_count() && p.bytes(n, 0, 0).is_some() {
         n += 1;
     }
     n.saturating_mul(PAGE_SIZE)
@@ -130,10 +141,7 @@ pub(crate) fn write_at<P: Pages>(
         left: data.len(),
     }) {
         let (now, later) = rest.split_at(n.min(rest.len()));
-        let dst = p
-            .page_mut(page)
-            .and_then(|pg| pg.get_mut(off..off + n))
-            .ok_or(())?;
+        let dst = p.bytes_mut(page, off, n).ok_or(())?;
         if dst.len() != now.len() {
             return Err(());
         }
@@ -164,7 +172,7 @@ pub(crate) fn crc_at<P: Pages>(
         pos,
         left: len,
     }) {
-        let src = p.page(page).and_then(|pg| pg.get(off..off + n)).ok_or(())?;
+        let src = p.bytes(page, off, n).ok_or(())?;
         crc = c.crc32c(crc, src);
     }
     Ok(crc)
@@ -183,7 +191,7 @@ pub(crate) fn read_at<P: Pages>(p: &P, cap: usize, pos: usize, out: &mut [u8]) -
     }) {
         let len = rest.len();
         let (now, later) = core::mem::take(&mut rest).split_at_mut(n.min(len));
-        let src = p.page(page).and_then(|pg| pg.get(off..off + n)).ok_or(())?;
+        let src = p.bytes(page, off, n).ok_or(())?;
         if src.len() != now.len() {
             return Err(());
         }

@@ -423,6 +423,21 @@ pub fn decode_frame<'a>(c: &impl Crc32c, buf: &'a [u8]) -> Result<(Header, &'a [
     Ok((h, payload))
 }
 
+/// [`decode_frame`] for a caller that checked the CRC itself (outside
+/// its lock, say): `crc_ok` is its verdict, the rest is checked here.
+pub fn decode_frame_checked(buf: &[u8], crc_ok: bool) -> Result<(Header, &[u8]), DecodeError> {
+    let (h, _) = decode_header(buf)?;
+    let total = h.frame_len();
+    let frame = buf.get(..total).ok_or(DecodeError::Short)?;
+    if buf.len() > total {
+        return Err(DecodeError::Trailing);
+    }
+    if !crc_ok {
+        return Err(DecodeError::BadCrc);
+    }
+    Ok((h, frame.get(HEADER_LEN..).unwrap_or(&[])))
+}
+
 /// Size of the [`Hello`] payload in bytes.
 pub const HELLO_LEN: usize = 168;
 

@@ -15,6 +15,16 @@
 //! `ack` moves the head, `advance_send` / `rewind` the send cursor, `append`
 //! the tail. Sequence numbers are assigned here, consecutive, so a seq
 //! names a record for NAK, LOCK_REJECTED and resume after reconnect.
+//!
+//! A record is either appended whole (`append`: header, payload and CRC
+//! under one `&mut`), or reserved and published later. `reserve` writes
+//! the header and takes the record's place and seq; the caller then fills
+//! the payload bytes ([`Reserved::payload`]) outside the lock that guards
+//! the ring, chaining the CRC from [`Reserved::seed_crc`], and `publish`
+//! seals it. Until then the record is *pending*: the send cursor stops in
+//! front of it and `ack` never frees it, so nothing reads the bytes being
+//! written and nothing else is stored over them. Up to
+//! [`MAX_PENDING`] records may be pending at once, published in any order.
 
 pub use super::pages::{FrameSpans, Pages, Spans, PAGE_SIZE};
 
@@ -44,6 +54,59 @@ pub enum RingError {
     /// The payload alignment is not a power of two from 8 to `PAGE_SIZE`,
     /// or the ring is not empty.
     Align,
+    /// As many records as allowed are reserved and not yet published;
+    /// retry after a [`RollbackRing::publish`].
+    Busy,
+    /// The seq is not a pending reservation (publish of an unknown or
+    /// already published record).
+    NotPending,
+}
+
+/// Most records reserved and not yet published at once: one per CPU
+/// filling a host write, and some room for preemption.
+pub const MAX_PENDING: usize = 32;
+
+/// A record reserved by [`RollbackRing::reserve`]: its header is stored,
+/// its payload bytes are the caller's to write until
+/// [`RollbackRing::publish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    /// The record's sequence number.
+    pub seq: u64,
+    payload: Spans,
+    seed: u32,
+}
+
+impl Reserved {
+    /// Where the payload goes: `(page index, offset, len)` pieces, each
+    /// inside one page, in order.
+    pub fn payload(&self) -> Spans {
+        self.payload
+    }
+
+    /// The CRC of the header as stored (its CRC field zero): extend it
+    /// with the payload's bytes as they are in the ring, in order, and pass
+    /// the result to [`RollbackRing::publish`].
+    pub fn seed_crc(&self) -> u32 {
+        self.seed
+    }
+}
+
+/// A pending record: its seq, where its header is, its seed CRC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pending {
+    seq: u64,
+    pos: usize,
+    seed: u32,
+}
+
+/// A record placed at the tail but not yet counted (see `place`).
+struct Placed {
+    seq: u64,
+    tail: usize,
+    stored: usize,
+    payload_pos: usize,
+    seed: u32,
 }
 
 /// A stored record, as seen at the send cursor or looked up by seq.
@@ -151,6 +214,15 @@ pub struct RollbackRing<P: Pages> {
     /// bogus ack cannot drop a record the target never saw.
     sent_hwm: u64,
     next_seq: u64,
+    /// Reserved records not yet published (`pending[..npending]`, any
+    /// order), at most `max_pending` of them.
+    pending: [Pending; MAX_PENDING],
+    npending: usize,
+    max_pending: usize,
+    /// Planted bug for the simulator: send pending records
+    /// ([`crate::transport::proto::mutant::Mutant::SendPending`]).
+    #[cfg(feature = "mutants")]
+    pub mutant_send_pending: bool,
 }
 
 impl<P: Pages> RollbackRing<P> {
@@ -170,7 +242,50 @@ impl<P: Pages> RollbackRing<P> {
             send_seq: first_seq,
             sent_hwm: first_seq,
             next_seq: first_seq,
+            pending: [Pending::default(); MAX_PENDING],
+            npending: 0,
+            max_pending: MAX_PENDING,
+            #[cfg(feature = "mutants")]
+            mutant_send_pending: false,
         }
+    }
+
+    /// Caps the records pending at once to `n` (1 to [`MAX_PENDING`]; the
+    /// simulator uses small caps to reach [`RingError::Busy`]).
+    pub fn set_max_pending(&mut self, n: usize) {
+        self.max_pending = n.clamp(1, MAX_PENDING);
+    }
+
+    /// Whether a [`RollbackRing::reserve`] would find a pending slot.
+    pub fn can_reserve(&self) -> bool {
+        self.npending < self.max_pending
+    }
+
+    /// Records reserved and not yet published.
+    pub fn pending_records(&self) -> usize {
+        self.npending
+    }
+
+    /// Whether record `seq` is reserved and not yet published.
+    pub fn is_pending(&self, seq: u64) -> bool {
+        self.pending_at(seq).is_some()
+    }
+
+    /// Whether the send cursor stops at record `seq`: while it is pending
+    /// (unless the planted bug says otherwise).
+    fn send_held(&self, seq: u64) -> bool {
+        #[cfg(feature = "mutants")]
+        if self.mutant_send_pending {
+            return false;
+        }
+        self.is_pending(seq)
+    }
+
+    fn pending_at(&self, seq: u64) -> Option<usize> {
+        self.pending
+            .get(..self.npending)?
+            .iter()
+            .position(|p| p.seq == seq)
     }
 
     /// Bytes of a frame with `payload_len` payload bytes on the wire.
@@ -276,6 +391,55 @@ impl<P: Pages> RollbackRing<P> {
             && stored_len(self.tail(), payload_len, self.align) <= self.free_bytes()
     }
 
+    /// Checks a new record and stores its header (CRC field zero) at the
+    /// tail, without counting it: nothing changes until the caller commits
+    /// it with `commit`, so an error leaves the ring as it was.
+    fn place(&mut self, c: &dyn Crc32c, hdr: Header, payload_len: usize) -> Result<Placed, RingError> {
+        if payload_len > MAX_PAYLOAD {
+            return Err(RingError::TooLarge);
+        }
+        if self.max_stored_len(payload_len) > self.cap {
+            return Err(RingError::TooLarge);
+        }
+        let seq = self.next_seq;
+        seq.checked_add(1).ok_or(RingError::Full)?;
+        let mut h = hdr;
+        h.seq = seq;
+        // payload_len <= MAX_PAYLOAD, which fits u32.
+        h.len = payload_len as u32;
+        h.validate().map_err(RingError::BadHeader)?;
+        let tail = self.tail();
+        let stored = stored_len(tail, payload_len, self.align);
+        if stored > self.free_bytes() {
+            return Err(RingError::Full);
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        h.encode(&mut hb);
+        write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| RingError::Storage)?;
+        Ok(Placed {
+            seq,
+            tail,
+            stored,
+            payload_pos: advance(tail, HEADER_LEN + header_pad(tail, self.align), self.cap),
+            seed: c.crc32c(0, &hb),
+        })
+    }
+
+    /// Counts the placed record in: the tail moves past it.
+    fn commit(&mut self, p: &Placed) {
+        self.used += p.stored;
+        self.records += 1;
+        self.next_seq = p.seq + 1;
+    }
+
+    /// Writes the sealed CRC of the record whose header is at `pos`.
+    fn seal(&mut self, pos: usize, crc: u32) -> Result<(), RingError> {
+        let crc_pos = advance(pos, OFF_CRC, self.cap);
+        write_at(&mut self.pages, self.cap, crc_pos, &crc.to_le_bytes())
+            .map(|_| ())
+            .map_err(|()| RingError::Storage)
+    }
+
     /// Appends one record. `hdr.seq` and `hdr.len` are overwritten (seq is
     /// assigned, len is `payload_len`); the rest must form a valid header.
     /// `fill` must write exactly `payload_len` bytes through the writer;
@@ -291,49 +455,109 @@ impl<P: Pages> RollbackRing<P> {
     where
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
-        if payload_len > MAX_PAYLOAD {
-            return Err(RingError::TooLarge);
-        }
-        if self.max_stored_len(payload_len) > self.cap {
-            return Err(RingError::TooLarge);
-        }
-        let seq = self.next_seq;
-        let after = seq.checked_add(1).ok_or(RingError::Full)?;
-        let mut h = hdr;
-        h.seq = seq;
-        // payload_len <= MAX_PAYLOAD, which fits u32.
-        h.len = payload_len as u32;
-        h.validate().map_err(RingError::BadHeader)?;
-        let tail = self.tail();
-        let stored = stored_len(tail, payload_len, self.align);
-        if stored > self.free_bytes() {
-            return Err(RingError::Full);
-        }
-        let mut hb = [0u8; HEADER_LEN];
-        h.encode(&mut hb);
-        write_at(&mut self.pages, self.cap, tail, &hb).map_err(|()| RingError::Storage)?;
-        let pos = advance(tail, HEADER_LEN + header_pad(tail, self.align), self.cap);
         let dc: &dyn Crc32c = c;
+        let p = self.place(dc, hdr, payload_len)?;
+        let crc = self.write_payload(dc, p.payload_pos, payload_len, p.seed, fill)?;
+        self.seal(p.tail, crc)?;
+        self.commit(&p);
+        Ok(p.seq)
+    }
+
+    /// Runs `fill` over `len` payload bytes at `pos`, chaining the CRC
+    /// from `seed`; the CRC once exactly `len` bytes were written.
+    fn write_payload<F>(
+        &mut self,
+        c: &dyn Crc32c,
+        pos: usize,
+        len: usize,
+        seed: u32,
+        fill: F,
+    ) -> Result<u32, RingError>
+    where
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
         let mut w = RingWriter {
-            crc: dc.crc32c(0, &hb),
+            crc: seed,
             pages: &mut self.pages,
-            c: dc,
+            c,
             cap: self.cap,
             pos,
-            left: payload_len,
+            left: len,
         };
         fill(&mut w)?;
         if w.left != 0 {
             return Err(RingError::LengthMismatch);
         }
-        let crc = w.crc;
-        let crc_pos = advance(tail, OFF_CRC, self.cap);
-        write_at(&mut self.pages, self.cap, crc_pos, &crc.to_le_bytes())
-            .map_err(|()| RingError::Storage)?;
-        self.used += stored;
-        self.records += 1;
-        self.next_seq = after;
-        Ok(seq)
+        Ok(w.crc)
+    }
+
+    /// Reserves one record with `payload_len` payload bytes (header rules
+    /// as in [`RollbackRing::append`]): its header is stored, its seq
+    /// taken, and it is pending until [`RollbackRing::publish`]. `Busy`
+    /// when [`RollbackRing::can_reserve`] is false.
+    pub fn reserve(
+        &mut self,
+        c: &impl Crc32c,
+        hdr: Header,
+        payload_len: usize,
+    ) -> Result<Reserved, RingError> {
+        if !self.can_reserve() {
+            return Err(RingError::Busy);
+        }
+        let p = self.place(c, hdr, payload_len)?;
+        let slot = self.pending.get_mut(self.npending).ok_or(RingError::Busy)?;
+        *slot = Pending {
+            seq: p.seq,
+            pos: p.tail,
+            seed: p.seed,
+        };
+        self.npending += 1;
+        self.commit(&p);
+        Ok(Reserved {
+            seq: p.seq,
+            payload: Spans::new(self.cap, p.payload_pos, payload_len),
+            seed: p.seed,
+        })
+    }
+
+    /// The reservation of pending record `seq` again (`None` if it is not
+    /// pending).
+    pub fn reserved(&self, seq: u64) -> Option<Reserved> {
+        let p = *self.pending.get(self.pending_at(seq)?)?;
+        let v = self.view_at(seq, p.pos).ok()?;
+        Some(Reserved {
+            seq,
+            payload: v.payload_chunks(),
+            seed: p.seed,
+        })
+    }
+
+    /// Writes the payload of pending record `seq` through `fill` (exactly
+    /// its length) and returns its CRC for [`RollbackRing::publish`]: what
+    /// the kernel does outside the lock, for callers that hold the ring.
+    pub fn fill_reserved<F>(&mut self, c: &impl Crc32c, r: &Reserved, fill: F) -> Result<u32, RingError>
+    where
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
+        if !self.is_pending(r.seq) {
+            return Err(RingError::NotPending);
+        }
+        let pos = r.payload.pos;
+        let len = r.payload.left;
+        self.write_payload(c, pos, len, r.seed, fill)
+    }
+
+    /// Seals pending record `seq` with `crc` (its header and payload as
+    /// stored: [`Reserved::seed_crc`] extended with the payload): from now
+    /// on it may be sent and, once acknowledged, freed.
+    pub fn publish(&mut self, seq: u64, crc: u32) -> Result<(), RingError> {
+        let i = self.pending_at(seq).ok_or(RingError::NotPending)?;
+        let pos = self.pending.get(i).ok_or(RingError::NotPending)?.pos;
+        self.seal(pos, crc)?;
+        let last = self.npending - 1;
+        self.pending.swap(i, last);
+        self.npending = last;
+        Ok(())
     }
 
     /// Header and stored length of the record stored at byte `pos`.
@@ -379,9 +603,10 @@ impl<P: Pages> RollbackRing<P> {
         })
     }
 
-    /// The record at the send cursor, `None` when everything is sent.
+    /// The record at the send cursor, `None` when everything is sent or
+    /// the next record is pending (not yet published).
     pub fn peek_send(&self) -> Option<RecordView> {
-        if self.send_seq >= self.next_seq {
+        if self.send_seq >= self.next_seq || self.send_held(self.send_seq) {
             return None;
         }
         self.view_at(self.send_seq, self.send_pos).ok()
@@ -390,7 +615,7 @@ impl<P: Pages> RollbackRing<P> {
     /// Moves the send cursor past the record `peek_send` returned (no-op
     /// when everything is sent).
     pub fn advance_send(&mut self) {
-        if self.send_seq >= self.next_seq {
+        if self.send_seq >= self.next_seq || self.send_held(self.send_seq) {
             return;
         }
         if let Ok((_, len)) = self.header_at(self.send_pos) {
@@ -405,12 +630,17 @@ impl<P: Pages> RollbackRing<P> {
     /// Cumulative acknowledgement: frees every record with seq <= `upto`.
     /// Clamped to records that were sent at least once (a target cannot
     /// have applied what it never got), so stale or bogus acks are
-    /// harmless. If the send cursor had been rewound below `upto`, it moves
+    /// harmless, and stops at a pending record (its bytes are being
+    /// written). If the send cursor had been rewound below `upto`, it moves
     /// forward with the head: the target already has those records.
     /// Returns the number of records freed.
     pub fn ack(&mut self, upto: u64) -> usize {
         let mut freed = 0;
-        while self.records > 0 && self.oldest_seq <= upto && self.oldest_seq < self.sent_hwm {
+        while self.records > 0
+            && self.oldest_seq <= upto
+            && self.oldest_seq < self.sent_hwm
+            && !self.is_pending(self.oldest_seq)
+        {
             let Ok((_, len)) = self.header_at(self.head) else {
                 break;
             };

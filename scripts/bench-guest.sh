@@ -33,6 +33,12 @@ else RUNTIME=${DMSM_BENCH_SECONDS:-10}; RAMP=2; fi
 RTTS=${DMSM_BENCH_RTTS:-0 1 10 50}
 SYSTEMS=${DMSM_BENCH_SYSTEMS:-local spec-async spec-sync lock-sync drbd-A drbd-C dm-mirror}
 WORKLOADS=${DMSM_BENCH_WORKLOADS:-qd1 qd32 seq}
+# Repetitions of each workload in a row (issue 20: every headline figure
+# from at least 3, with their spread).
+REPS=${DMSM_BENCH_REPS:-3}
+# Link rate for netem ("100mbit", "1gbit"; empty: none): the link-bound runs.
+RATE=${DMSM_BENCH_RATE:-}
+CLK_TCK=$(getconf CLK_TCK)
 SIZE_MB=${DMSM_BENCH_SIZE_MB:-512}
 S=bn-src D=bn-dst
 DRBDSETUP=/lib/drbd/drbdsetup-84
@@ -88,19 +94,25 @@ link_self_up() {
 	ip rule add pref 100 lookup local
 	ip rule del pref 0 lookup local
 }
-# set_rtt MS: netem delay MS/2 on each end of both veth pairs (none at 0).
+# set_rtt MS: netem delay MS/2 on each end of both veth pairs (none at 0),
+# and the link rate RATE on each end if set.
 set_rtt() {
 	local half="$(($1 * 1000 / 2))us" dev
+	local rate=()
+	[ -z "$RATE" ] || rate=(rate "$RATE")
 	for dev in "$S bn-veth-s" "$D bn-veth-d" "- bn-a" "- bn-b"; do
 		set -- $dev
 		local ns=()
 		[ "$1" = - ] || ns=(-n "$1")
 		tc "${ns[@]}" qdisc del dev "$2" root 2>/dev/null
-		if [ "$half" != 0us ]; then
-			tc "${ns[@]}" qdisc add dev "$2" root netem delay "$half" limit 100000 || return 1
+		if [ "$half" != 0us ] || [ -n "$RATE" ]; then
+			tc "${ns[@]}" qdisc add dev "$2" root netem delay "$half" "${rate[@]}" limit 100000 || return 1
 		fi
 	done
 }
+# CPU time the guest spent busy so far (user, nice, system, irq, softirq,
+# steal: every CPU), in clock ticks.
+cpu_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 
 # ---- systems: up prints the device to test; settle waits until idle ------
 SYS_DEV=
@@ -236,11 +248,17 @@ fio_args() { # WORKLOAD
 	esac
 }
 run_fio() { # DEV WORKLOAD OUTFILE
+	# The guest's busy CPU time over fio's measured part (after its ramp):
+	# OUTFILE.cpu holds the ticks at its start and end.
+	( sleep "$RAMP"; cpu_busy >"$3.cpu" ) &
+	local sampler=$!
 	# shellcheck disable=SC2046
 	timeout -k 10 $((RUNTIME + RAMP + 120)) fio --name="$2" --filename="$1" $(fio_args "$2") --ioengine=libaio \
 		--direct=1 --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --randrepeat=0 \
 		--norandommap --lat_percentiles=1 --output-format=json --output="$3" >/dev/null 2>"$3.err"
 	local rc=$?
+	cpu_busy >>"$3.cpu"
+	wait "$sampler" 2>/dev/null
 	[ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] || return "$rc"
 	# fio outlived its run by two minutes: I/O that never completes. Say
 	# where everything stands and end this VM (its clean-up would wait on
@@ -279,12 +297,12 @@ trap cleanup EXIT
 sysctl -qw kernel.panic_on_oops=1
 grep -q '^dm_specmirror ' /proc/modules || insmod "$MODULE" || { log "insmod failed"; exit 1; }
 links_up || { log "could not set up the links"; exit 1; }
-python3 - "$OUT/guest.json" "$MODULE" "$RUNTIME" "$RAMP" "$SIZE_MB" "$QUICK" <<'PY'
+python3 - "$OUT/guest.json" "$MODULE" "$RUNTIME" "$RAMP" "$SIZE_MB" "$QUICK" "$REPS" "$RATE" <<'PY'
 import json, os, subprocess, sys
 def sh(c):
     try: return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
     except Exception as e: return f"error: {e}"
-out, mod, runtime, ramp, size, quick = sys.argv[1:]
+out, mod, runtime, ramp, size, quick, reps, rate = sys.argv[1:]
 json.dump({
     "uname": sh("uname -a"),
     "module": {"path": mod, "modinfo": sh(f"modinfo {mod}"), "sha256": sh(f"sha256sum {mod}").split()[0]},
@@ -294,6 +312,7 @@ json.dump({
     "fio": sh("fio --version"),
     "cpus": os.cpu_count(), "meminfo": sh("head -1 /proc/meminfo"),
     "runtime_s": int(runtime), "ramp_s": int(ramp), "device_mb": int(size), "quick": quick == "1",
+    "reps": int(reps), "link_rate": rate or None,
     "devices": "null_blk via configfs, memory_backed=1, blocksize 4096, fresh per system",
     "link": "veth pair, netem delay RTT/2 on each end (no qdisc at RTT 0)",
 }, open(out, "w"), indent=1)
@@ -317,7 +336,6 @@ for rtt in $RTTS; do
 			continue
 		fi
 		for wl in $WORKLOADS; do
-			f="$CUR/$wl.json"
 			if [[ " ${DMSM_BENCH_SKIP:-} " == *" $sys:$wl "* ]]; then
 				log "  $sys $wl: skipped (DMSM_BENCH_SKIP)"
 				printf '{"rtt_ms": %s, "system": "%s", "workload": "%s", "error": %s}\n' "$rtt" "$sys" "$wl" \
@@ -325,29 +343,40 @@ for rtt in $RTTS; do
 					>>"$OUT/runs.jsonl"
 				continue
 			fi
+			for rep in $(seq 1 "$REPS"); do
+			f="$CUR/$wl-r$rep.json"
 			echo "$rtt $sys $wl" >"$OUT/current"; sync
 			if run_fio "$SYS_DEV" "$wl" "$f"; then
-				python3 - "$f" "$rtt" "$sys" "$wl" >>"$OUT/runs.jsonl" <<'PY'
+				python3 - "$f" "$rtt" "$sys" "$wl" "$rep" "$CLK_TCK" >>"$OUT/runs.jsonl" <<'PY'
 import json, sys
-f, rtt, sysname, wl = sys.argv[1:]
+f, rtt, sysname, wl, rep, tck = sys.argv[1:]
 j = json.load(open(f))["jobs"][0]["write"]
 p = j["lat_ns"].get("percentile", {})
-r = {"rtt_ms": int(rtt), "system": sysname, "workload": wl, "fio": f.split("/raw/")[1],
+r = {"rtt_ms": int(rtt), "system": sysname, "workload": wl, "rep": int(rep), "fio": f.split("/raw/")[1],
      "iops": j["iops"], "bw_bytes": j["bw_bytes"], "lat_mean_ns": j["lat_ns"]["mean"],
      "slat_mean_ns": j["slat_ns"]["mean"], "clat_mean_ns": j["clat_ns"]["mean"],
      "lat_p50_ns": p.get("50.000000"), "lat_p99_ns": p.get("99.000000"), "ios": j["total_ios"]}
+try:
+    c = [int(x) for x in open(f + ".cpu").read().split()]
+    if len(c) == 2 and j["io_bytes"] > 0:
+        busy = (c[1] - c[0]) / int(tck)
+        r["cpu_busy_s"] = busy
+        r["cpu_s_per_gib"] = busy / (j["io_bytes"] / 2**30)
+except (OSError, ValueError):
+    pass
 print(json.dumps(r))
 PY
-				log "  $sys $wl: $(tail -1 "$OUT/runs.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f IOPS, %.1f MB/s, mean %.0f us" % (r["iops"], r["bw_bytes"] / 1e6, r["lat_mean_ns"] / 1e3))')"
+				log "  $sys $wl #$rep: $(tail -1 "$OUT/runs.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f IOPS, %.1f MB/s, mean %.0f us, %s CPU s/GiB" % (r["iops"], r["bw_bytes"] / 1e6, r["lat_mean_ns"] / 1e3, "%.1f" % r["cpu_s_per_gib"] if "cpu_s_per_gib" in r else "no"))')"
 			else
 				e=$(head -c 300 "$f.err" | tr '\n' ' ')
-				log "  $sys $wl: not measured: fio failed: $e"
-				printf '{"rtt_ms": %s, "system": "%s", "workload": "%s", "error": %s}\n' "$rtt" "$sys" "$wl" \
+				log "  $sys $wl #$rep: not measured: fio failed: $e"
+				printf '{"rtt_ms": %s, "system": "%s", "workload": "%s", "rep": %s, "error": %s}\n' "$rtt" "$sys" "$wl" "$rep" \
 					"$(python3 -c 'import json,sys; print(json.dumps("fio failed: " + sys.argv[1]))' "$e")" \
 					>>"$OUT/runs.jsonl"
 			fi
 			echo "$rtt $sys $wl, then waiting until idle" >"$OUT/current"
 			settle_"$sys"
+			done
 		done
 		echo "$rtt $sys tear-down" >"$OUT/current"
 		down_"$sys" >"$CUR/down.log" 2>&1

@@ -7,6 +7,9 @@
 # Knobs (forwarded to the guest): DMSM_BENCH_RTTS ("0 1 10 50"),
 # DMSM_BENCH_SYSTEMS, DMSM_BENCH_WORKLOADS ("qd1 qd32 seq"),
 # DMSM_BENCH_SECONDS (10, QUICK 3), DMSM_BENCH_SIZE_MB (512),
+# DMSM_BENCH_REPS (3 repetitions of each run), DMSM_BENCH_RATE (netem link
+# rate, e.g. 100mbit; none by default), DMSM_BENCH_MODULE (a module to
+# measure instead of the tree's),
 # DMSM_BENCH_SKIP ("system:workload ...", not run, reported with
 # DMSM_BENCH_SKIP_WHY).
 set -euo pipefail
@@ -14,7 +17,9 @@ set -euo pipefail
 cd "$DMSM_REPO"
 export DMSM_BENCH_QUICK=${QUICK:-0}
 export DMSM_MODULE
-DMSM_MODULE=$(scripts/build-module.sh release)
+# DMSM_BENCH_MODULE: measure this module instead of the tree's (e.g. one
+# built from an older commit, to compare within the same scripts).
+DMSM_MODULE=${DMSM_BENCH_MODULE:-$(scripts/build-module.sh release)}
 kdir=$(scripts/build-kernel.sh release)
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 raw=$(mktemp -d /tmp/dmsm-bench.XXXXXX)
@@ -66,7 +71,7 @@ done
 after=$(host_info after)
 dirty=$(git status --porcelain --untracked-files=no | grep -q . && echo true || echo false)
 cat >"$raw/host.json" <<EOF
-{"timestamp": "$ts", "git_commit": "$(git rev-parse HEAD)", "git_dirty": $dirty,
+{"timestamp": "$ts", "git_commit": "$(git rev-parse HEAD)", "git_dirty": $dirty, "module_path": "$DMSM_MODULE",
  "kernel_build": "$(basename "$kdir")", "kernel_release": "$(cat "$kdir/include/config/kernel.release" 2>/dev/null)",
  "kernel_config_sha256": "$(sha256sum "$kdir/.config" | cut -c1-16)",
  "kconfig_fragments": $(python3 -c 'import json,sys; print(json.dumps({f: open(f).read() for f in sys.argv[1:]}))' \

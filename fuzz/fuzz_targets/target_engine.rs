@@ -22,12 +22,12 @@ use specmirror_core::log::filter::FILTER_BUCKETS;
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::meta::generation::Generations;
 use specmirror_core::log::record::{
-    decode_frame, decode_header, encode_frame, frame_crc, Crc32c, Header, Hello, Kind, HEADER_LEN,
+    decode_frame, decode_header, encode_frame, frame_crc, Crc32c, DecodeError, Header, Hello, Kind, HEADER_LEN,
     MAGIC, VERSION,
 };
 use specmirror_core::transport::proto::auth::{self, decode_challenge, MacLabel};
 use specmirror_core::transport::proto::target::{
-    Accept, ApplierStep, IoStatus, ListenerStep, LockReply, RxStep, RxVerdict, SenderStep, Target,
+    copies_outside, Accept, ApplierStep, IoStatus, ListenerStep, LockReply, RxStep, RxVerdict, SenderStep, Target,
     TargetConfig, APPLIER, LISTENER, LOCKER, RECEIVER, SENDER, SEND_FRAMES, SLEEPERS,
 };
 use specmirror_core::transport::proto::wake::{Instant, MS};
@@ -152,7 +152,21 @@ impl Glue {
 
     fn offer(&mut self, t: &mut Tgt, conn: u64, f: Vec<u8>) {
         let received = t.received_seq();
-        match t.on_frame(&Crc, conn, &f, self.now) {
+        // A long WRITE goes the kernel receiver's way: CRC checked outside
+        // the lock, payload copied into the reserved record afterwards.
+        let outside = decode_header(&f).is_ok_and(|(h, _)| copies_outside(&h) && h.frame_len() == f.len());
+        let v = if outside {
+            let ok = !matches!(decode_frame(&Crc, &f), Err(DecodeError::BadCrc));
+            t.on_frame_checked(&Crc, conn, &f, ok, self.now)
+        } else {
+            t.on_frame(&Crc, conn, &f, self.now)
+        };
+        match v {
+            RxVerdict::Fill { seq } => {
+                assert!(outside, "only a frame checked outside the lock is filled later");
+                assert_eq!(t.filling().map(|(s, _)| s), Some(seq));
+                assert!(t.fill_payload(seq, &f[HEADER_LEN..]), "the reserved record takes its payload");
+            }
             RxVerdict::Continue => {}
             RxVerdict::Busy => {
                 assert_eq!(t.received_seq(), received, "busy frames are not taken");

@@ -83,11 +83,18 @@ pub enum Mutant {
     /// locally, before the target made them durable: a crash of the
     /// source leaves the target without them.
     AlEvictUndurable,
+    /// The sender does not stop at a reserved record whose payload is
+    /// still being copied: it sends bytes that are not the record's yet.
+    SendPending,
+    /// The target's commit log lets a record whose payload the receiver
+    /// is still copying be applied: the device gets the bytes the log
+    /// held before.
+    IssueUnfilled,
 }
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 21] = [
+    pub const ALL: [Mutant; 23] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
@@ -109,5 +116,7 @@ impl Mutant {
         Mutant::AlNoWait,
         Mutant::AlEvictUnflushed,
         Mutant::AlEvictUndurable,
+        Mutant::SendPending,
+        Mutant::IssueUnfilled,
     ];
 }

@@ -37,12 +37,12 @@ use kernel::{
 
 use super::proto::hot::HotSlot;
 use super::proto::inflight::{Completed, InflightSlot};
-use super::proto::source::{HostOp, HostWrite, Source, SourceConfig, Submit, SENDER, WORKER};
+use super::proto::source::{copies_inline, HostOp, HostWrite, Source, SourceConfig, Submit, SENDER, WORKER};
 use super::proto::wake::Wakes;
 use super::sys::bio::{Bio, BioList, BioOp, BioView, OwnedBio, BLK_STS_IOERR, BLK_STS_OK};
 use super::sys::devio::{BioSet, DevIo, IoOp, IoOwner, PreparedIo};
 use super::sys::net::{NetNs, Socket};
-use super::sys::pages::{KPages, KernelCrc};
+use super::sys::pages::{KPages, KernelCrc, RingFill};
 use super::sys::sync::{IrqSpinGuard, IrqSpinLock};
 use super::sys::thread::Thread;
 use super::sys::{self, DmDev, EndIo, Events, MapResult, StatusWriter, TargetRef};
@@ -52,7 +52,7 @@ use super::table::TableConfig;
 use crate::log::meta::bitmap::{self, Bitmap};
 use crate::log::pages::SECTOR_ALIGN;
 use crate::log::record::{FLAG_FUA, FLAG_PREFLUSH};
-use crate::log::ring::RingError;
+use crate::log::ring::{Reserved, RingError, RingWriter};
 use crate::new_irq_spinlock;
 
 type Machine = Source<KPages, KVec<HotSlot>, KVec<InflightSlot>>;
@@ -107,6 +107,9 @@ pub(crate) struct SourceDev {
     target: TargetRef,
     crc: KernelCrc,
     ring_bytes: usize,
+    /// The ring's pages, for copying payloads into reserved records
+    /// outside `st` (no copy with interrupts off).
+    fill: RingFill,
     /// Local writes and repair reads (reporting to this device).
     bios: BioSet,
     #[pin]
@@ -178,6 +181,7 @@ impl SourceDev {
         }
         let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL).map_err(nomem)?;
         let ring_bytes = pages.bytes();
+        let fill = pages.ring_fill();
         let hot = KVec::from_elem(HotSlot::default(), cfg.hot_regions as usize, GFP_KERNEL).map_err(nomem)?;
         let inflight = KVec::from_elem(InflightSlot::default(), INFLIGHT_SLOTS, GFP_KERNEL).map_err(nomem)?;
         // A new generation per table load: the target starts a new stream
@@ -219,6 +223,7 @@ impl SourceDev {
                 target,
                 crc: KernelCrc,
                 ring_bytes,
+                fill,
                 bios: BioSet::new(LOCAL_BIOS)?,
                 st <- new_irq_spinlock!(state, "specmirror_source"),
                 tx_wait <- new_condvar!("specmirror_source_tx"),
@@ -305,10 +310,22 @@ impl SourceDev {
         self.wake(w);
     }
 
-    /// Offers `hw` to the machine, copying the payload from `bio`'s pages
-    /// into the ring if it is accepted.
-    fn submit(g: &mut State, crc: &KernelCrc, hw: &HostWrite, bio: &impl BioView, retry: bool) -> Submit {
-        let fill = |w: &mut crate::log::ring::RingWriter<'_, KPages>| {
+    /// Offers `hw` to the machine. A short payload is copied from `bio`'s
+    /// pages into the ring now; a longer one's record is only reserved,
+    /// and the caller copies it outside the lock
+    /// ([`SourceDev::fill_and_publish`]; `copies_inline`).
+    fn offer(g: &mut State, crc: &KernelCrc, hw: &HostWrite, bio: &impl BioView, retry: bool) -> Submit {
+        // Starts degraded mode's clocks (a write parked, a sync write
+        // waiting for its acknowledgement).
+        let now = sys::now();
+        if hw.op == HostOp::Write && !copies_inline((hw.count as usize) << 9) {
+            return if retry {
+                g.m.retry_deferred_reserved(crc, hw, now)
+            } else {
+                g.m.submit_reserved(crc, hw, now)
+            };
+        }
+        let fill = |w: &mut RingWriter<'_, KPages>| {
             let mut err: Option<RingError> = None;
             bio.copy_data(|seg| match w.write(seg) {
                 Ok(()) => true,
@@ -319,9 +336,6 @@ impl SourceDev {
             });
             err.map_or(Ok(()), Err)
         };
-        // Starts degraded mode's clocks (a write parked, a sync write
-        // waiting for its acknowledgement).
-        let now = sys::now();
         if retry {
             g.m.retry_deferred(crc, hw, now, fill)
         } else {
@@ -331,8 +345,10 @@ impl SourceDev {
 
     /// The accepted write `seq` of bio `b`: its local I/O goes out with
     /// `io` (prepared, empty); the payload pieces come from the ring.
-    /// Under the lock (adding pages takes no sleep).
-    fn arm_local(&self, g: &mut State, seq: u64, mut b: OwnedBio, io: &mut PreparedIo<'_>) {
+    /// Under the lock (adding pages takes no sleep). A record still to be
+    /// filled comes back with its bio, which the caller keeps until it is
+    /// published; any other joins `writing` now.
+    fn arm_local(&self, g: &mut State, seq: u64, mut b: OwnedBio, io: &mut PreparedIo<'_>) -> Option<(Reserved, OwnedBio)> {
         let pb = b.per_bio();
         pb.tag = TAG_OURS;
         pb.seq = seq;
@@ -341,11 +357,42 @@ impl SourceDev {
         if let Some(spans) = g.m.payload_chunks(seq) {
             let pages = g.m.ring().pages();
             // SAFETY: ring pages live as long as the device; the machine
-            // keeps record `seq` in the ring, unchanged, until its local
-            // write is done (`local_done`), which is this bio's end.
+            // keeps record `seq` in the ring, unchanged once published,
+            // until its local write is done (`local_done`), which is this
+            // bio's end; the bio is submitted only after the publication.
             unsafe { io.add_pages(spans.filter_map(|(pi, off, len)| pages.page_ptr(pi).map(|p| (p, off, len)))) };
         }
-        g.writing.push_back(b);
+        match g.m.reserved(seq) {
+            Some(r) => Some((r, b)),
+            None => {
+                g.writing.push_back(b);
+                None
+            }
+        }
+    }
+
+    /// Copies host bio `b`'s payload into its reserved record `r`
+    /// (outside the lock: up to 1 MiB, in parallel on every CPU), then
+    /// publishes the record and lets `b` join `writing`. Its local write
+    /// may be submitted after this.
+    fn fill_and_publish(&self, r: Reserved, b: OwnedBio) {
+        // SAFETY: `r` was reserved for `b` under the lock and is published
+        // below, after the copier is gone; nobody else has it.
+        let mut w = unsafe { self.fill.copier(&r, &self.crc) };
+        let copied = b.copy_data(|seg| w.write(seg));
+        let (crc, full) = w.finish();
+        if !(copied && full) {
+            pr_err!(
+                "specmirror: source for {}: write {} carried fewer bytes than its size; the rest is zeros on both sides\n",
+                self.cfg.endpoint, r.seq
+            );
+        }
+        self.with(|g| {
+            if !g.m.publish(r.seq, crc) {
+                pr_err!("specmirror: record {} was not reserved\n", r.seq);
+            }
+            g.writing.push_back(b);
+        });
     }
 
     /// dm `map`: see the module docs. Never sleeps.
@@ -364,17 +411,18 @@ impl SourceDev {
         let mut io = self.bios.prepare(&self.data, &local_io(&hw), pieces_for(hw.count), true);
         let mut g = self.st.lock();
         let r = match io.as_mut() {
-            Some(_) => Self::submit(&mut g, &self.crc, &hw, bio, false),
+            Some(_) => Self::offer(&mut g, &self.crc, &hw, &*bio, false),
             None => {
                 g.m.defer_unprepared();
                 Submit::Wait(crate::transport::proto::source::WaitReason::Queued)
             }
         };
         let mut invalid = 0;
+        let mut to_fill = None;
         match r {
             Submit::Accepted(seq) => {
                 if let (Some(b), Some(io)) = (bio.take(), io.as_mut()) {
-                    self.arm_local(&mut g, seq, b, io);
+                    to_fill = self.arm_local(&mut g, seq, b, io);
                 }
             }
             Submit::Wait(_) => {
@@ -389,6 +437,9 @@ impl SourceDev {
         }
         self.end_section(&mut g);
         drop(g);
+        if let Some((res, b)) = to_fill {
+            self.fill_and_publish(res, b);
+        }
         match r {
             Submit::Accepted(_) => {
                 if let Some(io) = io {

@@ -17,11 +17,11 @@ use super::{local_io, pieces_for, SourceDev, State, REPAIR_COOKIE, RESYNC_COOKIE
 use crate::log::meta::bitmap;
 use crate::log::pages::{Pages, PAGE_SIZE};
 use crate::log::record::HEADER_LEN;
-use crate::log::ring::{RingError, RingWriter};
+use crate::log::ring::{Reserved, RingError, RingWriter};
 use crate::transport::proto::auth::Sha256;
 use crate::transport::proto::inflight::RepairJob;
 use crate::transport::proto::source::{
-    Batch, ControlFrame, RecvError, ResyncJob, RxVerdict, SenderStep, Submit, WorkerStep, DEFERRED_BATCH,
+    copies_inline, Batch, ControlFrame, RecvError, ResyncJob, RxVerdict, SenderStep, Submit, WorkerStep, DEFERRED_BATCH,
     SEND_BATCH_PIECES, VerifyJob
 };
 use crate::transport::proto::wake::Instant;
@@ -349,11 +349,12 @@ impl SourceDev {
                 return;
             };
             let mut b = Some(b);
+            let mut to_fill = None;
             let r = self.with(|g| {
                 let Some(bio) = b.take() else { return Submit::Wait(crate::transport::proto::source::WaitReason::Queued) };
-                let r = Self::submit(g, &self.crc, &hw, &bio, true);
+                let r = Self::offer(g, &self.crc, &hw, &bio, true);
                 match r {
-                    Submit::Accepted(seq) => self.arm_local(g, seq, bio, &mut io),
+                    Submit::Accepted(seq) => to_fill = self.arm_local(g, seq, bio, &mut io),
                     Submit::Wait(_) => g.deferred.push_front(bio),
                     Submit::Invalid(_) => {
                         g.invalid_bios = g.invalid_bios.saturating_add(1);
@@ -362,6 +363,9 @@ impl SourceDev {
                 }
                 r
             });
+            if let Some((res, bio)) = to_fill {
+                self.fill_and_publish(res, bio);
+            }
             match r {
                 Submit::Accepted(_) => io.submit(),
                 Submit::Wait(_) => return,
@@ -524,7 +528,8 @@ impl SourceDev {
         true
     }
 
-    /// Writes the first `bytes` of `pages` into a ring record.
+    /// Writes the first `bytes` of `pages` into a ring record (a short
+    /// one, under the lock: `copies_inline`).
     fn fill_from(w: &mut RingWriter<'_, KPages>, pages: &KPages, bytes: usize) -> Result<(), RingError> {
         for i in 0..bytes.div_ceil(PAGE_SIZE) {
             let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
@@ -534,17 +539,49 @@ impl SourceDev {
         Ok(())
     }
 
+    /// Copies the first `bytes` of `pages` (a read buffer of this thread)
+    /// into record `r`, reserved by the caller under the lock, outside the
+    /// lock, and publishes it.
+    fn publish_from(&self, r: Option<Reserved>, pages: &KPages, bytes: usize) {
+        let Some(r) = r else { return };
+        // SAFETY: the caller reserved `r` under the lock and nothing else
+        // has it; it is published below, after the copier is gone.
+        let mut w = unsafe { self.fill.copier(&r, &self.crc) };
+        for i in 0..bytes.div_ceil(PAGE_SIZE) {
+            let len = bytes.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
+            if let Some(p) = Pages::page(pages, i).and_then(|p| p.get(..len)) {
+                w.write(p);
+            }
+        }
+        let (crc, full) = w.finish();
+        if !full {
+            pr_err!("specmirror: source for {}: record {} was filled with zeros\n", self.cfg.endpoint, r.seq);
+        }
+        self.with(|g| g.m.publish(r.seq, crc));
+    }
+
     /// Appends the piece `job` from what the read left in `buf` (or gives
     /// the piece up when the read failed: its chunk stays dirty).
     fn resync_append(&self, job: &ResyncJob, ok: bool, buf: &Option<KPages>) {
         let bytes = job.count as usize * 512;
+        let mut res = None;
         let r = self.with(|g| match buf.as_ref().filter(|_| ok) {
-            Some(pages) => Some(g.m.resync(&self.crc, |w| Self::fill_from(w, pages, bytes))),
+            Some(pages) if copies_inline(bytes) => Some(g.m.resync(&self.crc, |w| Self::fill_from(w, pages, bytes))),
+            Some(_) => {
+                let r = g.m.resync_reserved(&self.crc);
+                if let Submit::Accepted(seq) = r {
+                    res = g.m.reserved(seq);
+                }
+                Some(r)
+            }
             None => {
                 g.m.resync_failed();
                 None
             }
         });
+        if let Some(pages) = buf.as_ref() {
+            self.publish_from(res, pages, bytes);
+        }
         if r.is_none() {
             let errors = self.with(|g| g.m.resync_stats().map_or(0, |s| s.read_errors));
             if errors.is_power_of_two() {
@@ -576,14 +613,26 @@ impl SourceDev {
     /// Appends the repair of `job` from what the read-back left in `buf`.
     fn repair_append(&self, job: &RepairJob, ok: bool, buf: &Option<KPages>) {
         let bytes = usize::try_from(job.count).unwrap_or(usize::MAX).saturating_mul(512);
+        let mut res = None;
         let r = self.with(|g| {
             let Some(pages) = buf.as_ref().filter(|_| ok) else {
                 g.m.repair_failed(job.seq);
                 return None;
             };
-            let r = g.m.repair(&self.crc, job.seq, sys::now(), |w| Self::fill_from(w, pages, bytes));
+            let r = if copies_inline(bytes) {
+                g.m.repair(&self.crc, job.seq, sys::now(), |w| Self::fill_from(w, pages, bytes))
+            } else {
+                let r = g.m.repair_reserved(&self.crc, job.seq, sys::now());
+                if let Submit::Accepted(seq) = r {
+                    res = g.m.reserved(seq);
+                }
+                r
+            };
             Some((r, g.m.stats().repairs, g.m.stats().unrepaired))
         });
+        if let Some(pages) = buf.as_ref() {
+            self.publish_from(res, pages, bytes);
+        }
         match r {
             None => {
                 pr_err!(

@@ -37,7 +37,7 @@ use super::proto::wake::Wakes;
 use super::sys::bio::{Bio, BioList, BioOp, BioView};
 use super::sys::devio::{BioSet, IoOwner};
 use super::sys::net::{NetNs, Socket};
-use super::sys::pages::{KPages, KernelCrc};
+use super::sys::pages::{KPages, KernelCrc, RingFill};
 use super::sys::sync::{IrqSpinGuard, IrqSpinLock};
 use super::sys::thread::Thread;
 use super::sys::{self, DmDev, EndIo, Events, MapResult, StatusWriter};
@@ -89,6 +89,8 @@ pub(crate) struct TargetDev {
     events: Events,
     crc: KernelCrc,
     log_bytes: usize,
+    /// The commit log's pages, for the receiver's copies outside `st`.
+    fill: RingFill,
     /// Record bios (reporting to this device).
     bios: BioSet,
     #[pin]
@@ -125,6 +127,7 @@ impl TargetDev {
     ) -> Result<Arc<TargetDev>> {
         let pages = KPages::new((cfg.ring_mb as usize) << 8, GFP_KERNEL)?;
         let log_bytes = pages.bytes();
+        let fill = pages.ring_fill();
         let tcfg = TargetConfig {
             region_sectors: cfg.region_sectors,
             dev_sectors,
@@ -151,6 +154,7 @@ impl TargetDev {
                 events,
                 crc: KernelCrc,
                 log_bytes,
+                fill,
                 bios: BioSet::new(RECORD_BIOS)?,
                 st <- new_irq_spinlock!(state, "specmirror_target"),
                 rx_wait <- new_condvar!("specmirror_target_rx"),

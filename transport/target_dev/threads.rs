@@ -18,9 +18,9 @@ use crate::log::commit::IssueView;
 use crate::log::pages::{Pages, PAGE_SIZE};
 use crate::transport::proto::auth::Sha256;
 use crate::transport::sys::pages::KPages;
-use crate::log::record::{Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, MAX_PAYLOAD};
+use crate::log::record::{decode_frame, decode_header, DecodeError, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, MAX_PAYLOAD};
 use crate::transport::proto::target::{
-    Accept, ApplierStep, ListenerStep, RxStep, RxVerdict, SenderStep, APPLY_BATCH, SEND_FRAMES,
+    copies_outside, Accept, ApplierStep, ListenerStep, RxStep, RxVerdict, SenderStep, APPLY_BATCH, SEND_FRAMES,
 };
 use crate::transport::proto::wake::Instant;
 use crate::transport::proto::{sleep_ms, MAX_CONTROL_FRAME};
@@ -135,12 +135,18 @@ impl TargetDev {
     }
 
     /// Reads frames until the connection ends; true if it ended on bytes
-    /// that are no frame.
+    /// that are no frame. Long WRITEs (`copies_outside`) have their CRC
+    /// checked before the lock is taken and their payload copied into the
+    /// commit log after it is dropped: no multi-KiB work with interrupts
+    /// off.
     fn receive(&self, conn: u64, sock: &Socket) -> bool {
         // Room for the largest frame and then some, so that a read can take
         // many small records at once.
         let Ok(mut rd) = FrameReader::new(2 * (HEADER_LEN + MAX_PAYLOAD)) else { return false };
         loop {
+            // The CRC verdict on the frame at the front, if it was checked
+            // outside the lock.
+            let mut checked: Option<bool> = None;
             let mut g = self.st.lock();
             loop {
                 let len = match rd.peek() {
@@ -151,23 +157,63 @@ impl TargetDev {
                         return true;
                     }
                 };
-                match g.m.on_frame(&self.crc, conn, rd.front(len), sys::now()) {
+                let frame = rd.front(len);
+                let outside = decode_header(frame).is_ok_and(|(h, _)| copies_outside(&h));
+                let pre = checked.take();
+                let v = match (outside, pre) {
+                    (false, _) => g.m.on_frame(&self.crc, conn, frame, sys::now()),
+                    (true, Some(ok)) => g.m.on_frame_checked(&self.crc, conn, frame, ok, sys::now()),
+                    (true, None) => {
+                        self.end_section(&mut g);
+                        drop(g);
+                        checked = Some(!matches!(decode_frame(&self.crc, frame), Err(DecodeError::BadCrc)));
+                        g = self.st.lock();
+                        continue;
+                    }
+                };
+                match v {
                     RxVerdict::Continue => rd.consume(len),
+                    RxVerdict::Fill { seq } => {
+                        let spans = g.m.filling().filter(|(s, _)| *s == seq).map(|(_, sp)| sp);
+                        self.end_section(&mut g);
+                        drop(g);
+                        let Some(spans) = spans else {
+                            pr_err!("specmirror: target: record {} to fill has no place in the log\n", seq);
+                            return false;
+                        };
+                        // SAFETY: the machine reserved `spans` for record
+                        // `seq` on this receiver's frame and publishes it
+                        // only at `on_filled` below, after the copier is
+                        // gone; only this thread fills the log.
+                        let mut w = unsafe { self.fill.log_copier(spans) };
+                        let whole = w.write(frame.get(HEADER_LEN..).unwrap_or(&[]));
+                        let (_, full) = w.finish();
+                        if !(whole && full) {
+                            pr_err!("specmirror: target: record {} did not fit its place in the log\n", seq);
+                        }
+                        g = self.st.lock();
+                        g.m.on_filled(seq);
+                        rd.consume(len);
+                    }
                     RxVerdict::Stop => {
                         self.end_section(&mut g);
                         return false;
                     }
-                    RxVerdict::Busy => loop {
-                        // Back-pressure: keep the frame, wait for room.
-                        match g.m.poll_receiver() {
-                            RxStep::Retry => break,
-                            RxStep::Stop => {
-                                self.end_section(&mut g);
-                                return false;
+                    RxVerdict::Busy => {
+                        // The verdict stays good for the frame kept.
+                        checked = pre;
+                        loop {
+                            // Back-pressure: keep the frame, wait for room.
+                            match g.m.poll_receiver() {
+                                RxStep::Retry => break,
+                                RxStep::Stop => {
+                                    self.end_section(&mut g);
+                                    return false;
+                                }
+                                RxStep::Sleep => self.sleep(&self.rx_wait, &mut g, None, 0),
                             }
-                            RxStep::Sleep => self.sleep(&self.rx_wait, &mut g, None, 0),
                         }
-                    },
+                    }
                 }
             }
             self.end_section(&mut g);

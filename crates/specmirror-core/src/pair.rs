@@ -295,7 +295,8 @@ impl<C: Crc32c> Pair<C> {
         while let Some(f) = self.to_t.pop_front() {
             any = true;
             match self.t.on_frame(&self.c, tc, &f, self.now) {
-                TRx::Continue => {}
+                // `on_frame` copies under the lock: it never asks for a fill.
+                TRx::Continue | TRx::Fill { .. } => {}
                 TRx::Busy => {
                     self.to_t.push_front(f);
                     self.t_busy = true;

@@ -572,3 +572,45 @@ fn machines_are_small_their_storage_is_the_callers() {
     // 3120 bytes.
     assert!(target < 3584, "Target is {target} bytes");
 }
+
+/// A record reserved for a copy outside the lock (the kernel receiver's
+/// long WRITEs) is held like any other (reads of its range wait, its seq
+/// is taken) but is never issued before its payload is in; nothing else
+/// can be stored meanwhile; once published it applies the bytes copied.
+#[test]
+fn reserved_record_waits_for_its_payload() {
+    let mut log = common::commit_log(16, 1);
+    push(&mut log, rec(1, Kind::Write, 0, 8));
+    let h = rec(2, Kind::Write, 64, 16);
+    let spans = log.reserve(&h).unwrap();
+    assert_eq!(spans.remaining(), 16 * 512);
+    assert_eq!(log.next_seq(), 3);
+    assert!(log.pending_in_range(64, 1), "reads of its range wait");
+    assert!(log.may_be_pending(0, u64::MAX));
+    // Only record 1 may start; nothing may be pushed or reserved.
+    assert_eq!(issue_all(&mut log), vec![1]);
+    assert_eq!(log.push(&rec(3, Kind::Flush, 0, 0), &[]), Err(CommitError::Unfilled));
+    assert_eq!(log.reserve(&rec(3, Kind::Write, 0, 8)), Err(CommitError::Unfilled));
+    let p = payload(2, 16 * 512);
+    assert!(!log.fill_reserved(2, &p[..512]), "the whole payload or nothing");
+    assert!(log.fill_reserved(2, &p));
+    assert!(!log.publish(1));
+    assert!(log.publish(2));
+    assert!(!log.publish(2));
+    let v = log.next_to_issue().expect("published record issues");
+    assert_eq!(v.seq, 2);
+    assert_eq!(gather(&log, &v), p);
+    push(&mut log, rec(3, Kind::Flush, 0, 0));
+}
+
+/// A reset (a new stream) forgets a record whose payload never came.
+#[test]
+fn reset_forgets_an_unfilled_record() {
+    let mut log = common::commit_log(16, 1);
+    log.reserve(&rec(1, Kind::Write, 0, 16)).unwrap();
+    log.reset(10);
+    assert_eq!(log.unfilled(), None);
+    assert!(!log.publish(1));
+    push(&mut log, rec(10, Kind::Write, 0, 8));
+    assert_eq!(issue_all(&mut log), vec![10]);
+}

@@ -223,6 +223,7 @@ fn full_target(mut sector: impl FnMut(u64) -> u64) -> Tgt {
             RxVerdict::Continue => {}
             RxVerdict::Busy => break,
             RxVerdict::Stop => panic!("stopped at {seq}"),
+            RxVerdict::Fill { .. } => unreachable!("on_frame copies under the lock"),
         }
     }
     t

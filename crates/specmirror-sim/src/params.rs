@@ -16,7 +16,7 @@ const SEC: u64 = 1_000_000_000;
 const SECT: usize = SECTOR_SIZE;
 
 /// Current parameter generator version.
-pub const GEN_VERSION: u32 = 16;
+pub const GEN_VERSION: u32 = 17;
 
 /// Per-seed randomized parameters.
 #[derive(Clone, Debug)]
@@ -173,6 +173,15 @@ pub struct Params {
     /// kernel does (generator 16; before, it went on from the old ring's
     /// seqs).
     pub seq_restart: bool,
+    /// Host writes, repairs and resync pieces reserve their record and
+    /// fill it later, as the kernel does outside its lock (generator 17;
+    /// before, the payload was copied in the same step).
+    pub reserve: bool,
+    /// Longest time (ns) between a reservation and its publication: the
+    /// copy and checksum outside the lock, preemption included.
+    pub copy_max: u64,
+    /// Records the ring lets be reserved at once (1..=MAX_PENDING).
+    pub max_pending: usize,
 }
 
 impl Params {
@@ -277,6 +286,9 @@ impl Params {
             src_volatile: false,
             src_crashes: Vec::new(),
             seq_restart: false,
+            reserve: false,
+            copy_max: 0,
+            max_pending: specmirror_core::log::ring::MAX_PENDING,
         };
         if gen >= 2 {
             // Version 2: a quarter of the seeds are lock-heavy: local
@@ -492,6 +504,19 @@ impl Params {
         // kernel; the books keep one history across sources (a source's
         // seq plus the seqs of the sources before it).
         p.seq_restart = gen >= 16;
+        if gen >= 17 {
+            // Version 17: payloads are copied outside the lock. Every write
+            // reserves its record and publishes it after a copy of up to
+            // 50 us, or for a quarter of the seeds up to 20 ms (a copier
+            // preempted); a third allow only 1 to 3 pending records, so
+            // writes wait for a publication.
+            let mut r17 = Rng::new(mix(seed, 0x1717));
+            p.reserve = true;
+            p.copy_max = if r17.chance(1, 4) { r17.range(MS, 20 * MS) } else { r17.range(0, 50 * US) };
+            if r17.chance(1, 3) {
+                p.max_pending = r17.range(1, 3) as usize;
+            }
+        }
         if gen >= 15 && p.chunk_sectors > 0 {
             // Version 15: the activity log and source crashes. Every seed
             // with a bitmap has a log: a third a small one (room for the

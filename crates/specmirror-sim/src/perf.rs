@@ -293,7 +293,8 @@ pub fn run_perf(mode: Mode, rtt: u64, cfg: &PerfCfg) -> PerfRow {
             // Target receive.
             while let Some(f) = to_tgt.rx.front() {
                 match tgt.on_frame(&c, tconn, f, now) {
-                    RxVerdict::Continue => {}
+                    // `on_frame` copies under the lock: it never asks for a fill.
+                    RxVerdict::Continue | RxVerdict::Fill { .. } => {}
                     RxVerdict::Busy => break,
                     RxVerdict::Stop => panic!("perf target closed the connection"),
                 }

@@ -27,7 +27,7 @@ use specmirror_core::log::meta::generation::{Generations, InitialSync};
 use specmirror_core::log::locks::LockSlot;
 use specmirror_core::log::pages::{Pages, PAGE_SIZE};
 use specmirror_core::log::record::{
-    decode_header, Crc32c, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, SECTOR_SIZE,
+    decode_frame, decode_header, Crc32c, DecodeError, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, SECTOR_SIZE,
 };
 use specmirror_core::pair::gather;
 use specmirror_core::transport::proto::auth::Sha256;
@@ -40,7 +40,7 @@ use specmirror_core::transport::proto::source::{
 };
 use specmirror_core::transport::proto::target::{
     self as tgt_m, Accept, ApplierStep, IoStatus, ListenerStep, LocalLock, LockReply, RxStep,
-    RxVerdict as TRx, SenderStep as TStep, Target, TargetConfig, APPLY_BATCH, SEND_FRAMES,
+    copies_outside, RxVerdict as TRx, SenderStep as TStep, Target, TargetConfig, APPLY_BATCH, SEND_FRAMES,
 };
 use specmirror_core::transport::proto::wake::Wakes;
 use specmirror_core::transport::proto::{
@@ -205,6 +205,10 @@ enum Ev {
     Spurious { a: Actor, gen: u64 },
     HostNext,
     LocalDone { seq: u64, epoch: u64 },
+    /// The copy of reserved record `seq` into the ring ended (outside the
+    /// lock, in the kernel): it is filled and published. `machine`: which
+    /// source machine reserved it (a reload replaces the machine).
+    Publish { seq: u64, machine: u64 },
     RepairReadDone { seq: u64, sector: u64, count: u64, epoch: u64 },
     /// The resync read of `sector..+count` ends.
     ResyncReadDone { sector: u64, count: u64 },
@@ -319,6 +323,10 @@ pub struct Sim {
     sending: Option<Sending>,
     /// Repair read buffer: (seq, bytes).
     repair_buf: Option<(u64, Vec<u8>)>,
+    /// Reserved records being copied: what each one's payload is.
+    unpublished: BTreeMap<u64, Unpub>,
+    /// Source machines built so far (a reload or crash builds a new one).
+    src_machine: u64,
     /// Resync read buffer: (sector, bytes as the read started).
     resync_buf: Option<(u64, Vec<u8>)>,
     /// The piece the verify engine reads (first sector, bytes).
@@ -364,6 +372,9 @@ pub struct Sim {
     backlog: VecDeque<u64>,
     /// Frame the target's receiver holds under back-pressure.
     t_kept: Option<Vec<u8>>,
+    /// The record whose payload the target's receiver copies into the
+    /// commit log outside the lock (generator 17), and that payload.
+    t_filling: Option<(u64, Vec<u8>)>,
     dev_ops: BTreeMap<u64, IssueView>,
     reads: VecDeque<(u64, u64)>,
     tgt_epoch: u64,
@@ -473,6 +484,8 @@ impl Sim {
             s_connecting: None,
             sending: None,
             repair_buf: None,
+            unpublished: BTreeMap::new(),
+            src_machine: 0,
             resync_buf: None,
             verify_buf: None,
             verify_at_start: false,
@@ -495,6 +508,7 @@ impl Sim {
             t_conn: None,
             backlog: VecDeque::new(),
             t_kept: None,
+            t_filling: None,
             dev_ops: BTreeMap::new(),
             reads: VecDeque::new(),
             tgt_epoch: 0,
@@ -1020,6 +1034,7 @@ impl Sim {
             }
             Ev::HostNext => self.host_next(),
             Ev::LocalDone { seq, epoch } => self.local_done(seq, epoch),
+            Ev::Publish { seq, machine } => self.publish(seq, machine),
             Ev::RepairReadDone { seq, sector, count, epoch: _ } => {
                 // (A read ends even when its source stopped meanwhile: the
                 // worker waits for it before it returns.)
@@ -1621,9 +1636,16 @@ impl Sim {
                     let Some((s, data)) = self.repair_buf.take().filter(|b| b.0 == seq) else {
                         return Err(Violation::Protocol(format!("repair of {seq} without its read")));
                     };
-                    let r = self.src.repair(&self.c, s, self.now, |w| w.write(&data));
+                    let r = if self.p.reserve && !src_m::copies_inline(data.len()) {
+                        self.src.repair_reserved(&self.c, s, self.now)
+                    } else {
+                        self.src.repair(&self.c, s, self.now, |w| w.write(&data))
+                    };
                     match r {
                         Submit::Accepted(rseq) => {
+                            if !src_m::copies_inline(data.len()) {
+                                self.copy_later(rseq, Unpub::Data(data.clone()));
+                            }
                             self.books.record(
                                 self.sg(rseq),
                                 Hist {
@@ -1746,8 +1768,16 @@ impl Sim {
                     let Some((_, data)) = self.resync_buf.take().filter(|b| b.0 == job.sector) else {
                         return Err(Violation::Protocol(format!("resync of {job:?} without its read")));
                     };
-                    match self.src.resync(&self.c, |w| w.write(&data)) {
+                    let r = if self.p.reserve && !src_m::copies_inline(data.len()) {
+                        self.src.resync_reserved(&self.c)
+                    } else {
+                        self.src.resync(&self.c, |w| w.write(&data))
+                    };
+                    match r {
                         Submit::Accepted(seq) => {
+                            if !src_m::copies_inline(data.len()) {
+                                self.copy_later(seq, Unpub::Data(data.clone()));
+                            }
                             // Sync bytes are bounded by the dirty chunks: a
                             // piece is only ever sent for a chunk whose bit
                             // is set (cleared only once its last piece is
@@ -1783,7 +1813,11 @@ impl Sim {
                     let Some(req) = self.deferred.pop_front() else { break };
                     let w = host_write(&req);
                     let seed = self.seed;
-                    let r = self.src.retry_deferred(&self.c, &w, self.now, |wr| fill(seed, &req, wr));
+                    let r = if self.p.reserve && !inline(&req) {
+                        self.src.retry_deferred_reserved(&self.c, &w, self.now)
+                    } else {
+                        self.src.retry_deferred(&self.c, &w, self.now, |wr| fill(seed, &req, wr))
+                    };
                     match r {
                         Submit::Accepted(seq) => self.accepted_write(seq, req)?,
                         Submit::Wait(_) => {
@@ -1902,6 +1936,8 @@ impl Sim {
         let r = if self.faults_on && self.p.p_nomem > 0 && self.rng.below(1000) < self.p.p_nomem {
             self.src.defer_unprepared();
             Submit::Wait(src_m::WaitReason::Queued)
+        } else if self.p.reserve && !inline(&req) {
+            self.src.submit_reserved(&self.c, &w, self.now)
         } else {
             self.src.submit(&self.c, &w, self.now, |wr| fill(seed, &req, wr))
         };
@@ -1958,13 +1994,61 @@ impl Sim {
         }
         self.accepted.insert(seq, req);
         self.submitted.insert(seq, (req.at, req.local_only));
+        if req.op == HostOp::Write && !inline(&req) && self.copy_later(seq, Unpub::Host(req)) {
+            // Its local write goes from the ring once the copy is in.
+            return Ok(());
+        }
+        self.start_local(seq, req);
+        Ok(())
+    }
+
+    /// A reserved record's copy begins (`p.reserve`): it ends, and the
+    /// record is published, after up to `p.copy_max`. False without
+    /// reservations (the record was filled when accepted).
+    fn copy_later(&mut self, seq: u64, what: Unpub) -> bool {
+        if !self.p.reserve {
+            return false;
+        }
+        self.unpublished.insert(seq, what);
+        let t = self.now + self.rng.range(0, self.p.copy_max);
+        self.at(t, Ev::Publish { seq, machine: self.src_machine });
+        true
+    }
+
+    /// The copy of reserved record `seq` ended: fill and publish it, and
+    /// start a host write's local write (from the ring's bytes).
+    fn publish(&mut self, seq: u64, machine: u64) -> R<()> {
+        if machine != self.src_machine {
+            // Reserved by a machine a reload or crash replaced.
+            return Ok(());
+        }
+        let Some(what) = self.unpublished.remove(&seq) else {
+            return Err(Violation::Protocol(format!("publish of {seq}, which was not reserved")));
+        };
+        let seed = self.seed;
+        let r = match &what {
+            Unpub::Host(req) => self.src.fill_reserved(&self.c, seq, |wr| fill(seed, req, wr)),
+            Unpub::Data(data) => self.src.fill_reserved(&self.c, seq, |wr| wr.write(data)),
+        };
+        if let Err(e) = r {
+            return Err(Violation::Protocol(format!("publish of reserved record {seq}: {e:?}")));
+        }
+        self.log(|| format!("record {seq} published"));
+        if let Unpub::Host(req) = what {
+            self.start_local(seq, req);
+        }
+        self.src_wakes();
+        Ok(())
+    }
+
+    /// A host write's local write begins (from the ring's pages).
+    fn start_local(&mut self, seq: u64, req: HostReq) {
         let bytes = u64::from(req.count) * SECT as u64;
         let mut t = self.now + self.p.src_lat + (bytes * SEC).div_ceil(self.p.src_bw);
         if self.p.jitter {
             t += self.rng.below(self.p.src_lat + 1);
         }
         self.at(t, Ev::LocalDone { seq, epoch: self.src_epoch });
-        Ok(())
     }
 
     /// A local write ended (dm end_io / the ring-page bio's completion).
@@ -2111,6 +2195,9 @@ impl Sim {
         self.note_stream();
         self.resync_buf = None;
         self.repair_buf = None;
+        // Copies into the old ring end with it.
+        self.unpublished.clear();
+        self.src_machine += 1;
         self.rate_books = None;
     }
 
@@ -2128,6 +2215,10 @@ impl Sim {
         for (seq, _) in std::mem::take(&mut self.accepted) {
             let gseq = self.sg(seq);
             self.books.note_failed(gseq);
+            if self.unpublished.contains_key(&seq) {
+                // Still being copied: its local write never began.
+                continue;
+            }
             let mut r = self.rng.fork();
             self.books.apply_src(gseq, |_| r.chance(1, 2));
         }
@@ -2255,6 +2346,18 @@ impl Sim {
     }
 
     fn tgt_receiver(&mut self) -> R<()> {
+        if let Some((seq, payload)) = self.t_filling.take() {
+            // The copy outside the lock ended: whatever the connection
+            // did meanwhile, the record is published.
+            if !self.tgt.fill_payload(seq, &payload) {
+                return Err(Violation::Protocol(format!("target could not fill reserved record {seq}")));
+            }
+            self.log(|| format!("target record {seq} filled"));
+            self.tgt_wakes();
+            let d = self.cpu();
+            self.schedule(Actor::TgtReceiver, d);
+            return Ok(());
+        }
         let Some((conn, nc)) = self.t_conn.filter(|c| c.1 == self.actors[Actor::TgtReceiver.index()].conn) else {
             self.gone(Actor::TgtReceiver);
             self.maybe_tgt_stopped();
@@ -2297,7 +2400,14 @@ impl Sim {
                 return self.end_tgt_receiver();
             }
         }
-        let v = self.tgt.on_frame(&self.c, conn, &f, self.now);
+        let outside = self.p.reserve && decode_header(&f).is_ok_and(|(h, _)| copies_outside(&h));
+        let v = if outside {
+            // Checked outside the lock, as the kernel's receiver does.
+            let ok = !matches!(decode_frame(&self.c, &f), Err(DecodeError::BadCrc));
+            self.tgt.on_frame_checked(&self.c, conn, &f, ok, self.now)
+        } else {
+            self.tgt.on_frame(&self.c, conn, &f, self.now)
+        };
         self.log(|| format!("target <- {:?} seq {}: {v:?} ({}) {:?}", decode_header(&f).map(|h| h.0), decode_header(&f).map_or(0, |h| h.0.seq), self.tgt.conn_state(), self.tgt.stats()));
         self.tgt_wakes();
         match v {
@@ -2317,6 +2427,18 @@ impl Sim {
                 self.tgt.on_recv_end(conn, false);
                 self.break_conn(nc);
                 self.end_tgt_receiver()
+            }
+            TRx::Fill { seq } => {
+                match self.tgt.filling() {
+                    Some((s, spans)) if s == seq && spans.remaining() + HEADER_LEN == f.len() => {}
+                    other => {
+                        return Err(Violation::Protocol(format!("fill of {seq}, but the target fills {other:?}")));
+                    }
+                }
+                self.t_filling = Some((seq, f[HEADER_LEN..].to_vec()));
+                let d = self.cpu() + self.rng.range(0, self.p.copy_max);
+                self.schedule(Actor::TgtReceiver, d);
+                Ok(())
             }
         }
     }
@@ -2719,6 +2841,7 @@ impl Sim {
         self.dev_ops.clear();
         self.t_conn = None;
         self.t_kept = None;
+        self.t_filling = None;
         self.backlog.clear();
         for l in self.lockers.iter_mut() {
             *l = None;
@@ -2819,6 +2942,20 @@ fn wakes_from_bits(b: u8) -> Wakes {
     (0..8u8).filter(|i| b & (1 << i) != 0).fold(Wakes::NONE, |w, i| w.with(Wakes::one(i)))
 }
 
+/// What a reserved record's payload is, for its publication.
+enum Unpub {
+    /// A host write's bytes (the sector pattern of its request).
+    Host(HostReq),
+    /// A repair's or resync piece's bytes, as read from the device.
+    Data(Vec<u8>),
+}
+
+/// Whether a host write's payload is copied in the critical section that
+/// accepts it (short writes), as the kernel does; longer ones are reserved.
+fn inline(req: &HostReq) -> bool {
+    req.op != HostOp::Write || src_m::copies_inline(req.count as usize * SECT)
+}
+
 fn host_write(req: &HostReq) -> HostWrite {
     HostWrite { op: req.op, sector: req.sector, count: req.count, flags: req.flags }
 }
@@ -2847,7 +2984,9 @@ fn new_source(cfg: SourceConfig, p: &Params, mutant: Mutant, first_seq: u64) -> 
     .expect("source config");
     s.set_payload_align(p.payload_align).expect("payload alignment");
     s.set_degrade_after(p.degrade_after);
+    s.set_max_pending(p.max_pending);
     s.mutant = mutant;
+    s.plant_in_ring();
     s
 }
 
@@ -2921,6 +3060,7 @@ fn new_target(cfg: TargetConfig, p: &Params, mutant: Mutant) -> Tgt {
     .expect("target config");
     t.set_payload_align(p.payload_align).expect("payload alignment");
     t.mutant = mutant;
+    t.plant_in_log();
     t
 }
 

@@ -273,6 +273,9 @@ const MUTANTS: &[(Mutant, u64, Mode, u32, &str)] = &[
     (Mutant::AlNoWait, 2, Mode::Speculative, 15, "whose bit is not on the metadata device"),
     (Mutant::AlEvictUnflushed, 138, Mode::Speculative, 15, "devices differ after quiesce"),
     (Mutant::AlEvictUndurable, 28, Mode::Speculative, 15, "at flush boundary"),
+    // Generator 17: payloads copied into reserved records outside the lock.
+    (Mutant::SendPending, 0, Mode::Speculative, 17, "ring bytes under a send in progress changed"),
+    (Mutant::IssueUnfilled, 2, Mode::Speculative, 17, "corrupted data applied"),
 ];
 
 #[test]

@@ -52,7 +52,7 @@ use super::wake::{Instant, Sleepers, Wakes};
 use super::{Completion, Mode, Refusal};
 use crate::log::pages::Pages;
 use crate::log::record::{Crc32c, Header, Kind, FLAGS_KNOWN, MAX_WRITE_SECTORS, SECTOR_SIZE};
-use crate::log::ring::{RingError, RingWriter, RollbackRing};
+use crate::log::ring::{Reserved, RingError, RingWriter, RollbackRing};
 use crate::transport::table::Secret;
 
 /// Sleeper number of the sender thread (see [`super::wake`]).
@@ -135,7 +135,27 @@ pub enum WaitReason {
     /// A region it writes is not in the activity log on the metadata
     /// device yet, or the log has no room (`activity.rs`).
     ActivityLog,
+    /// As many records as the ring allows are reserved and still being
+    /// filled (`log::ring`): one is published soon.
+    Publishing,
 }
+
+/// Payloads up to this many bytes are copied into the ring in the same
+/// critical section that appends the record ([`Source::submit`]): one
+/// lock hold is cheaper than two for a copy this short. Longer ones are
+/// reserved and copied outside the lock ([`Source::submit_reserved`]), so
+/// no copy of more than this runs with interrupts off.
+pub const INLINE_COPY_BYTES: usize = 4096;
+
+/// Whether a payload of `bytes` is copied under the lock (see
+/// [`INLINE_COPY_BYTES`]); the kernel and the simulator both ask this.
+pub fn copies_inline(bytes: usize) -> bool {
+    bytes <= INLINE_COPY_BYTES
+}
+
+/// The closure type of a record filled later (a reservation): never
+/// called, it only names the type for `None`.
+type Later<P> = fn(&mut RingWriter<'_, P>) -> Result<(), RingError>;
 
 /// Why a host write can never be accepted (fail the bio with an error).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -464,6 +484,23 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
+        self.submit_with(c, w, now, Some(fill))
+    }
+
+    /// [`Source::submit`], but a write's record is only reserved: the
+    /// caller copies the payload outside its lock into
+    /// [`Source::reserved`]'s pieces and then calls [`Source::publish`].
+    /// Its local write may begin only after that (it writes from these
+    /// bytes). Other ops are complete when accepted.
+    pub fn submit_reserved<C: Crc32c>(&mut self, c: &C, w: &HostWrite, now: Instant) -> Submit {
+        self.submit_with(c, w, now, None::<Later<P>>)
+    }
+
+    fn submit_with<C, F>(&mut self, c: &C, w: &HostWrite, now: Instant, fill: Option<F>) -> Submit
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
         if self.deferred > 0 {
             self.count_wait();
             self.deferred += 1;
@@ -488,6 +525,20 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// [`WorkerStep::Deferred`]). `Wait`: push it back at the head and stop
     /// for now; otherwise it left the list.
     pub fn retry_deferred<C, F>(&mut self, c: &C, w: &HostWrite, now: Instant, fill: F) -> Submit
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
+        self.retry_deferred_with(c, w, now, Some(fill))
+    }
+
+    /// [`Source::retry_deferred`] with the record reserved, as in
+    /// [`Source::submit_reserved`].
+    pub fn retry_deferred_reserved<C: Crc32c>(&mut self, c: &C, w: &HostWrite, now: Instant) -> Submit {
+        self.retry_deferred_with(c, w, now, None::<Later<P>>)
+    }
+
+    fn retry_deferred_with<C, F>(&mut self, c: &C, w: &HostWrite, now: Instant, fill: Option<F>) -> Submit
     where
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
@@ -548,6 +599,57 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.deferred
     }
 
+    /// Plants [`Source::mutant`]'s bug in the ring too (the simulator
+    /// calls this after setting it).
+    #[cfg(feature = "mutants")]
+    pub fn plant_in_ring(&mut self) {
+        self.ring.mutant_send_pending = self.mutant == super::mutant::Mutant::SendPending;
+    }
+
+    /// Caps the records reserved and not yet published at once (see
+    /// [`RollbackRing::set_max_pending`]).
+    pub fn set_max_pending(&mut self, n: usize) {
+        self.ring.set_max_pending(n);
+    }
+
+    /// Where the payload of reserved record `seq` goes (`None` if it is
+    /// not reserved, or already published): see [`Source::submit_reserved`].
+    pub fn reserved(&self, seq: u64) -> Option<Reserved> {
+        self.ring.reserved(seq)
+    }
+
+    /// Reserved record `seq` is filled: `crc` is its
+    /// [`Reserved::seed_crc`] extended with the payload bytes as they are
+    /// in the ring. It may be sent from now on. `false` if `seq` was not
+    /// reserved (a bug of the caller; nothing changes).
+    pub fn publish(&mut self, seq: u64, crc: u32) -> bool {
+        if self.ring.publish(seq, crc).is_err() {
+            return false;
+        }
+        // A write parked for a pending slot may go on; the sender may
+        // have stopped in front of this record.
+        self.unblock();
+        self.free_ring();
+        true
+    }
+
+    /// Fills reserved record `seq` through `fill` (exactly its length)
+    /// and publishes it: the simulator's and the tests' way, holding the
+    /// machine; the kernel copies outside its lock instead.
+    pub fn fill_reserved<C, F>(&mut self, c: &C, seq: u64, fill: F) -> Result<(), RingError>
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
+        let r = self.ring.reserved(seq).ok_or(RingError::NotPending)?;
+        let crc = self.ring.fill_reserved(c, &r, fill)?;
+        if self.publish(seq, crc) {
+            Ok(())
+        } else {
+            Err(RingError::NotPending)
+        }
+    }
+
     /// The payload pieces of data record `seq` in the ring, each starting
     /// on the ring's payload alignment: the local write goes from these
     /// very bytes, so both sides write the same data even if the host
@@ -572,6 +674,20 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// `Wait` (ring full): the worker tries again after [`REPAIR_RETRY`].
     /// `Invalid`: the repair cannot be recorded and is given up.
     pub fn repair<C, F>(&mut self, c: &C, seq: u64, now: Instant, fill: F) -> Submit
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
+        self.repair_with(c, seq, now, Some(fill))
+    }
+
+    /// [`Source::repair`] with the record reserved, as in
+    /// [`Source::submit_reserved`].
+    pub fn repair_reserved<C: Crc32c>(&mut self, c: &C, seq: u64, now: Instant) -> Submit {
+        self.repair_with(c, seq, now, None::<Later<P>>)
+    }
+
+    fn repair_with<C, F>(&mut self, c: &C, seq: u64, now: Instant, fill: Option<F>) -> Submit
     where
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
@@ -615,7 +731,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     }
     /// [`Source::submit`], or a repair or resync record (which take no
     /// in-flight slot).
-    fn append_write<C, F>(&mut self, c: &C, w: &HostWrite, fill: F, origin: Origin) -> Submit
+    /// `fill`: `None` reserves a WRITE's record instead of filling it
+    /// (see [`Source::submit_reserved`]).
+    fn append_write<C, F>(&mut self, c: &C, w: &HostWrite, fill: Option<F>, origin: Origin) -> Submit
     where
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
@@ -713,6 +831,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.count_wait();
             return Submit::Wait(WaitReason::RingFull);
         }
+        if kind == Kind::Write && fill.is_none() && !self.ring.can_reserve() {
+            self.count_wait();
+            return Submit::Wait(WaitReason::Publishing);
+        }
         if let Some((first, last)) = range {
             let mut r = first;
             loop {
@@ -744,13 +866,17 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         h.sector = sector;
         h.count = count;
         let seq = if kind == Kind::Write {
-            self.ring.append(c, h, payload_len, fill)
+            match fill {
+                Some(f) => self.ring.append(c, h, payload_len, f),
+                None => self.ring.reserve(c, h, payload_len).map(|r| r.seq),
+            }
         } else {
             self.ring.append(c, h, 0, |_| Ok(()))
         };
         let seq = match seq {
             Ok(s) => s,
             Err(RingError::Full) => return Submit::Wait(WaitReason::RingFull),
+            Err(RingError::Busy) => return Submit::Wait(WaitReason::Publishing),
             Err(RingError::LengthMismatch) => return Submit::Invalid(Invalid::Fill),
             Err(RingError::TooLarge) => return Submit::Invalid(Invalid::TooLarge),
             Err(RingError::BadHeader(_)) => return Submit::Invalid(Invalid::Range),

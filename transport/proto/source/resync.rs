@@ -638,6 +638,20 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         C: Crc32c,
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
+        self.resync_with(c, Some(fill))
+    }
+
+    /// [`Source::resync`] with the record reserved, as in
+    /// [`Source::submit_reserved`].
+    pub fn resync_reserved<C: Crc32c>(&mut self, c: &C) -> Submit {
+        self.resync_with(c, None::<fn(&mut RingWriter<'_, P>) -> Result<(), RingError>>)
+    }
+
+    fn resync_with<C, F>(&mut self, c: &C, fill: Option<F>) -> Submit
+    where
+        C: Crc32c,
+        F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
+    {
         let Some((job, true)) = self.resync.as_ref().and_then(|r| r.phase.read()) else {
             return Submit::Invalid(super::Invalid::Internal);
         };

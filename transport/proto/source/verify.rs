@@ -319,7 +319,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             count: job.count,
             flags: 0,
         };
-        let res = self.append_write(c, &w, |_| Ok(()), Origin::Verify);
+        let res = self.append_write(c, &w, Some(|_: &mut crate::log::ring::RingWriter<'_, P>| Ok(())), Origin::Verify);
         let unblock_gen = self.unblock_gen;
         let Some(v) = self.verify.as_mut() else {
             return res;

@@ -60,6 +60,12 @@ pub enum RxVerdict {
     Busy,
     /// The connection is closing: return (after [`Target::on_recv_end`]).
     Stop,
+    /// Consumed, once its payload is copied (outside the lock) into the
+    /// commit log at [`Target::filling`]; then [`Target::on_filled`].
+    Fill {
+        /// The record's seq.
+        seq: u64,
+    },
 }
 
 /// What a receiver waiting under back-pressure does next.
@@ -281,6 +287,18 @@ where
 
     /// The receiver of `conn` read `frame`.
     pub fn on_frame<C: Crc32c>(&mut self, c: &C, conn: u64, frame: &[u8], now: Instant) -> RxVerdict {
+        self.on_frame_with(c, conn, frame, None, now)
+    }
+
+    /// [`Target::on_frame`] for a frame whose CRC the receiver checked
+    /// itself, outside the lock (`crc_ok`): one for which
+    /// [`copies_outside`](super::copies_outside) holds. Such a WRITE comes
+    /// back as [`RxVerdict::Fill`].
+    pub fn on_frame_checked<C: Crc32c>(&mut self, c: &C, conn: u64, frame: &[u8], crc_ok: bool, now: Instant) -> RxVerdict {
+        self.on_frame_with(c, conn, frame, Some(crc_ok), now)
+    }
+
+    fn on_frame_with<C: Crc32c>(&mut self, c: &C, conn: u64, frame: &[u8], crc_ok: Option<bool>, now: Instant) -> RxVerdict {
         if conn != self.link.id {
             return RxVerdict::Stop;
         }
@@ -293,10 +311,14 @@ where
                     _ => RxVerdict::Continue,
                 }
             }
-            State::Streaming => match self.stream_frame(c, frame) {
+            State::Streaming => match self.stream_frame(c, frame, crc_ok) {
                 TargetRecv::Ok => {
                     self.link.rx_busy = None;
                     RxVerdict::Continue
+                }
+                TargetRecv::Fill(seq) => {
+                    self.link.rx_busy = None;
+                    RxVerdict::Fill { seq }
                 }
                 TargetRecv::Busy => {
                     let len = crate::log::record::decode_header(frame)

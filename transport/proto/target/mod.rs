@@ -42,9 +42,9 @@ use super::{Refusal, HELLO_FLAG_CONSISTENT, HELLO_FLAG_LOCK_SYNC, HELLO_FLAG_SYN
 use crate::transport::table::Secret;
 use crate::log::commit::{CommitError, CommitLog, StorageError, WindowSlot};
 use crate::log::locks::{LocalLockError, LockResult, LockSlot, LockTable};
-use crate::log::pages::Pages;
+use crate::log::pages::{Pages, Spans};
 use crate::log::record::{
-    decode_frame, encode_frame, Crc32c, DecodeError, EncodeError, Header, Hello, Kind, FLAG_FUA,
+    decode_frame, decode_frame_checked, encode_frame, Crc32c, DecodeError, EncodeError, Header, Hello, Kind, FLAG_FUA,
     NAK_CORRUPT, NAK_GAP, VERSION,
 };
 
@@ -113,6 +113,21 @@ pub enum TargetRecv {
     Hello(Hello),
     /// The byte stream cannot be trusted or the peer broke the protocol.
     Disconnect(DecodeError),
+    /// Consumed, but its payload is still to be copied into the commit
+    /// log: [`Target::filling`], then [`Target::on_filled`].
+    Fill(u64),
+}
+
+/// Payloads longer than this are copied into the commit log outside the
+/// target's lock when the receiver checked the frame's CRC itself
+/// ([`Target::on_frame_checked`]): no copy of more than this runs with
+/// interrupts off.
+pub const INLINE_COPY_BYTES: usize = 4096;
+
+/// Whether a frame with header `h` is checked and copied outside the lock
+/// (the receiver asks before it takes it).
+pub fn copies_outside(h: &Header) -> bool {
+    h.kind == Kind::Write && h.len as usize > INLINE_COPY_BYTES
 }
 
 /// One control frame the target has to send.
@@ -241,6 +256,9 @@ where
     awaiting: Option<u64>,
     /// LOCK_REJECTED sent; records are dropped until this seq arrives.
     dropping: Option<u64>,
+    /// The record reserved in the commit log whose payload the receiver
+    /// is copying, and where it goes (`TargetRecv::Fill`).
+    filling: Option<(u64, Spans)>,
     /// FIFO of lock replies: a grant must never overtake the rejection
     /// it answers.
     ctl: [Ctl; CTL_QUEUE],
@@ -324,6 +342,7 @@ where
             reply: None,
             nak: None,
             awaiting: None,
+            filling: None,
             dropping: None,
             ctl: [Ctl::Granted { region: 0, seq: 0 }; CTL_QUEUE],
             ctl_head: 0,
@@ -416,8 +435,12 @@ where
     /// Handles one complete frame from the source (the receiver found its
     /// length with `decode_header`; a header that does not decode means
     /// the stream is out of sync and the connection must be dropped).
-    fn stream_frame<C: Crc32c>(&mut self, c: &C, frame: &[u8]) -> TargetRecv {
-        let (h, payload) = match decode_frame(c, frame) {
+    fn stream_frame<C: Crc32c>(&mut self, c: &C, frame: &[u8], crc_ok: Option<bool>) -> TargetRecv {
+        let decoded = match crc_ok {
+            Some(ok) => decode_frame_checked(frame, ok),
+            None => decode_frame(c, frame),
+        };
+        let (h, payload) = match decoded {
             Ok(x) => x,
             Err(DecodeError::BadCrc) => {
                 self.stats.crc_errors = self.stats.crc_errors.saturating_add(1);
@@ -479,7 +502,14 @@ where
             }
             return TargetRecv::Ok;
         }
-        match self.log.push(&h, payload) {
+        // Checked outside the lock: copied outside it too (`Fill`).
+        let defer = crc_ok.is_some() && copies_outside(&h);
+        let stored = if defer {
+            self.log.reserve(&h).map(|spans| self.filling = Some((h.seq, spans)))
+        } else {
+            self.log.push(&h, payload)
+        };
+        match stored {
             Ok(()) => {}
             Err(CommitError::Full) => {
                 if let Some(region) = self.any_rejected() {
@@ -509,6 +539,9 @@ where
         self.stats.received = self.stats.received.saturating_add(1);
         self.awaiting = None;
         self.dropping = None;
+        if defer {
+            return TargetRecv::Fill(h.seq);
+        }
         match h.kind {
             Kind::Lock => match self.locks.stream_lock(h.sector) {
                 LockResult::Granted => {
@@ -542,6 +575,43 @@ where
             _ => {}
         }
         TargetRecv::Ok
+    }
+
+    /// Plants [`Target::mutant`]'s bug in the commit log too (the
+    /// simulator calls this after setting it).
+    #[cfg(feature = "mutants")]
+    pub fn plant_in_log(&mut self) {
+        self.log.mutant_issue_unfilled = self.mutant == super::mutant::Mutant::IssueUnfilled;
+    }
+
+    /// Where the payload of the record the receiver is to copy goes:
+    /// `(seq, pieces of the commit log's pages)`, after
+    /// [`RxVerdict::Fill`](conn::RxVerdict::Fill).
+    pub fn filling(&self) -> Option<(u64, Spans)> {
+        self.filling
+    }
+
+    /// The receiver copied record `seq`'s payload into
+    /// [`Target::filling`]'s pieces: it may be applied. Whatever became of
+    /// the connection meanwhile (the record was checked and is held).
+    pub fn on_filled(&mut self, seq: u64) {
+        if self.filling.is_some_and(|(s, _)| s == seq) {
+            self.filling = None;
+        }
+        if self.log.publish(seq) {
+            self.steps.progress();
+        }
+    }
+
+    /// Copies `payload` into [`Target::filling`]'s record `seq` and
+    /// publishes it ([`Target::on_filled`]): the simulator's and the
+    /// tests' way, holding the machine. False if `seq` is not being filled.
+    pub fn fill_payload(&mut self, seq: u64, payload: &[u8]) -> bool {
+        if !self.log.fill_reserved(seq, payload) {
+            return false;
+        }
+        self.on_filled(seq);
+        true
     }
 
     /// States the data device's logical block size (bytes) in every

@@ -199,10 +199,24 @@ pub(crate) fn source_send(p: &mut Pair<Crc>) -> Option<Vec<Vec<u8>>> {
 }
 
 /// Offers `f` to the target's receiver.
+/// A long WRITE goes the kernel receiver's way: CRC checked first, payload
+/// copied into the commit log after the machine took it (`Fill`).
 pub(crate) fn to_target(p: &mut Pair<Crc>, f: &[u8]) -> TRx {
+    use specmirror_core::log::record::{decode_frame, decode_header, DecodeError, HEADER_LEN};
+    use specmirror_core::transport::proto::target::copies_outside;
     let conn = p.t.conn();
     let now = p.now;
-    p.t.on_frame(&Crc, conn, f, now)
+    if !decode_header(f).is_ok_and(|(h, _)| copies_outside(&h) && h.frame_len() == f.len()) {
+        return p.t.on_frame(&Crc, conn, f, now);
+    }
+    let ok = !matches!(decode_frame(&Crc, f), Err(DecodeError::BadCrc));
+    match p.t.on_frame_checked(&Crc, conn, f, ok, now) {
+        TRx::Fill { seq } => {
+            assert!(p.t.fill_payload(seq, &f[HEADER_LEN..]), "reserved record {seq} takes its payload");
+            TRx::Continue
+        }
+        v => v,
+    }
 }
 
 /// Offers `f` to the source's receiver.
@@ -247,6 +261,7 @@ pub(crate) fn send_all(p: &mut Pair<Crc>) -> Vec<Header> {
                     return out;
                 }
                 TRx::Stop => panic!("target stopped on {:?}", header(&f)),
+                TRx::Fill { .. } => unreachable!("to_target fills"),
             }
         }
     }
