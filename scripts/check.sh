@@ -75,6 +75,10 @@ host_lane() {
 	quiet_step simulator make -s sim SEEDS="$seeds"
 	quiet_step fuzz-smoke make -s fuzz-smoke FUZZ_SECONDS="$fuzz"
 	quiet_step clippy scripts/build-module.sh debug clippy
+	# No stack frame a release kernel's 16 KiB stacks could not take: the
+	# test kernels' stacks are larger, so no selftest would notice. Checked
+	# on the debug (KASAN) build, whose frames are the largest.
+	quiet_step stack-frames bash -c 'scripts/check-frames.sh "$(scripts/build-module.sh debug clippy)"'
 }
 host_lane &
 host_pid=$!

@@ -28,7 +28,7 @@ mod threads;
 
 use core::fmt::Write;
 use kernel::{
-    alloc::{flags::GFP_KERNEL, KVec},
+    alloc::{flags::GFP_KERNEL, KBox, KVec},
     c_str, new_condvar, new_mutex,
     error::code::ENOMEM,
     prelude::*,
@@ -75,7 +75,9 @@ const VERIFY_COOKIE: u64 = u64::MAX - 1;
 
 /// Everything behind the lock.
 pub(super) struct State {
-    pub(super) m: Machine,
+    /// On the heap: the machine is several KiB (its ring's reservation
+    /// table among them), too much to pass through a kernel stack twice.
+    pub(super) m: KBox<Machine>,
     /// Host writes waiting for room, an overlap or a slot (FIFO); the
     /// machine counts them.
     pub(super) deferred: BioList,
@@ -164,6 +166,22 @@ fn pieces_for(sectors: u32) -> usize {
     ((sectors as usize) << 9).div_ceil(crate::log::pages::PAGE_SIZE) + 1
 }
 
+/// The source machine, on the heap, built out of line so that its one
+/// temporary (writing into an uninitialised box keeps it to one) is not
+/// added to the frame of the table constructor, as the target's is.
+#[inline(never)]
+fn new_machine(
+    cfg: SourceConfig,
+    pages: KPages,
+    hot: KVec<HotSlot>,
+    inflight: KVec<InflightSlot>,
+) -> Result<KBox<Machine>, CtrError> {
+    let b = KBox::<Machine>::new_uninit(GFP_KERNEL)
+        .map_err(|_| CtrError { msg: c_str!("Cannot allocate the ring or the threads' state"), err: ENOMEM })?;
+    let m = Source::new(cfg, pages, 1, hot, inflight).map_err(|_| CtrError::inval(c_str!("Invalid source configuration")))?;
+    Ok(KBox::write(b, m))
+}
+
 impl SourceDev {
     /// Builds the device: ring pages (`ring_mb`), in-flight and hot-region
     /// slots, the local bio pool and the dirty bitmap (read from the
@@ -198,7 +216,7 @@ impl SourceDev {
         fn inval<E>(_: E) -> CtrError {
             CtrError::inval(c_str!("Invalid source configuration"))
         }
-        let mut m = Source::new(scfg, pages, 1, hot, inflight).map_err(inval)?;
+        let mut m = new_machine(scfg, pages, hot, inflight)?;
         let lbs = data.logical_block_size();
         m.set_block_size(lbs);
         // Local writes go from the ring: payloads start on a block.
