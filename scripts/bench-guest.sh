@@ -38,6 +38,9 @@ WORKLOADS=${DMSM_BENCH_WORKLOADS:-qd1 qd32 seq}
 REPS=${DMSM_BENCH_REPS:-3}
 # Link rate for netem ("100mbit", "1gbit"; empty: none): the link-bound runs.
 RATE=${DMSM_BENCH_RATE:-}
+# DMSM_BENCH_PERF=1: a flat profile of the whole guest (perf, software
+# clock, every CPU) over each run's measured part, in raw/*/WORKLOAD-rN.json.perf.txt.
+PERF=${DMSM_BENCH_PERF:-0}
 CLK_TCK=$(getconf CLK_TCK)
 SIZE_MB=${DMSM_BENCH_SIZE_MB:-512}
 S=bn-src D=bn-dst
@@ -251,7 +254,12 @@ run_fio() { # DEV WORKLOAD OUTFILE
 	# The guest's busy CPU time over fio's measured part (after its ramp):
 	# OUTFILE.cpu holds the ticks at its start and end.
 	( sleep "$RAMP"; cpu_busy >"$3.cpu" ) &
-	local sampler=$!
+	local sampler=$! profiler=
+	if [ "$PERF" = 1 ]; then
+		( sleep "$RAMP"; perf record -q -a -e cpu-clock -F 499 -o /tmp/bn-perf.data -- sleep "$RUNTIME" ) \
+			>/dev/null 2>&1 &
+		profiler=$!
+	fi
 	# shellcheck disable=SC2046
 	timeout -k 10 $((RUNTIME + RAMP + 120)) fio --name="$2" --filename="$1" $(fio_args "$2") --ioengine=libaio \
 		--direct=1 --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --randrepeat=0 \
@@ -259,6 +267,12 @@ run_fio() { # DEV WORKLOAD OUTFILE
 	local rc=$?
 	cpu_busy >>"$3.cpu"
 	wait "$sampler" 2>/dev/null
+	if [ -n "$profiler" ]; then
+		wait "$profiler" 2>/dev/null
+		perf report -i /tmp/bn-perf.data --stdio --no-children --sort dso,sym --percent-limit 0.5 2>&1 |
+			grep -v '^#' | grep -v '^$' | head -80 >"$3.perf.txt"
+		rm -f /tmp/bn-perf.data
+	fi
 	[ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] || return "$rc"
 	# fio outlived its run by two minutes: I/O that never completes. Say
 	# where everything stands and end this VM (its clean-up would wait on

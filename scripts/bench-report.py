@@ -313,6 +313,15 @@ def render(doc, prefix):
         for s, why in notes:
             md.append(f"- {NAMES[s]}: {why}")
         md.append("")
+    profiles = [(k, f, t) for k, files in sorted(doc.get("setup", {}).items())
+                for f, t in sorted(files.items()) if f.endswith(".perf.txt")]
+    if profiles:
+        md += ["## Where the CPU goes (DMSM_BENCH_PERF)", "",
+               "perf, software clock at 499 Hz on every vCPU, over each run's measured part; the top "
+               "entries of a flat profile. Idle shows as `pv_native_safe_halt`; time with interrupts off "
+               "is charged to the point where they come back on (`_raw_spin_unlock_irqrestore`).", ""]
+        for k, f, t in profiles:
+            md += [f"`{k}/{f.split('.json')[0]}`:", "", "```"] + t.splitlines()[:8] + ["```", ""]
     base = os.path.basename(prefix)
     md += [f"![latency vs RTT]({base}-latency.png)", "", f"![throughput vs RTT]({base}-throughput.png)", "",
            f"Raw fio results, versions and set-up lines: [{base}.json]({base}.json).", ""]

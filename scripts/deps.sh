@@ -10,7 +10,7 @@ APT_PKGS=(
 	dmsetup fio iproute2 busybox-static e2fsprogs drbd-utils
 	nbd-server nbd-client make rsync python3-venv python3-pip xz-utils
 	python3-matplotlib
-	procps
+	procps linux-perf
 )
 BINDGEN_VERSION=0.69.5
 VNG_VERSION=1.42
