@@ -143,3 +143,19 @@ fn wrong_fill_length_is_refused() {
     assert_eq!(r.fill_reserved(&Crc, &a, |w| w.write(&[0; 600])), Err(RingError::LengthMismatch));
     assert!(r.is_pending(a.seq));
 }
+
+/// The kernel builds the source machine out of line into a box (its
+/// 16 KiB stacks took a 13 KiB constructor frame before 0.8.1, and
+/// crashed with the reservation table added), so its size is watched
+/// here too: a big array belongs in caller storage, like the hot and
+/// in-flight slots. 4,648 bytes at 0.8.1 (the ring's 32 reservation slots
+/// are 768 of them).
+#[test]
+fn source_machine_stays_small() {
+    use specmirror_core::transport::proto::hot::HotSlot;
+    use specmirror_core::transport::proto::inflight::InflightSlot;
+    use specmirror_core::transport::proto::source::Source;
+    let n = std::mem::size_of::<Source<VecPages, Vec<HotSlot>, Vec<InflightSlot>>>();
+    println!("size_of Source<VecPages, ..>: {n} bytes");
+    assert!(n < 5120, "Source is {n} bytes");
+}
