@@ -42,6 +42,13 @@ pub const PEER_TIMEOUT: Instant = 10 * SEC;
 pub const HEALTHY: Instant = SEC;
 /// Nonce bytes the glue draws for each new connection (two nonces).
 pub const CONN_RANDOM: usize = 32;
+
+/// Payloads up to this many bytes are copied (and checksummed) while the
+/// state lock is held, on both sides: one lock hold is cheaper than two
+/// for a copy this short. Longer ones are copied outside it, so no copy of
+/// more than this runs with interrupts off (`source::copies_inline`,
+/// `target::copies_outside`).
+pub const INLINE_COPY_BYTES: usize = 4096;
 /// Milliseconds from `now` until `until` (rounded up, at least 1): how
 /// long a thread sleeps on its step's deadline.
 pub fn sleep_ms(now: Instant, until: Instant) -> u32 {

@@ -140,17 +140,13 @@ pub enum WaitReason {
     Publishing,
 }
 
-/// Payloads up to this many bytes are copied into the ring in the same
-/// critical section that appends the record ([`Source::submit`]): one
-/// lock hold is cheaper than two for a copy this short. Longer ones are
-/// reserved and copied outside the lock ([`Source::submit_reserved`]), so
-/// no copy of more than this runs with interrupts off.
-pub const INLINE_COPY_BYTES: usize = 4096;
-
-/// Whether a payload of `bytes` is copied under the lock (see
-/// [`INLINE_COPY_BYTES`]); the kernel and the simulator both ask this.
+/// Whether a payload of `bytes` is copied into the ring in the critical
+/// section that appends the record ([`Source::submit`]) rather than
+/// reserved and copied outside the lock ([`Source::submit_reserved`]);
+/// see [`super::INLINE_COPY_BYTES`]. The kernel and the simulator both
+/// ask this.
 pub fn copies_inline(bytes: usize) -> bool {
-    bytes <= INLINE_COPY_BYTES
+    bytes <= super::INLINE_COPY_BYTES
 }
 
 /// The closure type of a record filled later (a reservation): never

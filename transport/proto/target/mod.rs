@@ -118,16 +118,11 @@ pub enum TargetRecv {
     Fill(u64),
 }
 
-/// Payloads longer than this are copied into the commit log outside the
-/// target's lock when the receiver checked the frame's CRC itself
-/// ([`Target::on_frame_checked`]): no copy of more than this runs with
-/// interrupts off.
-pub const INLINE_COPY_BYTES: usize = 4096;
-
-/// Whether a frame with header `h` is checked and copied outside the lock
-/// (the receiver asks before it takes it).
+/// Whether a frame with header `h` is checked and copied into the commit
+/// log outside the lock ([`Target::on_frame_checked`]; the receiver asks
+/// before it takes it): a WRITE over [`super::INLINE_COPY_BYTES`].
 pub fn copies_outside(h: &Header) -> bool {
-    h.kind == Kind::Write && h.len as usize > INLINE_COPY_BYTES
+    h.kind == Kind::Write && h.len as usize > super::INLINE_COPY_BYTES
 }
 
 /// One control frame the target has to send.
