@@ -7,9 +7,11 @@
 //! and liveness are checked while it runs; see [`sim`].
 
 pub mod check;
+pub mod digest;
 pub mod net;
 pub mod params;
 pub mod perf;
+pub mod queue;
 pub mod rng;
 pub mod sim;
 

@@ -18,8 +18,7 @@
 //! it ends, that nothing touches a device after it was freed, and
 //! liveness: once faults stop, everything completes in bounded time.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use specmirror_core::log::commit::{IssueView, WindowSlot};
 use specmirror_core::log::meta::bitmap::{self, Bitmap};
@@ -30,7 +29,6 @@ use specmirror_core::log::record::{
     decode_frame, decode_header, Crc32c, DecodeError, Kind, FLAG_FUA, FLAG_PREFLUSH, HEADER_LEN, SECTOR_SIZE,
 };
 use specmirror_core::pair::gather;
-use specmirror_core::transport::proto::auth::Sha256;
 use specmirror_core::transport::proto::hot::HotSlot;
 use specmirror_core::transport::proto::inflight::{Completed, InflightSlot};
 use specmirror_core::transport::proto::mutant::Mutant;
@@ -48,6 +46,8 @@ use specmirror_core::transport::proto::{
 };
 use specmirror_core::transport::table::Secret;
 
+use crate::digest::digest;
+use crate::queue::Queue;
 use crate::check::{sector_pattern, Books, Failure, Hist, Violation, R};
 use crate::net::{Net, TO_SOURCE, TO_TARGET};
 use crate::params::{Params, GEN_VERSION};
@@ -284,7 +284,10 @@ pub struct Sim {
     now: u64,
     order: u64,
     events: u64,
-    q: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    q: Queue<Ev>,
+    /// The target sender's frame buffer, kept between steps (its contents
+    /// never matter: `poll_sender` writes what it returns).
+    tgt_frames: Vec<u8>,
     rng: Rng,
     c: Crc,
     src: Src,
@@ -460,7 +463,8 @@ impl Sim {
             now: 0,
             order: 0,
             events: 0,
-            q: BinaryHeap::new(),
+            q: Queue::default(),
+            tgt_frames: vec![0u8; SEND_FRAMES * MAX_CONTROL_FRAME],
             rng: Rng::new(mix(seed, 0xA11CE)),
             c: Crc,
             src,
@@ -535,7 +539,7 @@ impl Sim {
 
     fn at(&mut self, t: u64, e: Ev) {
         self.order += 1;
-        self.q.push(Reverse((t, self.order, e)));
+        self.q.push(t, self.order, e);
     }
 
     fn log(&self, msg: impl FnOnce() -> String) {
@@ -672,13 +676,10 @@ impl Sim {
                     ApplierStep::Sleep { .. } => None,
                     s => Some(format!("{s:?}")),
                 },
-                Actor::TgtSender => {
-                    let mut buf = vec![0u8; SEND_FRAMES * MAX_CONTROL_FRAME];
-                    match self.tgt.poll_sender(&self.c, now, &mut buf) {
-                        TStep::Sleep { .. } => None,
-                        s => Some(format!("{s:?}")),
-                    }
-                }
+                Actor::TgtSender => match self.tgt.poll_sender(&self.c, now, &mut self.tgt_frames) {
+                    TStep::Sleep { .. } => None,
+                    s => Some(format!("{s:?}")),
+                },
                 Actor::TgtLocker => match self.tgt.lock_poll(now) {
                     LockReply::Wait { .. } => None,
                     s => Some(format!("{s:?}")),
@@ -813,7 +814,7 @@ impl Sim {
                 self.check_gens_quiesced()?;
                 return self.books.check_i1();
             }
-            let Some(Reverse((t, _, ev))) = self.q.pop() else {
+            let Some((t, ev)) = self.q.pop() else {
                 return Err(Violation::Liveness(format!("deadlock: nothing left to happen; {}", self.state())));
             };
             if t > self.now {
@@ -836,7 +837,10 @@ impl Sim {
                     return Err(Violation::Liveness(format!("source suspend never ended: {}", self.state())));
                 }
             }
-            if std::env::var_os("DMSM_EVDEBUG").is_some() { let (a, d, hc) = (self.src.acked_seq(), self.src.durable_seq(), self.src.has_completions()); self.log(|| format!("ev {ev:?} acked {a} durable {d} completions {hc}")); }
+            if ev_debug() {
+                let (a, d, hc) = (self.src.acked_seq(), self.src.durable_seq(), self.src.has_completions());
+                self.log(|| format!("ev {ev:?} acked {a} durable {d} completions {hc}"));
+            }
             self.handle(ev)?;
         }
     }
@@ -1680,7 +1684,7 @@ impl Sim {
             WorkerStep::VerifyAppend { job, ok } => {
                 // (Kept: with no ring room the worker appends it again.)
                 let d = match self.verify_buf.as_ref() {
-                    Some((s, data)) if ok && *s == job.sector => Some(Sha256::digest(data)),
+                    Some((s, data)) if ok && *s == job.sector => Some(digest(data)),
                     _ => None,
                 };
                 if !matches!(self.src.verify_append(&self.c, d), Submit::Wait(_)) {
@@ -2238,22 +2242,18 @@ impl Sim {
             }
         }
         // Every event of the old machine's I/O is void.
-        let q = std::mem::take(&mut self.q);
-        self.q = q
-            .into_iter()
-            .filter(|Reverse((_, _, e))| {
-                !matches!(
-                    e,
-                    Ev::LocalDone { .. }
-                        | Ev::RepairReadDone { .. }
-                        | Ev::ResyncReadDone { .. }
-                        | Ev::VerifyReadDone { .. }
-                        | Ev::BitmapWritten { .. }
-                        | Ev::GensWritten { .. }
-                        | Ev::DataFlushed { .. }
-                )
-            })
-            .collect();
+        self.q.retain(|e| {
+            !matches!(
+                e,
+                Ev::LocalDone { .. }
+                    | Ev::RepairReadDone { .. }
+                    | Ev::ResyncReadDone { .. }
+                    | Ev::VerifyReadDone { .. }
+                    | Ev::BitmapWritten { .. }
+                    | Ev::GensWritten { .. }
+                    | Ev::DataFlushed { .. }
+            )
+        });
         // The host's requests in flight die with it; they are issued again.
         self.issued -= self.dm_inflight;
         self.dm_inflight = 0;
@@ -2599,7 +2599,7 @@ impl Sim {
         }
         if v.header.kind == Kind::DigestReq {
             let (a, n) = (v.header.sector as usize * SECT, v.header.count as usize * SECT);
-            let d = ok.then(|| Sha256::digest(&self.books.tgt_disk[a..a + n]));
+            let d = ok.then(|| digest(&self.books.tgt_disk[a..a + n]));
             if !self.tgt.digest_done(seq, d, self.now) {
                 return Err(Violation::Protocol(format!("target refused digest_done({seq})")));
             }
@@ -2660,8 +2660,14 @@ impl Sim {
     }
 
     fn tgt_sender(&mut self) -> R<()> {
-        let mut buf = vec![0u8; SEND_FRAMES * MAX_CONTROL_FRAME];
+        let mut buf = std::mem::take(&mut self.tgt_frames);
         let step = self.tgt.poll_sender(&self.c, self.now, &mut buf);
+        let r = self.tgt_sender_step(step, &buf);
+        self.tgt_frames = buf;
+        r
+    }
+
+    fn tgt_sender_step(&mut self, step: TStep, buf: &[u8]) -> R<()> {
         self.tgt_wakes();
         match step {
             TStep::Exit => {
@@ -3084,3 +3090,10 @@ pub fn run_mutant_gen(seed: u64, mode: Mode, gen: u32, mutant: Mutant, verbose: 
     Sim::new(seed, mode, gen, mutant, verbose).run()
 }
 
+
+/// `DMSM_EVDEBUG` set: every event is logged with the source's points
+/// (read once; the environment is not looked up per event).
+fn ev_debug() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("DMSM_EVDEBUG").is_some())
+}
