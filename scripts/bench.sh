@@ -11,7 +11,8 @@
 # rate, e.g. 100mbit; none by default), DMSM_BENCH_MODULE (a module to
 # measure instead of the tree's),
 # DMSM_BENCH_SKIP ("system:workload ...", not run, reported with
-# DMSM_BENCH_SKIP_WHY).
+# DMSM_BENCH_SKIP_WHY), DMSM_BENCH_RESULTS (where the report goes;
+# bench/results).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$DMSM_REPO"
@@ -24,7 +25,8 @@ kdir=$(scripts/build-kernel.sh release)
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 raw=$(mktemp -d /tmp/dmsm-bench.XXXXXX)
 # The raw files stay (and are named) unless the report was written.
-trap '[ -s "bench/results/$ts.json" ] && rm -rf "$raw" || echo "bench: raw results kept in $raw" >&2' EXIT
+results=${DMSM_BENCH_RESULTS:-bench/results}
+trap '[ -s "$results/$ts.json" ] && rm -rf "$raw" || echo "bench: raw results kept in $raw" >&2' EXIT
 
 host_info() { # WHEN
 	printf '"load_%s": "%s", "qemu_processes_%s": %s' "$1" "$(cut -d' ' -f1-3 /proc/loadavg)" \
@@ -83,7 +85,7 @@ if ! grep -qs . "$raw"/boot*/runs.jsonl; then
 	echo "bench: the guests produced no results" >&2
 	exit 1
 fi
-mkdir -p bench/results
-scripts/bench-report.py "$raw" "bench/results/$ts"
+mkdir -p "$results"
+scripts/bench-report.py "$raw" "$results/$ts"
 [ "$rc" -eq 0 ] || echo "bench: a VM run failed (exit status $rc): see the table's notes" >&2
 exit "$rc"
