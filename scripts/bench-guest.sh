@@ -116,6 +116,15 @@ set_rtt() {
 # CPU time the guest spent busy so far (user, nice, system, irq, softirq,
 # steal: every CPU), in clock ticks.
 cpu_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+# Packets the primary has sent on its end of the link so far (veth
+# tx_packets: one per skb, so a GSO batch counts once): how well sends
+# coalesce. Nothing for systems without a link of their own (local).
+link_tx() { # SYSTEM
+	case $1 in
+	spec-*|lock-sync) ip netns exec $S cat /sys/class/net/bn-veth-s/statistics/tx_packets ;;
+	drbd-*) cat /sys/class/net/bn-a/statistics/tx_packets ;;
+	esac 2>/dev/null
+}
 
 # ---- systems: up prints the device to test; settle waits until idle ------
 SYS_DEV=
@@ -253,7 +262,7 @@ fio_args() { # WORKLOAD
 run_fio() { # DEV WORKLOAD OUTFILE
 	# The guest's busy CPU time over fio's measured part (after its ramp):
 	# OUTFILE.cpu holds the ticks at its start and end.
-	( sleep "$RAMP"; cpu_busy >"$3.cpu" ) &
+	( sleep "$RAMP"; cpu_busy >"$3.cpu"; link_tx "$sys" >"$3.pkts" ) &
 	local sampler=$! profiler=
 	if [ "$PERF" = 1 ]; then
 		( sleep "$RAMP"; perf record -q -a -e cpu-clock -F 499 -o /tmp/bn-perf.data -- sleep "$RUNTIME" ) \
@@ -266,6 +275,7 @@ run_fio() { # DEV WORKLOAD OUTFILE
 		--norandommap --lat_percentiles=1 --output-format=json --output="$3" >/dev/null 2>"$3.err"
 	local rc=$?
 	cpu_busy >>"$3.cpu"
+	link_tx "$sys" >>"$3.pkts"
 	wait "$sampler" 2>/dev/null
 	if [ -n "$profiler" ]; then
 		wait "$profiler" 2>/dev/null
@@ -376,6 +386,12 @@ try:
         busy = (c[1] - c[0]) / int(tck)
         r["cpu_busy_s"] = busy
         r["cpu_s_per_gib"] = busy / (j["io_bytes"] / 2**30)
+except (OSError, ValueError):
+    pass
+try:
+    k = [int(x) for x in open(f + ".pkts").read().split()]
+    if len(k) == 2 and j["io_bytes"] > 0:
+        r["tx_pkts_per_mib"] = (k[1] - k[0]) / (j["io_bytes"] / 2**20)
 except (OSError, ValueError):
     pass
 print(json.dumps(r))

@@ -39,6 +39,10 @@ FIGURES = [
      False),
     ("seq_cpu", "seq", "cpu_s_per_gib", "1M sequential write, QD8, guest CPU seconds per GiB written", "s/GiB", 1,
      False),
+    ("qd32_pkts", "qd32", "tx_pkts_per_mib", "4k random write, QD32, packets the primary sent per MiB written",
+     "pkts/MiB", 1, False),
+    ("seq_pkts", "seq", "tx_pkts_per_mib", "1M sequential write, QD8, packets the primary sent per MiB written",
+     "pkts/MiB", 1, False),
 ]
 # A figure counts only when it has MIN_REPS repetitions that agree:
 # (max - min) / median at most MAX_SPREAD.

@@ -314,12 +314,17 @@ impl Socket {
             let mut iov = [bindings::kvec::default(); MAX_IOV];
             let mut n = 0usize;
             let mut total = 0usize;
+            // Bytes are left for a later call: this one says MSG_MORE.
+            let mut more = false;
             for (i, &(p, len)) in rest.iter().enumerate() {
                 let skip = if i == 0 { off } else { 0 };
                 if len <= skip {
                     continue;
                 }
-                let Some(v) = iov.get_mut(n) else { break };
+                let Some(v) = iov.get_mut(n) else {
+                    more = true;
+                    break;
+                };
                 // The kernel only reads a kvec's bytes when sending; `skip`
                 // stays inside the piece.
                 v.iov_base = p.wrapping_add(skip).cast_mut().cast::<c_void>();
@@ -327,8 +332,15 @@ impl Socket {
                 total += len - skip;
                 n += 1;
             }
+            // MSG_MORE on every call but the one that ends the pieces: TCP
+            // (which runs with TCP_NODELAY) then fills whole segments across
+            // calls instead of pushing a short one at the end of each, and
+            // the last call pushes what is left. A batch of small records
+            // spans many calls (each record is a header piece and one or two
+            // payload pieces).
+            let flags = bindings::MSG_NOSIGNAL | if more { bindings::MSG_MORE } else { 0 };
             let mut msg = bindings::msghdr {
-                msg_flags: bindings::MSG_NOSIGNAL as _,
+                msg_flags: flags as _,
                 ..Default::default()
             };
             // SAFETY: `sock` is live (type invariant); the first `n` kvecs
