@@ -116,13 +116,17 @@ set_rtt() {
 # CPU time the guest spent busy so far (user, nice, system, irq, softirq,
 # steal: every CPU), in clock ticks.
 cpu_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
-# Packets the primary has sent on its end of the link so far (veth
-# tx_packets: one per skb, so a GSO batch counts once): how well sends
-# coalesce. Nothing for systems without a link of their own (local).
+# Packets and bytes the primary has sent on its end of the link so far
+# (veth tx_packets: one per skb, so a GSO batch counts once; tx_bytes):
+# how well sends coalesce, and how much of the link the replication used
+# (with completion async, fio's rate can exceed it while the ring fills or
+# the source runs degraded). Nothing for systems without a link (local).
 link_tx() { # SYSTEM
+	local dir
 	case $1 in
-	spec-*|lock-sync) ip netns exec $S cat /sys/class/net/bn-veth-s/statistics/tx_packets ;;
-	drbd-*) cat /sys/class/net/bn-a/statistics/tx_packets ;;
+	spec-*|lock-sync) dir=/sys/class/net/bn-veth-s/statistics
+		ip netns exec $S cat $dir/tx_packets $dir/tx_bytes | paste -sd' ' ;;
+	drbd-*) dir=/sys/class/net/bn-a/statistics; cat $dir/tx_packets $dir/tx_bytes | paste -sd' ' ;;
 	esac 2>/dev/null
 }
 
@@ -390,9 +394,13 @@ except (OSError, ValueError):
     pass
 try:
     k = [int(x) for x in open(f + ".pkts").read().split()]
-    if len(k) == 2 and j["io_bytes"] > 0:
-        r["tx_pkts_per_mib"] = (k[1] - k[0]) / (j["io_bytes"] / 2**20)
-except (OSError, ValueError):
+    if len(k) in (2, 4) and j["io_bytes"] > 0:
+        n = len(k) // 2
+        r["tx_pkts_per_mib"] = (k[n] - k[0]) / (j["io_bytes"] / 2**20)
+        if n == 2 and j["runtime"] > 0:
+            # fio's runtime (ms) is the measured part, as is the sample.
+            r["link_bytes_s"] = (k[3] - k[1]) / (j["runtime"] / 1000)
+except (OSError, ValueError, KeyError):
     pass
 print(json.dumps(r))
 PY
