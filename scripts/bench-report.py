@@ -255,6 +255,18 @@ def render(doc, prefix):
         md.append("")
 
     heads = []
+
+    def not_counted(sps):
+        """Why figures with these (spread, repetitions) do not count against
+        a target (None: they count): fewer than MIN_REPS repetitions, or
+        repetitions more than MAX_SPREAD apart."""
+        fewest = min(n for _, n in sps)
+        if fewest < MIN_REPS:
+            return f"{fewest} repetition{'s' if fewest > 1 else ''}"
+        if any(sp is None or sp > MAX_SPREAD for sp, _ in sps):
+            return f"repetitions {max(sp or 0 for sp, _ in sps) * 100:.0f}% apart"
+        return None
+
     link = rate_bytes(guest.get("link_rate"))
     if link:
         # The link-bound runs: how much of the physical limit each system
@@ -282,7 +294,7 @@ def render(doc, prefix):
             if v is not None:
                 sp, n = spread("spec-async", t, "seq", "link_bytes_s")
                 ok = "met" if v / link >= 0.9 else "not met"
-                counts = "" if n >= MIN_REPS and sp is not None and sp <= MAX_SPREAD else " (does not count)"
+                counts = " (does not count)" if not_counted([(sp, n)]) else ""
                 heads.append(f"RTT {t} ms: spec async share of the {guest['link_rate']} link >= 0.9: "
                              f"{v / link:.2f} {ok}{counts} [spec-async ±{(sp or 0) * 100:.0f}%]")
 
@@ -300,14 +312,11 @@ def render(doc, prefix):
                 r = a / b
                 ok = r >= limit if op == ">=" else r <= limit
                 sps = [spread(x, t, wl, field) for x in (num, den)]
-                fewest = min(n for _, n in sps)
                 apart = ", ".join(f"{x} ±{sp * 100:.0f}%" for x, (sp, _) in zip((num, den), sps)
                                   if sp is not None)
-                if fewest < MIN_REPS:
-                    cells.append(f"{r:.2f} (does not count: {fewest} repetition{'s' if fewest > 1 else ''})")
-                elif any(sp is None or sp > MAX_SPREAD for sp, _ in sps):
-                    worst = max(sp or 0 for sp, _ in sps)
-                    cells.append(f"{r:.2f} (does not count: repetitions {worst * 100:.0f}% apart)")
+                why = not_counted(sps)
+                if why:
+                    cells.append(f"{r:.2f} (does not count: {why})")
                 else:
                     cells.append(f"{r:.2f} {'met' if ok else '**not met**'}")
                 if headline:
