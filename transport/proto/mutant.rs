@@ -67,6 +67,11 @@ pub enum Mutant {
     /// After records were dropped the next HELLO keeps the old stream:
     /// the target, missing them, refuses it (`Diverged`) for good.
     DegradeSameStream,
+    /// The parked clock keeps one start, from when the deferred list
+    /// became non-empty until it empties (before `parked.rs`): writes
+    /// that outrun the link keep it stale, and the source goes degraded
+    /// with no write waiting that long, again right after reconnecting.
+    DegradeStaleClock,
     /// The source frees ring records once the target applied them, not
     /// once it reported them durable: a power loss of the target loses
     /// what its volatile cache held, and nobody sends it again.
@@ -94,7 +99,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// Every planted bug.
-    pub const ALL: [Mutant; 23] = [
+    pub const ALL: [Mutant; 24] = [
         Mutant::LostFinalAck,
         Mutant::NoCompletionAfterHandshake,
         Mutant::ReceiverNotWoken,
@@ -112,6 +117,7 @@ impl Mutant {
         Mutant::DegradeNoMark,
         Mutant::DegradeNever,
         Mutant::DegradeSameStream,
+        Mutant::DegradeStaleClock,
         Mutant::FreeOnApplied,
         Mutant::AlNoWait,
         Mutant::AlEvictUnflushed,

@@ -33,7 +33,7 @@ use specmirror_core::transport::proto::hot::HotSlot;
 use specmirror_core::transport::proto::inflight::{Completed, InflightSlot};
 use specmirror_core::transport::proto::mutant::Mutant;
 use specmirror_core::transport::proto::source::{
-    self as src_m, HostOp, HostWrite, RecvError, RxVerdict, SenderStep, Source,
+    self as src_m, HostOp, HostWrite, LinkState, RecvError, RxVerdict, SenderStep, Source,
     SourceConfig, Submit, SyncPhase, WorkerStep, DEFERRED_BATCH,
 };
 use specmirror_core::transport::proto::target::{
@@ -318,6 +318,14 @@ pub struct Sim {
     /// locally: a write's wait then is the local device's, not the
     /// link's, and I7 does not count it.
     local_only: u64,
+    /// Times the source went degraded, as last seen (`check_degrade_cause`).
+    degrades_seen: u64,
+    /// Submission times of the oldest parked host write and of the oldest
+    /// accepted one, before the event being handled.
+    oldest_waits: (Option<u64>, Option<u64>),
+    /// Since when the source has had no accepted connection (`None`:
+    /// streaming), as last seen.
+    down_since: Option<u64>,
     /// The source's current connection: (machine conn, network conn).
     s_conn: Option<(u64, u64)>,
     /// Connect in progress: (machine conn, network conn).
@@ -484,6 +492,9 @@ impl Sim {
             src_base: 0,
             stream_base: BTreeMap::new(),
             local_only: 0,
+            degrades_seen: 0,
+            oldest_waits: (None, None),
+            down_since: Some(0),
             s_conn: None,
             s_connecting: None,
             sending: None,
@@ -841,8 +852,51 @@ impl Sim {
                 let (a, d, hc) = (self.src.acked_seq(), self.src.durable_seq(), self.src.has_completions());
                 self.log(|| format!("ev {ev:?} acked {a} durable {d} completions {hc}"));
             }
+            // The oldest waiting host writes before the event: one that
+            // degrades completes them (host writes are accepted, hence
+            // numbered, in the order they came).
+            self.oldest_waits = (
+                self.deferred.front().map(|r| r.at),
+                self.submitted.first_key_value().map(|(_, &(at, _))| at),
+            );
             self.handle(ev)?;
+            self.check_degrade_cause()?;
         }
+    }
+
+    /// Degraded mode has a cause: the source goes degraded only when the
+    /// link has been down, or a host write has waited, for about
+    /// `degrade_after` (the parked clock may start up to an eighth of it
+    /// before the oldest parked write: `degrade.rs`). A clock left running
+    /// from an earlier wait would degrade a source that has just
+    /// reconnected, again and again, and its resync would never run.
+    fn check_degrade_cause(&mut self) -> R<()> {
+        let n = self.src.degrade_count();
+        if n > self.degrades_seen {
+            self.degrades_seen = n;
+            if let Some(after) = self.p.degrade_after {
+                let need = after - after / 8;
+                let down = self.down_since.map_or(0, |t| self.now - t);
+                let parked = self.oldest_waits.0.map_or(0, |at| self.now - at);
+                let waiting = self.oldest_waits.1.map_or(0, |at| self.now - at);
+                if down < need && parked < need && waiting < need {
+                    return Err(Violation::Protocol(format!(
+                        "degraded without cause: degrade_after {} ms, link down {} ms, oldest parked write {} ms, oldest write in flight {} ms; {}",
+                        after / MS,
+                        down / MS,
+                        parked / MS,
+                        waiting / MS,
+                        self.state()
+                    )));
+                }
+            }
+        }
+        if self.src.link_state() == LinkState::Connected {
+            self.down_since = None;
+        } else if self.down_since.is_none() {
+            self.down_since = Some(self.now);
+        }
+        Ok(())
     }
 
     fn state(&self) -> String {
@@ -2203,6 +2257,8 @@ impl Sim {
         self.unpublished.clear();
         self.src_machine += 1;
         self.rate_books = None;
+        self.degrades_seen = 0;
+        self.down_since = None;
     }
 
     /// The source host loses power: its threads, memory, ring and host

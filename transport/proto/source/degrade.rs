@@ -20,8 +20,10 @@
 //!
 //! ```text
 //!   link down        since the last connection closed (or the start)
-//!   writes parked    since the deferred list last became non-empty
-//!                    (ring full, or sync writes holding every slot)
+//!   writes parked    since the oldest write in the deferred list
+//!                    parked, or up to an eighth of `degrade_after`
+//!                    before (ring full, or sync writes holding every
+//!                    slot; `parked.rs`)
 //!   ack awaited      the oldest sync write whose local write ended and
 //!                    that waits for its acknowledgement
 //! ```
@@ -46,6 +48,7 @@
 
 use core::ops::DerefMut;
 
+use super::parked::{ParkedClock, PARK_SPANS};
 use super::{Source, WORKER};
 use crate::log::pages::Pages;
 use crate::transport::proto::hot::HotSlot;
@@ -87,8 +90,8 @@ pub(super) struct Degrade {
     /// When the link went down (the last connection closed, or the
     /// start); `None` while streaming.
     pub(super) down_since: Option<Instant>,
-    /// When the deferred list last became non-empty.
-    pub(super) wait_since: Option<Instant>,
+    /// When the parked writes parked (the deferred list's clock).
+    pub(super) parked: ParkedClock,
     /// Times the source went degraded.
     pub(super) entered: u64,
 }
@@ -105,7 +108,7 @@ impl Degrade {
             fresh: false,
             gap: false,
             down_since: None,
-            wait_since: None,
+            parked: ParkedClock::default(),
             entered: 0,
         }
     }
@@ -177,7 +180,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             None => None,
         };
         let down = if self.degrade.on { None } else { self.degrade.down_since };
-        let since = earliest(earliest(down, self.degrade.wait_since), ack)?;
+        let since = earliest(earliest(down, self.degrade.parked.since()), ack)?;
         Some(since.saturating_add(after))
     }
 
@@ -319,10 +322,28 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// The deferred list became non-empty.
-    pub(super) fn degrade_parked(&mut self, now: Instant) {
-        if self.degrade.wait_since.is_none() {
-            self.degrade.wait_since = Some(now);
+    /// A host write parks at the tail of the deferred list at `now`
+    /// (`None`: no clock at hand, offered again at once).
+    pub(super) fn degrade_parked(&mut self, now: Option<Instant>) {
+        let before = self.degrade.parked.since();
+        // With `on_disconnect block` no clock runs: one bucket does.
+        let span = self.degrade.after.map_or(Instant::MAX, |a| a / PARK_SPANS);
+        #[cfg(feature = "mutants")]
+        let span = match self.mutant {
+            crate::transport::proto::mutant::Mutant::DegradeStaleClock => Instant::MAX,
+            _ => span,
+        };
+        self.degrade.parked.park(now, span);
+        if before.is_none() && self.degrade.parked.since().is_some() {
+            self.degrade_clock_started();
+        }
+    }
+
+    /// The write at the head of the deferred list must wait again.
+    pub(super) fn degrade_head_waits(&mut self, now: Instant) {
+        let before = self.degrade.parked.since();
+        self.degrade.parked.waits(now);
+        if before.is_none() && self.degrade.parked.since().is_some() {
             self.degrade_clock_started();
         }
     }

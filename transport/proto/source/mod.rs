@@ -30,6 +30,7 @@ mod activity;
 mod bitmap_save;
 mod degrade;
 mod gens;
+mod parked;
 mod piece;
 mod link;
 mod resync;
@@ -500,7 +501,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if self.deferred > 0 {
             self.count_wait();
             self.deferred += 1;
-            self.degrade_parked(now);
+            self.degrade_parked(Some(now));
             return Submit::Wait(WaitReason::Queued);
         }
         self.host_now = now;
@@ -509,7 +510,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             Submit::Wait(_) => {
                 self.deferred += 1;
                 self.deferred_gen = self.unblock_gen;
-                self.degrade_parked(now);
+                self.degrade_parked(Some(now));
             }
             Submit::Accepted(seq) => self.inflight.stamp(seq, now),
             Submit::Invalid(_) => {}
@@ -544,8 +545,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         match r {
             Submit::Wait(_) => {
                 self.deferred_gen = self.unblock_gen;
-                // Parked by `map` without a clock (no bio at hand).
-                self.degrade_parked(now);
+                // Parked by `map` without a clock (no bio at hand): its
+                // wait counts from now.
+                self.degrade_head_waits(now);
             }
             _ => {
                 self.deferred = self.deferred.saturating_sub(1);
@@ -553,12 +555,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                     // Its wait began no later than the parked clock's
                     // start: a sync write's wait for its acknowledgement
                     // counts from there (`degrade.rs`).
-                    let since = self.degrade.wait_since.unwrap_or(now);
+                    let since = self.degrade.parked.since().unwrap_or(now);
                     self.inflight.stamp(seq, since);
                 }
-                if self.deferred == 0 {
-                    self.degrade.wait_since = None;
-                }
+                self.degrade.parked.leave();
             }
         }
         r
@@ -569,11 +569,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// sleep for one) offers it soon.
     pub fn defer_unprepared(&mut self) {
         self.count_wait();
-        if self.deferred == 0 {
-            // Offered again at once by the worker: no clock needed, and
-            // `map` has none at hand.
-            self.degrade.wait_since = None;
-        }
+        // Offered again at once by the worker: its wait counts from then
+        // (`map` has no clock at hand).
+        self.degrade_parked(None);
         self.deferred += 1;
         self.deferred_gen = self.unblock_gen.wrapping_sub(1);
     }
@@ -582,9 +580,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// (the glue failed it, or gave it back to dm: [`WorkerStep::Abandon`]).
     pub fn deferred_dropped(&mut self) {
         self.deferred = self.deferred.saturating_sub(1);
-        if self.deferred == 0 {
-            self.degrade.wait_since = None;
-        }
+        self.degrade.parked.leave();
         if self.abandoning {
             self.stats.abandoned = self.stats.abandoned.saturating_add(1);
         }
