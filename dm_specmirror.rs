@@ -32,7 +32,7 @@ use transport::metadata::Metadata;
 use transport::{source_dev::SourceDev, target_dev::TargetDev};
 
 /// The version dmsetup shows; the wire protocol's is in `log/record.rs`.
-const VERSION: [u32; 3] = [0, 8, 1];
+const VERSION: [u32; 3] = [0, 8, 2];
 
 module! {
     type: SpecMirrorModule,

@@ -52,7 +52,7 @@ while kill -0 $fpid 2>/dev/null; do
 		"dirty=$(f dirty) syncing=$(f syncing) resync_kib=$(f resync_kib) al=$(f al)"
 	prev=$b; pt=$t
 done
-IFS=';' read -ra F </tmp/pa-fio.txt; echo "probe: fio wrote ${F[47]:-?} KiB"
+IFS=';' read -ra F </tmp/pa-fio.txt; echo "probe: fio wrote ${F[46]:-?} KiB at ${F[47]:-?} KiB/s"
 echo "probe: final $(dmsetup status $A)"
 kill $npid
 dmsetup remove --retry $A; dmsetup remove --retry $B

@@ -67,10 +67,10 @@ pub enum Mutant {
     /// After records were dropped the next HELLO keeps the old stream:
     /// the target, missing them, refuses it (`Diverged`) for good.
     DegradeSameStream,
-    /// The parked clock keeps one start, from when the deferred list
-    /// became non-empty until it empties (before `parked.rs`): writes
-    /// that outrun the link keep it stale, and the source goes degraded
-    /// with no write waiting that long, again right after reconnecting.
+    /// The pull-ahead clock does not start again at an accepted
+    /// handshake: while writes outrun the link the deferred list never
+    /// empties, and the source goes degraded again right after each
+    /// reconnection, its resync never run.
     DegradeStaleClock,
     /// The source frees ring records once the target applied them, not
     /// once it reported them durable: a power loss of the target loses

@@ -326,6 +326,10 @@ pub struct Sim {
     /// Since when the source has had no accepted connection (`None`:
     /// streaming), as last seen.
     down_since: Option<u64>,
+    /// When the source's last accepted handshake was (or its start).
+    accepted_at: u64,
+    /// Since when the deferred list has been non-empty.
+    parked_since: Option<u64>,
     /// The source's current connection: (machine conn, network conn).
     s_conn: Option<(u64, u64)>,
     /// Connect in progress: (machine conn, network conn).
@@ -495,6 +499,8 @@ impl Sim {
             degrades_seen: 0,
             oldest_waits: (None, None),
             down_since: Some(0),
+            accepted_at: 0,
+            parked_since: None,
             s_conn: None,
             s_connecting: None,
             sending: None,
@@ -864,12 +870,15 @@ impl Sim {
         }
     }
 
-    /// Degraded mode has a cause: the source goes degraded only when the
-    /// link has been down, or a host write has waited, for about
-    /// `degrade_after` (the parked clock may start up to an eighth of it
-    /// before the oldest parked write: `degrade.rs`). A clock left running
-    /// from an earlier wait would degrade a source that has just
-    /// reconnected, again and again, and its resync would never run.
+    /// Degraded mode has a cause: the source goes degraded only when, for
+    /// about `degrade_after`, the link has been down, a host write has
+    /// waited (the parked clock may start up to an eighth of it before
+    /// the oldest parked write: `parked.rs`), or host writes have been
+    /// parked without a break since the last accepted handshake
+    /// (pull-ahead). A clock left running from before a reconnection
+    /// would degrade the source again at once, and its resync would never
+    /// run. The values are those from before the event (one that
+    /// degrades completes the waiting writes).
     fn check_degrade_cause(&mut self) -> R<()> {
         let n = self.src.degrade_count();
         if n > self.degrades_seen {
@@ -879,22 +888,32 @@ impl Sim {
                 let down = self.down_since.map_or(0, |t| self.now - t);
                 let parked = self.oldest_waits.0.map_or(0, |at| self.now - at);
                 let waiting = self.oldest_waits.1.map_or(0, |at| self.now - at);
-                if down < need && parked < need && waiting < need {
+                let busy = self.parked_since.map_or(0, |t| self.now - t.max(self.accepted_at));
+                if down < need && parked < need && waiting < need && busy < after {
                     return Err(Violation::Protocol(format!(
-                        "degraded without cause: degrade_after {} ms, link down {} ms, oldest parked write {} ms, oldest write in flight {} ms; {}",
+                        "degraded without cause: degrade_after {} ms, link down {} ms, oldest parked write {} ms, oldest write in flight {} ms, writes parked {} ms since the handshake; {}",
                         after / MS,
                         down / MS,
                         parked / MS,
                         waiting / MS,
+                        busy / MS,
                         self.state()
                     )));
                 }
             }
         }
         if self.src.link_state() == LinkState::Connected {
+            if self.down_since.is_some() {
+                self.accepted_at = self.now;
+            }
             self.down_since = None;
         } else if self.down_since.is_none() {
             self.down_since = Some(self.now);
+        }
+        if self.deferred.is_empty() {
+            self.parked_since = None;
+        } else if self.parked_since.is_none() {
+            self.parked_since = Some(self.now);
         }
         Ok(())
     }
@@ -2259,6 +2278,7 @@ impl Sim {
         self.rate_books = None;
         self.degrades_seen = 0;
         self.down_since = None;
+        self.accepted_at = self.now;
     }
 
     /// The source host loses power: its threads, memory, ring and host

@@ -157,17 +157,21 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     (1831, Mode::Speculative, 15, "source power loss: the target holds the reverted bytes"),
     (1831, Mode::LockSync, 15, "same, lock-sync"),
     // Generator 17, a new check (the source goes degraded only with a
-    // cause): the parked clock kept the start of the first write parked
-    // while writes outran the link and the deferred list never emptied,
-    // so the source went degraded with no write waiting that long (2:
-    // 17 ms of 52), in the probe's kernel run again right after each
-    // reconnection. Fixed: the
-    // clock follows the oldest write still parked (`parked.rs`).
-    (2, Mode::Speculative, 17, "degraded with the oldest parked write at a third of degrade_after"),
-    (2, Mode::LockSync, 17, "same, lock-sync"),
-    (136, Mode::Speculative, 17, "same, degrade_after 28 ms"),
-    (374, Mode::Speculative, 17, "degraded at 203 ms of 235, the clock left from an earlier wait"),
-    (377, Mode::LockSync, 17, "same, parked clock from t=0"),
+    // cause): one clock served both the bound on each write's wait and
+    // pull-ahead, and it kept the start of the first write parked while
+    // writes outran the link and the deferred list never emptied, also
+    // across reconnections: the source went degraded with no write
+    // waiting that long and writes parked for less than `degrade_after`
+    // since the handshake (the probe's kernel run: again right after
+    // each reconnection). Fixed: the parked clock follows the oldest
+    // write still parked (`parked.rs`), the pull-ahead clock starts
+    // again at each accepted handshake (`degrade.rs`). Found with the
+    // old clock; the DegradeStaleClock mutant below plants it again.
+    (3, Mode::LockSync, 17, "degraded 79 ms after the handshake of 86, oldest write 35 ms"),
+    (3, Mode::Speculative, 17, "same, speculative"),
+    (78, Mode::Speculative, 17, "same, degrade_after 58 ms"),
+    (255, Mode::Speculative, 17, "same, degrade_after 262 ms"),
+    (377, Mode::LockSync, 17, "same, oldest parked write 22 ms of 129"),
 ];
 
 #[test]
@@ -280,7 +284,7 @@ const MUTANTS: &[(Mutant, u64, Mode, u32, &str)] = &[
     (Mutant::DegradeNoMark, 2, Mode::LockSync, 14, "does not hold record"),
     (Mutant::DegradeNever, 2, Mode::Speculative, 14, "waited"),
     (Mutant::DegradeSameStream, 3, Mode::Speculative, 14, "no progress"),
-    (Mutant::DegradeStaleClock, 2, Mode::Speculative, 17, "degraded without cause"),
+    (Mutant::DegradeStaleClock, 136, Mode::Speculative, 17, "degraded without cause"),
     (Mutant::FreeOnApplied, 43, Mode::Speculative, 14, "at flush boundary"),
     // Generator 15: the activity log and source crashes.
     (Mutant::AlNoWait, 2, Mode::Speculative, 15, "whose bit is not on the metadata device"),

@@ -16,7 +16,7 @@
 //!   the generations' rule finds the target at the bitmap's base, and the
 //!   dirty chunks resync while new writes stream again.
 //!
-//! Three clocks start it, each against `degrade_after`:
+//! Four clocks start it, each against `degrade_after`:
 //!
 //! ```text
 //!   link down        since the last connection closed (or the start)
@@ -26,10 +26,21 @@
 //!                    slot; `parked.rs`)
 //!   ack awaited      the oldest sync write whose local write ended and
 //!                    that waits for its acknowledgement
+//!   writes outrun    since host writes have been parked without a break
+//!   the link         on this connection: since the deferred list last
+//!                    became non-empty, or since the handshake was
+//!                    accepted if it was not empty then (pull-ahead)
 //! ```
 //!
 //! Each parked or waiting write arrived after its clock started, so none
-//! waits longer than `degrade_after` plus the worker's reaction. With
+//! waits longer than `degrade_after` plus the worker's reaction. The
+//! last clock is DRBD's pull-ahead: when the writes keep outrunning the
+//! link (the ring stays full) for `degrade_after`, the host gets its
+//! local device's speed back and the link carries the resync instead,
+//! even though each write only waits its turn. It starts again at each
+//! accepted handshake: a clock kept from before the degraded spell would
+//! degrade the source again at once, and its resync would never run.
+//! With
 //! `on_disconnect block` (no `degrade_after`) none runs: writes wait for
 //! the link as before, and only a suspend's grace ends the wait.
 //!
@@ -92,6 +103,9 @@ pub(super) struct Degrade {
     pub(super) down_since: Option<Instant>,
     /// When the parked writes parked (the deferred list's clock).
     pub(super) parked: ParkedClock,
+    /// Since when host writes have been parked without a break on this
+    /// connection (the pull-ahead clock); `None`: none parked.
+    busy_since: Option<Instant>,
     /// Times the source went degraded.
     pub(super) entered: u64,
 }
@@ -109,6 +123,7 @@ impl Degrade {
             gap: false,
             down_since: None,
             parked: ParkedClock::default(),
+            busy_since: None,
             entered: 0,
         }
     }
@@ -180,7 +195,8 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             None => None,
         };
         let down = if self.degrade.on { None } else { self.degrade.down_since };
-        let since = earliest(earliest(down, self.degrade.parked.since()), ack)?;
+        let parked = earliest(self.degrade.parked.since(), self.degrade.busy_since);
+        let since = earliest(earliest(down, parked), ack)?;
         Some(since.saturating_add(after))
     }
 
@@ -211,6 +227,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// dirty), ends the stream, lets every waiting write go.
     pub(super) fn enter_degraded(&mut self) {
         self.degrade.on = true;
+        // The parked writes complete locally now: writes that park while
+        // degraded wait for the local side only.
+        self.degrade.busy_since = None;
         self.degrade.entered = self.degrade.entered.saturating_add(1);
         #[cfg(feature = "mutants")]
         let mark = self.mutant != crate::transport::proto::mutant::Mutant::DegradeNoMark;
@@ -280,6 +299,10 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.degrade.stream = id;
             self.degrade.fresh = true;
         }
+        // The pull-ahead clock counts from the next write parked: writes
+        // parked while degraded waited for the local side, and the
+        // handshake's own wait is the parked clock's.
+        self.degrade.busy_since = None;
         if self.degrade.on {
             self.degrade.rejoin = true;
             // Its clocks run again (a write parked already counts).
@@ -296,9 +319,17 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// A handshake was accepted: back to normal.
-    pub(super) fn degrade_connected(&mut self) {
+    /// A handshake was accepted at `now`: back to normal, and the
+    /// pull-ahead clock starts again.
+    pub(super) fn degrade_connected(&mut self, now: Instant) {
         self.degrade.rejoin = false;
+        #[cfg(feature = "mutants")]
+        let restart = self.mutant != crate::transport::proto::mutant::Mutant::DegradeStaleClock;
+        #[cfg(not(feature = "mutants"))]
+        let restart = true;
+        if restart {
+            self.degrade.busy_since = (self.deferred > 0).then_some(now);
+        }
         if self.degrade.on {
             self.degrade.on = false;
             if let Some(r) = self.resync.as_mut() {
@@ -328,14 +359,20 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         let before = self.degrade.parked.since();
         // With `on_disconnect block` no clock runs: one bucket does.
         let span = self.degrade.after.map_or(Instant::MAX, |a| a / PARK_SPANS);
-        #[cfg(feature = "mutants")]
-        let span = match self.mutant {
-            crate::transport::proto::mutant::Mutant::DegradeStaleClock => Instant::MAX,
-            _ => span,
-        };
         self.degrade.parked.park(now, span);
+        if self.degrade.busy_since.is_none() {
+            self.degrade.busy_since = now;
+        }
         if before.is_none() && self.degrade.parked.since().is_some() {
             self.degrade_clock_started();
+        }
+    }
+
+    /// The write at the head of the deferred list left it.
+    pub(super) fn degrade_unparked(&mut self) {
+        self.degrade.parked.leave();
+        if self.deferred == 0 {
+            self.degrade.busy_since = None;
         }
     }
 
@@ -343,6 +380,9 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     pub(super) fn degrade_head_waits(&mut self, now: Instant) {
         let before = self.degrade.parked.since();
         self.degrade.parked.waits(now);
+        if self.degrade.busy_since.is_none() {
+            self.degrade.busy_since = Some(now);
+        }
         if before.is_none() && self.degrade.parked.since().is_some() {
             self.degrade_clock_started();
         }

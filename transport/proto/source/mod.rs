@@ -558,7 +558,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                     let since = self.degrade.parked.since().unwrap_or(now);
                     self.inflight.stamp(seq, since);
                 }
-                self.degrade.parked.leave();
+                self.degrade_unparked();
             }
         }
         r
@@ -580,7 +580,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// (the glue failed it, or gave it back to dm: [`WorkerStep::Abandon`]).
     pub fn deferred_dropped(&mut self) {
         self.deferred = self.deferred.saturating_sub(1);
-        self.degrade.parked.leave();
+        self.degrade_unparked();
         if self.abandoning {
             self.stats.abandoned = self.stats.abandoned.saturating_add(1);
         }
