@@ -112,7 +112,7 @@ check:
 FAULT_TESTS_UML := lifecycle.sh faults_link.sh faults_badnet.sh faults_corrupt.sh degraded_slow.sh \
 	faults_lock.sh faults_disk.sh faults_ringfull.sh bad_tables_gen.sh \
 	hostile.sh hostile_source.sh faults_remove.sh suspend_bounded.sh
-FAULT_TESTS_SMP := faults_remove.sh unstable_pages.sh
+FAULT_TESTS_SMP := faults_remove.sh unstable_pages.sh degraded_slow.sh
 faults:
 	$(call uml_selftests,DMSM_TESTS="$(FAULT_TESTS_UML)")
 	@$(MAKE) -s faults-smp
