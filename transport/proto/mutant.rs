@@ -68,9 +68,10 @@ pub enum Mutant {
     /// the target, missing them, refuses it (`Diverged`) for good.
     DegradeSameStream,
     /// The pull-ahead clock does not start again at an accepted
-    /// handshake: while writes outrun the link the deferred list never
-    /// empties, and the source goes degraded again right after each
-    /// reconnection, its resync never run.
+    /// handshake: writes that waited for the link during the handshake
+    /// degrade the source again soon after it reconnected (before 0.8.2
+    /// the clock also ran on through degraded spells and every
+    /// reconnection was followed at once by another one).
     DegradeStaleClock,
     /// The source frees ring records once the target applied them, not
     /// once it reported them durable: a power loss of the target loses

@@ -328,8 +328,9 @@ pub struct Sim {
     down_since: Option<u64>,
     /// When the source's last accepted handshake was (or its start).
     accepted_at: u64,
-    /// Since when the deferred list has been non-empty.
-    parked_since: Option<u64>,
+    /// Since when the deferred list has been non-empty with a write in it
+    /// that waited for the link (ring room, in-flight slots).
+    link_parked_since: Option<u64>,
     /// The source's current connection: (machine conn, network conn).
     s_conn: Option<(u64, u64)>,
     /// Connect in progress: (machine conn, network conn).
@@ -500,7 +501,7 @@ impl Sim {
             oldest_waits: (None, None),
             down_since: Some(0),
             accepted_at: 0,
-            parked_since: None,
+            link_parked_since: None,
             s_conn: None,
             s_connecting: None,
             sending: None,
@@ -874,10 +875,10 @@ impl Sim {
     /// about `degrade_after`, the link has been down, a host write has
     /// waited (the parked clock may start up to an eighth of it before
     /// the oldest parked write: `parked.rs`), or host writes have been
-    /// parked without a break since the last accepted handshake
-    /// (pull-ahead). A clock left running from before a reconnection
-    /// would degrade the source again at once, and its resync would never
-    /// run. The values are those from before the event (one that
+    /// parked without a break since the last accepted handshake and
+    /// since one of them waited for the link (pull-ahead). A clock left
+    /// running from before a reconnection would degrade the source again
+    /// at once, and its resync would never run. The values are those from before the event (one that
     /// degrades completes the waiting writes).
     fn check_degrade_cause(&mut self) -> R<()> {
         let n = self.src.degrade_count();
@@ -888,7 +889,7 @@ impl Sim {
                 let down = self.down_since.map_or(0, |t| self.now - t);
                 let parked = self.oldest_waits.0.map_or(0, |at| self.now - at);
                 let waiting = self.oldest_waits.1.map_or(0, |at| self.now - at);
-                let busy = self.parked_since.map_or(0, |t| self.now - t.max(self.accepted_at));
+                let busy = self.link_parked_since.map_or(0, |t| self.now - t.max(self.accepted_at));
                 if down < need && parked < need && waiting < need && busy < after {
                     return Err(Violation::Protocol(format!(
                         "degraded without cause: degrade_after {} ms, link down {} ms, oldest parked write {} ms, oldest write in flight {} ms, writes parked {} ms since the handshake; {}",
@@ -911,11 +912,17 @@ impl Sim {
             self.down_since = Some(self.now);
         }
         if self.deferred.is_empty() {
-            self.parked_since = None;
-        } else if self.parked_since.is_none() {
-            self.parked_since = Some(self.now);
+            self.link_parked_since = None;
         }
         Ok(())
+    }
+
+    /// A host write was parked, or parked again, waiting for `why`.
+    fn link_wait(&mut self, why: src_m::WaitReason) {
+        use src_m::WaitReason as W;
+        if self.link_parked_since.is_none() && matches!(why, W::RingFull | W::InflightFull) {
+            self.link_parked_since = Some(self.now);
+        }
     }
 
     fn state(&self) -> String {
@@ -1897,8 +1904,9 @@ impl Sim {
                     };
                     match r {
                         Submit::Accepted(seq) => self.accepted_write(seq, req)?,
-                        Submit::Wait(_) => {
+                        Submit::Wait(why) => {
                             self.deferred.push_front(req);
+                            self.link_wait(why);
                             break;
                         }
                         Submit::Invalid(i) => {
@@ -2020,7 +2028,10 @@ impl Sim {
         };
         match r {
             Submit::Accepted(seq) => self.accepted_write(seq, req)?,
-            Submit::Wait(_) => self.deferred.push_back(req),
+            Submit::Wait(why) => {
+                self.deferred.push_back(req);
+                self.link_wait(why);
+            }
             Submit::Invalid(i) => {
                 return Err(Violation::Protocol(format!("source rejected {req:?}: {i:?}")));
             }

@@ -284,7 +284,7 @@ const MUTANTS: &[(Mutant, u64, Mode, u32, &str)] = &[
     (Mutant::DegradeNoMark, 2, Mode::LockSync, 14, "does not hold record"),
     (Mutant::DegradeNever, 2, Mode::Speculative, 14, "waited"),
     (Mutant::DegradeSameStream, 3, Mode::Speculative, 14, "no progress"),
-    (Mutant::DegradeStaleClock, 136, Mode::Speculative, 17, "degraded without cause"),
+    (Mutant::DegradeStaleClock, 255, Mode::Speculative, 17, "degraded without cause"),
     (Mutant::FreeOnApplied, 43, Mode::Speculative, 14, "at flush boundary"),
     // Generator 15: the activity log and source crashes.
     (Mutant::AlNoWait, 2, Mode::Speculative, 15, "whose bit is not on the metadata device"),

@@ -27,9 +27,10 @@
 //!   ack awaited      the oldest sync write whose local write ended and
 //!                    that waits for its acknowledgement
 //!   writes outrun    since host writes have been parked without a break
-//!   the link         on this connection: since the deferred list last
-//!                    became non-empty, or since the handshake was
-//!                    accepted if it was not empty then (pull-ahead)
+//!   the link         on this connection, from the first that waited for
+//!                    ring room or in-flight slots: since the deferred
+//!                    list last became non-empty, or since the handshake
+//!                    was accepted if it was not empty then (pull-ahead)
 //! ```
 //!
 //! Each parked or waiting write arrived after its clock started, so none
@@ -60,7 +61,7 @@
 use core::ops::DerefMut;
 
 use super::parked::{ParkedClock, PARK_SPANS};
-use super::{Source, WORKER};
+use super::{Source, WaitReason, WORKER};
 use crate::log::pages::Pages;
 use crate::transport::proto::hot::HotSlot;
 use crate::transport::proto::inflight::InflightSlot;
@@ -104,7 +105,8 @@ pub(super) struct Degrade {
     /// When the parked writes parked (the deferred list's clock).
     pub(super) parked: ParkedClock,
     /// Since when host writes have been parked without a break on this
-    /// connection (the pull-ahead clock); `None`: none parked.
+    /// connection, from the first that waited for the link (the
+    /// pull-ahead clock); `None`: none such.
     busy_since: Option<Instant>,
     /// Times the source went degraded.
     pub(super) entered: u64,
@@ -319,16 +321,16 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// A handshake was accepted at `now`: back to normal, and the
-    /// pull-ahead clock starts again.
-    pub(super) fn degrade_connected(&mut self, now: Instant) {
+    /// A handshake was accepted: back to normal, and the pull-ahead clock
+    /// starts again (from the next write that waits for the link).
+    pub(super) fn degrade_connected(&mut self) {
         self.degrade.rejoin = false;
         #[cfg(feature = "mutants")]
         let restart = self.mutant != crate::transport::proto::mutant::Mutant::DegradeStaleClock;
         #[cfg(not(feature = "mutants"))]
         let restart = true;
         if restart {
-            self.degrade.busy_since = (self.deferred > 0).then_some(now);
+            self.degrade.busy_since = None;
         }
         if self.degrade.on {
             self.degrade.on = false;
@@ -354,17 +356,29 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     }
 
     /// A host write parks at the tail of the deferred list at `now`
-    /// (`None`: no clock at hand, offered again at once).
-    pub(super) fn degrade_parked(&mut self, now: Option<Instant>) {
+    /// (`None`: no clock at hand, offered again at once), waiting for
+    /// `why` (`None`: queued behind the others).
+    pub(super) fn degrade_parked(&mut self, now: Option<Instant>, why: Option<WaitReason>) {
         let before = self.degrade.parked.since();
         // With `on_disconnect block` no clock runs: one bucket does.
         let span = self.degrade.after.map_or(Instant::MAX, |a| a / PARK_SPANS);
         self.degrade.parked.park(now, span);
-        if self.degrade.busy_since.is_none() {
-            self.degrade.busy_since = now;
+        if let (Some(t), Some(w)) = (now, why) {
+            self.degrade_busy(t, w);
         }
         if before.is_none() && self.degrade.parked.since().is_some() {
             self.degrade_clock_started();
+        }
+    }
+
+    /// A parked write waits for `why` at `now`: waiting for the link
+    /// (ring room, or in-flight slots that writes waiting for their
+    /// acknowledgement hold) starts the pull-ahead clock. A wait for the
+    /// local side (the activity log, an overlapping local write, copies
+    /// in progress) does not: degraded mode would not shorten it.
+    fn degrade_busy(&mut self, now: Instant, why: WaitReason) {
+        if self.degrade.busy_since.is_none() && matches!(why, WaitReason::RingFull | WaitReason::InflightFull) {
+            self.degrade.busy_since = Some(now);
         }
     }
 
@@ -376,13 +390,12 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// The write at the head of the deferred list must wait again.
-    pub(super) fn degrade_head_waits(&mut self, now: Instant) {
+    /// The write at the head of the deferred list must wait again, for
+    /// `why`.
+    pub(super) fn degrade_head_waits(&mut self, now: Instant, why: WaitReason) {
         let before = self.degrade.parked.since();
         self.degrade.parked.waits(now);
-        if self.degrade.busy_since.is_none() {
-            self.degrade.busy_since = Some(now);
-        }
+        self.degrade_busy(now, why);
         if before.is_none() && self.degrade.parked.since().is_some() {
             self.degrade_clock_started();
         }

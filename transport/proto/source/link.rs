@@ -717,7 +717,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.link.state = State::Connected;
         self.link.refused = None;
         self.link.connected_at = Some(now);
-        self.degrade_connected(now);
+        self.degrade_connected();
         // New deadlines: the sender's keepalive, the worker's peer timeout.
         self.rearm(SENDER);
         #[cfg(feature = "mutants")]

@@ -501,16 +501,16 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if self.deferred > 0 {
             self.count_wait();
             self.deferred += 1;
-            self.degrade_parked(Some(now));
+            self.degrade_parked(Some(now), None);
             return Submit::Wait(WaitReason::Queued);
         }
         self.host_now = now;
         let r = self.append_write(c, w, fill, Origin::Host);
         match r {
-            Submit::Wait(_) => {
+            Submit::Wait(why) => {
                 self.deferred += 1;
                 self.deferred_gen = self.unblock_gen;
-                self.degrade_parked(Some(now));
+                self.degrade_parked(Some(now), Some(why));
             }
             Submit::Accepted(seq) => self.inflight.stamp(seq, now),
             Submit::Invalid(_) => {}
@@ -543,11 +543,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.host_now = now;
         let r = self.append_write(c, w, fill, Origin::Host);
         match r {
-            Submit::Wait(_) => {
+            Submit::Wait(why) => {
                 self.deferred_gen = self.unblock_gen;
                 // Parked by `map` without a clock (no bio at hand): its
                 // wait counts from now.
-                self.degrade_head_waits(now);
+                self.degrade_head_waits(now, why);
             }
             _ => {
                 self.deferred = self.deferred.saturating_sub(1);
@@ -571,7 +571,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         self.count_wait();
         // Offered again at once by the worker: its wait counts from then
         // (`map` has no clock at hand).
-        self.degrade_parked(None);
+        self.degrade_parked(None, None);
         self.deferred += 1;
         self.deferred_gen = self.unblock_gen.wrapping_sub(1);
     }
