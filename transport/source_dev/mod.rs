@@ -89,6 +89,9 @@ pub(super) struct State {
     pub(super) sock: Option<(u64, Arc<Socket>)>,
     /// Writes that could not be accepted at all.
     pub(super) invalid_bios: u64,
+    /// Wake-ups of the sender and of the worker (status `wakes=`: how
+    /// well they batch, issue 20).
+    pub(super) wakes: [u64; 2],
 }
 
 /// The threads of a running source.
@@ -230,7 +233,7 @@ impl SourceDev {
         // `on_disconnect block`: None, never degraded.
         m.set_degrade_after(cfg.degrade_after_ns());
         let ns = NetNs::current().map_err(nomem)?;
-        let state = State { m, deferred: BioList::new(), writing: BioList::new(), sock: None, invalid_bios: 0 };
+        let state = State { m, deferred: BioList::new(), writing: BioList::new(), sock: None, invalid_bios: 0, wakes: [0; 2] };
         let dev = Arc::pin_init(
             try_pin_init!(SourceDev {
                 cfg,
@@ -325,6 +328,11 @@ impl SourceDev {
     /// dropped it).
     pub(super) fn end_section(&self, g: &mut IrqSpinGuard<'_, State>) {
         let w = g.m.take_wakes();
+        for (i, n) in [SENDER, WORKER].into_iter().zip(g.wakes.iter_mut()) {
+            if w.contains(i) {
+                *n = n.wrapping_add(1);
+            }
+        }
         self.wake(w);
     }
 
@@ -650,7 +658,7 @@ impl SourceDev {
             "source {} {} ring={}/{} queued={} sent={} acked={} lag={} inflight={} deferred={} \
              resends={} crc_errors={} naks={} lock_rejections={} reconnects={} auth_failures={} \
              connect_failures={} waits={} local_errors={} repairs={} unrepaired={} protocol_errors={} \
-             peer_timeouts={} abandoned={} degraded_count={} durable={}",
+             peer_timeouts={} abandoned={} degraded_count={} durable={} wakes={}/{}",
             dev,
             conn,
             ring.used_bytes(),
@@ -677,6 +685,8 @@ impl SourceDev {
             s.abandoned,
             g.m.degrade_count(),
             g.m.durable_seq(),
+            g.wakes[0],
+            g.wakes[1],
         );
         // The resync: chunks the target lacks, progress while a sync runs.
         let r = g.m.resync_stats().unwrap_or_default();
