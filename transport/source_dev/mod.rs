@@ -658,7 +658,8 @@ impl SourceDev {
             "source {} {} ring={}/{} queued={} sent={} acked={} lag={} inflight={} deferred={} \
              resends={} crc_errors={} naks={} lock_rejections={} reconnects={} auth_failures={} \
              connect_failures={} waits={} local_errors={} repairs={} unrepaired={} protocol_errors={} \
-             peer_timeouts={} abandoned={} degraded_count={} durable={} wakes={}/{}",
+             peer_timeouts={} abandoned={} degraded_count={} durable={} wakes={}/{} \
+             waits_by={}/{}/{}/{}/{}/{}/{}",
             dev,
             conn,
             ring.used_bytes(),
@@ -687,6 +688,13 @@ impl SourceDev {
             g.m.durable_seq(),
             g.wakes[0],
             g.wakes[1],
+            s.waits_by[0],
+            s.waits_by[1],
+            s.waits_by[2],
+            s.waits_by[3],
+            s.waits_by[4],
+            s.waits_by[5],
+            s.waits_by[6],
         );
         // The resync: chunks the target lacks, progress while a sync runs.
         let r = g.m.resync_stats().unwrap_or_default();

@@ -141,6 +141,29 @@ pub enum WaitReason {
     Publishing,
 }
 
+/// Kinds of wait counted in [`SourceStats::waits_by`]: the six
+/// [`WaitReason`]s, then [`WAIT_NO_BIO`].
+pub const WAIT_KINDS: usize = 7;
+
+/// [`SourceStats::waits_by`]'s slot for writes parked by `map` because no
+/// local bio could be had without sleeping ([`Source::defer_unprepared`]).
+pub const WAIT_NO_BIO: usize = 6;
+
+impl WaitReason {
+    /// Its slot in [`SourceStats::waits_by`] (status order: overlap,
+    /// ring, inflight, queued, al, publishing, then no bio).
+    pub fn index(self) -> usize {
+        match self {
+            WaitReason::Overlap => 0,
+            WaitReason::RingFull => 1,
+            WaitReason::InflightFull => 2,
+            WaitReason::Queued => 3,
+            WaitReason::ActivityLog => 4,
+            WaitReason::Publishing => 5,
+        }
+    }
+}
+
 /// Whether a payload of `bytes` is copied into the ring in the critical
 /// section that appends the record ([`Source::submit`]) rather than
 /// reserved and copied outside the lock ([`Source::submit_reserved`]);
@@ -226,8 +249,12 @@ pub struct SourceStats {
     pub reconnects: u64,
     /// Connections lost.
     pub disconnects: u64,
-    /// Host writes that had to wait (any reason).
+    /// Host writes that had to wait (any reason; a write offered again
+    /// that must wait again counts again).
     pub waits: u64,
+    /// The same by reason, indexed by [`WaitReason::index`] (status
+    /// `waits_by=`).
+    pub waits_by: [u64; WAIT_KINDS],
     /// Local I/O failures reported.
     pub local_errors: u64,
     /// Failed local writes whose range was re-read and replicated.
@@ -461,8 +488,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         Some((h.sector >> self.shift, last >> self.shift))
     }
 
-    fn count_wait(&mut self) {
+    fn count_wait(&mut self, why: usize) {
         self.stats.waits = self.stats.waits.saturating_add(1);
+        if let Some(n) = self.stats.waits_by.get_mut(why) {
+            *n = n.saturating_add(1);
+        }
     }
 
     fn unblock(&mut self) {
@@ -499,7 +529,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         F: FnOnce(&mut RingWriter<'_, P>) -> Result<(), RingError>,
     {
         if self.deferred > 0 {
-            self.count_wait();
+            self.count_wait(WaitReason::Queued.index());
             self.deferred += 1;
             self.degrade_parked(Some(now), None);
             return Submit::Wait(WaitReason::Queued);
@@ -568,7 +598,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// the glue parks it in the deferred list, and the worker (which may
     /// sleep for one) offers it soon.
     pub fn defer_unprepared(&mut self) {
-        self.count_wait();
+        self.count_wait(WAIT_NO_BIO);
         // Offered again at once by the worker: its wait counts from then
         // (`map` has no clock at hand).
         self.degrade_parked(None, None);
@@ -780,18 +810,18 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
                     && (self.resync_blocks(sector, u64::from(count))
                         || self.verify_blocks(sector, u64::from(count)))))
         {
-            self.count_wait();
+            self.count_wait(WaitReason::Overlap.index());
             return Submit::Wait(WaitReason::Overlap);
         }
         if origin == Origin::Host && self.inflight.is_full() {
-            self.count_wait();
+            self.count_wait(WaitReason::InflightFull.index());
             return Submit::Wait(WaitReason::InflightFull);
         }
         if let (Origin::Host, Some((first, last))) = (origin, range) {
             // The local write may not begin before its regions are in the
             // activity log on the metadata device.
             if !self.al_admit(first, last, self.host_now) {
-                self.count_wait();
+                self.count_wait(WaitReason::ActivityLog.index());
                 return Submit::Wait(WaitReason::ActivityLog);
             }
         }
@@ -820,11 +850,11 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             self.degrade_rejoin_failed();
         }
         if need > self.ring.free_bytes() {
-            self.count_wait();
+            self.count_wait(WaitReason::RingFull.index());
             return Submit::Wait(WaitReason::RingFull);
         }
         if kind == Kind::Write && fill.is_none() && !self.ring.can_reserve() {
-            self.count_wait();
+            self.count_wait(WaitReason::Publishing.index());
             return Submit::Wait(WaitReason::Publishing);
         }
         if let Some((first, last)) = range {
