@@ -538,7 +538,7 @@ fuzz_target!(|data: &[u8]| {
             // map could not get a bio: parked unprepared.
             4 => {
                 let sector = u64::from(inp.b()) * 8;
-                s.defer_unprepared();
+                s.defer_unprepared(g.now);
                 g.deferred.push_back(HostWrite {
                     op: HostOp::Write,
                     sector,

@@ -439,7 +439,7 @@ impl SourceDev {
         let r = match io.as_mut() {
             Some(_) => Self::offer(&mut g, &self.crc, &hw, &*bio, false),
             None => {
-                g.m.defer_unprepared();
+                g.m.defer_unprepared(sys::now());
                 Submit::Wait(crate::transport::proto::source::WaitReason::Queued)
             }
         };

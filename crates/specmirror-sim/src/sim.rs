@@ -2019,7 +2019,7 @@ impl Sim {
         let w = host_write(&req);
         let seed = self.seed;
         let r = if self.faults_on && self.p.p_nomem > 0 && self.rng.below(1000) < self.p.p_nomem {
-            self.src.defer_unprepared();
+            self.src.defer_unprepared(self.now);
             Submit::Wait(src_m::WaitReason::Queued)
         } else if self.p.reserve && !inline(&req) {
             self.src.submit_reserved(&self.c, &w, self.now)

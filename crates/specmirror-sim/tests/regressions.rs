@@ -172,6 +172,17 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     (78, Mode::Speculative, 17, "same, degrade_after 58 ms"),
     (255, Mode::Speculative, 17, "same, degrade_after 262 ms"),
     (377, Mode::LockSync, 17, "same, oldest parked write 22 ms of 129"),
+    // Found by the first sweep of the fix: a write `map` parked for want
+    // of a local bio had no time and joined the newest bucket of the
+    // parked clock, whose start could be far older than the write; with
+    // the list never emptying, the clock ran from t=0 (11394: degraded
+    // with the oldest parked write at 12 ms of 15). Fixed: `map` gives
+    // the time (`defer_unprepared(now)`).
+    (11394, Mode::Speculative, 17, "untimed parked write in an old bucket"),
+    (8273, Mode::LockSync, 17, "same"),
+    (8530, Mode::Speculative, 17, "same"),
+    (13917, Mode::LockSync, 17, "same"),
+    (507276, Mode::LockSync, 17, "same"),
 ];
 
 #[test]

@@ -355,18 +355,18 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         }
     }
 
-    /// A host write parks at the tail of the deferred list at `now`
-    /// (`None`: no clock at hand, offered again at once), waiting for
-    /// `why` (`None`: queued behind the others).
-    pub(super) fn degrade_parked(&mut self, now: Option<Instant>, why: Option<WaitReason>) {
+    /// A host write parks at the tail of the deferred list at `now`,
+    /// waiting for `why` (`None`: queued behind the others, or for a
+    /// local bio).
+    pub(super) fn degrade_parked(&mut self, now: Instant, why: Option<WaitReason>) {
         let before = self.degrade.parked.since();
         // With `on_disconnect block` no clock runs: one bucket does.
         let span = self.degrade.after.map_or(Instant::MAX, |a| a / PARK_SPANS);
         self.degrade.parked.park(now, span);
-        if let (Some(t), Some(w)) = (now, why) {
-            self.degrade_busy(t, w);
+        if let Some(w) = why {
+            self.degrade_busy(now, w);
         }
-        if before.is_none() && self.degrade.parked.since().is_some() {
+        if before.is_none() {
             self.degrade_clock_started();
         }
     }
@@ -393,11 +393,6 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// The write at the head of the deferred list must wait again, for
     /// `why`.
     pub(super) fn degrade_head_waits(&mut self, now: Instant, why: WaitReason) {
-        let before = self.degrade.parked.since();
-        self.degrade.parked.waits(now);
         self.degrade_busy(now, why);
-        if before.is_none() && self.degrade.parked.since().is_some() {
-            self.degrade_clock_started();
-        }
     }
 }

@@ -531,7 +531,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         if self.deferred > 0 {
             self.count_wait(WaitReason::Queued.index());
             self.deferred += 1;
-            self.degrade_parked(Some(now), None);
+            self.degrade_parked(now, None);
             return Submit::Wait(WaitReason::Queued);
         }
         self.host_now = now;
@@ -540,7 +540,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             Submit::Wait(why) => {
                 self.deferred += 1;
                 self.deferred_gen = self.unblock_gen;
-                self.degrade_parked(Some(now), Some(why));
+                self.degrade_parked(now, Some(why));
             }
             Submit::Accepted(seq) => self.inflight.stamp(seq, now),
             Submit::Invalid(_) => {}
@@ -575,8 +575,6 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         match r {
             Submit::Wait(why) => {
                 self.deferred_gen = self.unblock_gen;
-                // Parked by `map` without a clock (no bio at hand): its
-                // wait counts from now.
                 self.degrade_head_waits(now, why);
             }
             _ => {
@@ -594,15 +592,14 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
         r
     }
 
-    /// `map` could not get a bio for a write's local I/O without sleeping:
-    /// the glue parks it in the deferred list, and the worker (which may
-    /// sleep for one) offers it soon.
-    pub fn defer_unprepared(&mut self) {
+    /// `map` could not get a bio for a write's local I/O without sleeping
+    /// at `now`: the glue parks it in the deferred list, and the worker
+    /// (which may sleep for one) offers it soon. Its wait counts from
+    /// `now` (degraded mode's parked clock).
+    pub fn defer_unprepared(&mut self, now: Instant) {
         self.count_wait(WAIT_NO_BIO);
-        // Offered again at once by the worker: its wait counts from then
-        // (`map` has no clock at hand).
-        self.degrade_parked(None, None);
         self.deferred += 1;
+        self.degrade_parked(now, None);
         self.deferred_gen = self.unblock_gen.wrapping_sub(1);
     }
 

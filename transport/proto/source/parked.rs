@@ -38,9 +38,8 @@ pub(super) const PARK_SPANS: u64 = 8;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Bucket {
-    /// When its first write parked; `None`: parked by `map` with no
-    /// clock at hand and offered again at once (stamped when it waits).
-    start: Option<Instant>,
+    /// When its first write parked.
+    start: Instant,
     writes: usize,
 }
 
@@ -51,8 +50,7 @@ struct Bucket {
 /// - the `len` buckets from `head` (circularly) each hold at least one
 ///   write, oldest first, and their `writes` sum to the writes parked;
 /// - their starts do not decrease, and each is no later than the park
-///   time of every write it holds; only the oldest may lack one, and
-///   only when it is the only bucket.
+///   time of every write it holds.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct ParkedClock {
     buckets: [Bucket; PARK_BUCKETS],
@@ -62,12 +60,12 @@ pub(super) struct ParkedClock {
 
 impl ParkedClock {
     /// When the oldest parked write parked, or not much earlier (`None`:
-    /// none parked, or the one parked has no time yet).
+    /// none parked).
     pub(super) fn since(&self) -> Option<Instant> {
         if self.len == 0 {
             return None;
         }
-        self.buckets.get(self.head).and_then(|b| b.start)
+        self.buckets.get(self.head).map(|b| b.start)
     }
 
     /// Writes counted.
@@ -79,27 +77,16 @@ impl ParkedClock {
             .sum()
     }
 
-    /// A write parks at the tail at `now` (`None`: no clock at hand).
-    /// `span`: how long one bucket takes writes.
-    pub(super) fn park(&mut self, now: Option<Instant>, span: Instant) {
+    /// A write parks at the tail at `now`. `span`: how long one bucket
+    /// takes writes.
+    pub(super) fn park(&mut self, now: Instant, span: Instant) {
         if self.len > 0 {
             let tail = (self.head + self.len - 1) % PARK_BUCKETS;
             let full = self.len == PARK_BUCKETS;
             if let Some(b) = self.buckets.get_mut(tail) {
-                match (b.start, now) {
-                    // A write parked at once behind an untimed one: the
-                    // bucket starts now (the untimed one is offered again
-                    // at once).
-                    (None, _) => {
-                        b.start = now;
-                        b.writes += 1;
-                        return;
-                    }
-                    (Some(s), Some(t)) if !full && t >= s.saturating_add(span) => {}
-                    _ => {
-                        b.writes += 1;
-                        return;
-                    }
+                if full || now < b.start.saturating_add(span) {
+                    b.writes += 1;
+                    return;
                 }
             }
         }
@@ -107,18 +94,6 @@ impl ParkedClock {
         if let Some(b) = self.buckets.get_mut(i) {
             *b = Bucket { start: now, writes: 1 };
             self.len += 1;
-        }
-    }
-
-    /// The head write waits again at `now`: if it had no time, its wait
-    /// counts from here.
-    pub(super) fn waits(&mut self, now: Instant) {
-        if self.len > 0 {
-            if let Some(b) = self.buckets.get_mut(self.head) {
-                if b.start.is_none() {
-                    b.start = Some(now);
-                }
-            }
         }
     }
 
@@ -145,7 +120,7 @@ mod tests {
     fn empty_list_has_no_clock() {
         let mut c = ParkedClock::default();
         assert_eq!(c.since(), None);
-        c.park(Some(5), 10);
+        c.park(5, 10);
         assert_eq!(c.since(), Some(5));
         c.leave();
         assert_eq!(c.since(), None);
@@ -166,7 +141,7 @@ mod tests {
         let mut parked = std::collections::VecDeque::new();
         for t in 0..1000u64 {
             if t % 4 == 0 {
-                c.park(Some(t), span);
+                c.park(t, span);
                 parked.push_back(t);
             }
             while parked.front().is_some_and(|&p| p + 30 <= t) {
@@ -183,27 +158,10 @@ mod tests {
     }
 
     #[test]
-    fn untimed_write_is_stamped_when_it_waits() {
-        let mut c = ParkedClock::default();
-        c.park(None, 10);
-        assert_eq!(c.since(), None);
-        c.waits(7);
-        assert_eq!(c.since(), Some(7));
-        // Stamped once only.
-        c.waits(9);
-        assert_eq!(c.since(), Some(7));
-        let mut d = ParkedClock::default();
-        d.park(None, 10);
-        d.park(Some(3), 10);
-        assert_eq!(d.since(), Some(3));
-        assert_eq!(d.writes(), 2);
-    }
-
-    #[test]
     fn full_buckets_grow_the_newest() {
         let mut c = ParkedClock::default();
         for i in 0..(PARK_BUCKETS as u64 + 4) {
-            c.park(Some(i * 100), 10);
+            c.park(i * 100, 10);
         }
         assert_eq!(c.writes(), PARK_BUCKETS + 4);
         for _ in 0..PARK_BUCKETS - 1 {
