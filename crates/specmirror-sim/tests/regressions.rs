@@ -183,6 +183,12 @@ const REGRESSIONS: &[(u64, Mode, u32, &str)] = &[
     (8530, Mode::Speculative, 17, "same"),
     (13917, Mode::LockSync, 17, "same"),
     (507276, Mode::LockSync, 17, "same"),
+    // Found by the next sweep: a resync piece read before a degraded
+    // spell was appended during the next handshake, ahead of the SYNC
+    // that marks the target inconsistent (I2: a resync record applied
+    // while the target said consistent). Fixed: a piece read is appended
+    // only once the current stream announced its sync.
+    (521152, Mode::LockSync, 17, "resync piece appended during a rejoin handshake"),
 ];
 
 #[test]

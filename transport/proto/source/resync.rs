@@ -511,6 +511,7 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
     /// or start reading the next one.
     pub(super) fn resync_step(&mut self, now: Instant) -> Option<super::WorkerStep> {
         let unblock_gen = self.unblock_gen;
+        let announced = self.sync_announced();
         let r = self.resync.as_mut()?;
         if due(r.retry_at, now) {
             r.retry_at = None;
@@ -519,6 +520,15 @@ impl<P: Pages, H: DerefMut<Target = [HotSlot]>, I: DerefMut<Target = [InflightSl
             r.pace_at = None;
         }
         if let Some((job, ok)) = r.phase.append_due(unblock_gen) {
+            if ok && !announced {
+                // The stream it was read for ended (degraded mode) and the
+                // next one has not announced its sync yet: appended now,
+                // during the handshake, it would reach a target that
+                // still says consistent ahead of the SYNC that says
+                // otherwise. Its chunk stays dirty; read again later.
+                r.phase.done();
+                return None;
+            }
             return Some(super::WorkerStep::ResyncAppend { job, ok });
         }
         if !r.phase.is_idle() {
